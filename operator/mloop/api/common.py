@@ -1,0 +1,200 @@
+"""Shared building blocks of every kind: the base model, references, conditions, bounds."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# Kubernetes object names (RFC 1123 subdomain) and label-safe names.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# s3://bucket/key: bucket names follow the S3 rules, the key is optional.
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"
+COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_ .()/-]*$"
+METRIC_PATTERN = r"^[a-z][a-z0-9_]*$"
+REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_TYPE_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
+# A version id is the first 12 hex digits of a content digest.
+VERSION_PATTERN = r"^[0-9a-f]{12}$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(s|m|h|d))+$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*( (AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.+-]*)*$"
+
+Name = Annotated[str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN)]
+ColumnName = Annotated[str, Field(min_length=1, max_length=128, pattern=COLUMN_PATTERN)]
+MetricName = Annotated[str, Field(min_length=1, max_length=64, pattern=METRIC_PATTERN)]
+ShortText = Annotated[str, Field(max_length=256)]
+
+Executor = Literal["kubernetes", "local"]
+Classification = Literal["public", "internal", "confidential", "restricted"]
+PiiLevel = Literal["none", "quasi", "direct", "sensitive"]
+Stage = Literal["None", "Staging", "Production", "Archived"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Ordered from least to most sensitive, so limits compare by index.
+CLASSIFICATION_ORDER: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+PII_ORDER: tuple[str, ...] = ("none", "quasi", "direct", "sensitive")
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are the API server's business."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        use_attribute_docstrings=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON the API server stores: camelCase keys, unset fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ObjectRef(ApiModel):
+    """A reference to another mloop object, in the same namespace unless one is spelled out."""
+
+    name: Name = Field(description="Name of the referenced object.")
+    namespace: Annotated[str, Field(max_length=63, pattern=DNS_LABEL_PATTERN)] | None = Field(
+        default=None,
+        description="Namespace of the referenced object. Empty means the referring object's own namespace.",
+    )
+
+
+class VersionedRef(ObjectRef):
+    """A reference to a Dataset, optionally pinned to one version."""
+
+    version: Annotated[str, Field(pattern=VERSION_PATTERN)] | None = Field(
+        default=None,
+        description="Version id (first 12 hex digits of the content digest). Empty means the latest Ready version at start.",
+    )
+
+
+class ResourceList(ApiModel):
+    """CPU and memory quantities, as in a container's resources."""
+
+    cpu: Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)] | None = Field(
+        default=None, description="CPU quantity, e.g. 500m or 2."
+    )
+    memory: Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)] | None = Field(
+        default=None, description="Memory quantity, e.g. 512Mi or 2Gi."
+    )
+
+
+class Resources(ApiModel):
+    """Requests and limits for a task or server pod."""
+
+    requests: ResourceList | None = Field(default=None, description="Resources the scheduler reserves.")
+    limits: ResourceList | None = Field(default=None, description="Resources the container may not exceed.")
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition: one aspect of an object's state."""
+
+    type: Annotated[str, Field(max_length=64, pattern=CONDITION_TYPE_PATTERN)] = Field(
+        description="Condition type in CamelCase, e.g. Ready or Validated."
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: Annotated[str, Field(max_length=64, pattern=REASON_PATTERN)] = Field(
+        description="Machine-readable CamelCase reason for the last transition."
+    )
+    message: Annotated[str, Field(max_length=2048)] = Field(
+        default="", description="Human-readable detail: what happened and what to do about it."
+    )
+    last_transition_time: datetime = Field(
+        description="When the status last changed between True, False and Unknown."
+    )
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="The metadata.generation this condition was computed from."
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
+    now: datetime | None = None,
+) -> list[Condition]:
+    """Return conditions with one set; lastTransitionTime moves only when the status really flips."""
+    now = now or utcnow()
+    result: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.type != type_:
+            result.append(cond)
+            continue
+        found = True
+        transition = cond.last_transition_time if cond.status == status else now
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message[:2048],
+                last_transition_time=transition,
+                observed_generation=generation,
+            )
+        )
+    if not found:
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message[:2048],
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+        )
+    return result
+
+
+def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+class GovernanceTags(ApiModel):
+    """What a data set may be used for and by whom; checked before any training starts."""
+
+    license: Annotated[str, Field(max_length=128, pattern=SPDX_PATTERN)] | None = Field(
+        default=None, description="SPDX licence expression of the data, e.g. CC-BY-4.0 or BSD-3-Clause."
+    )
+    classification: Classification | None = Field(
+        default=None, description="Data classification: public, internal, confidential or restricted."
+    )
+    owner: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="Accountable owner: a team, a person or an e-mail address."
+    )
+    purposes: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=16)] | None = Field(
+        default=None, description="Purposes the data may be used for, e.g. training, evaluation."
+    )
+    retention_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+        default=None, description="Versions older than this many days are deleted from storage."
+    )
+
+
+class CriterionResult(ApiModel):
+    """The evaluation of one requirement criterion against one candidate."""
+
+    requirement: Name = Field(description="Name of the Requirement the criterion belongs to.")
+    criterion: Annotated[str, Field(max_length=128)] = Field(
+        description="The criterion, e.g. metric:accuracy, data:minRows or serving:p95LatencyMs."
+    )
+    passed: bool | None = Field(default=None, description="True when met, False when not, empty when not yet measured.")
+    value: float | None = Field(default=None, description="The measured value.")
+    threshold: float | None = Field(default=None, description="The limit it was compared with.")
+    operator: Literal[">=", "<=", "in", "=="] | None = Field(
+        default=None, description="How the value was compared with the threshold."
+    )
+    message: Annotated[str, Field(max_length=512)] = Field(default="", description="Why it passed or failed.")

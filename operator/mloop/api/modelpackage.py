@@ -1,0 +1,80 @@
+"""ModelPackage: one immutable, versioned model of a registered model, with a promotion gate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
+
+from mloop.api.common import (
+    DIGEST_PATTERN,
+    ApiModel,
+    Condition,
+    CriterionResult,
+    Name,
+    ObjectRef,
+    Resources,
+    Stage,
+)
+
+
+class ServeSpec(ApiModel):
+    """Serve the package behind a stable endpoint and collect what it predicts."""
+
+    enabled: bool = Field(default=True, description="Serve this package.")
+    replicas: Annotated[int, Field(ge=0, le=100)] = Field(default=1, description="Server replicas.")
+    resources: Resources | None = Field(default=None, description="Resources of each server pod.")
+    sampling_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=1.0, description="Fraction of predictions logged to S3 for collection; 0 turns collection off."
+    )
+
+
+class ModelPackageSpec(ApiModel):
+    """A package of one succeeded TrainingRun under a registered model name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.model == oldSelf.model", "message": "model is immutable"},
+                {"rule": "self.trainingRunRef == oldSelf.trainingRunRef", "message": "trainingRunRef is immutable"},
+            ]
+        }
+    )
+
+    model: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] = Field(
+        description="Registered model name; versions count up per model."
+    )
+    training_run_ref: ObjectRef = Field(description="The succeeded TrainingRun to package.")
+    requirement_refs: Annotated[list[ObjectRef], Field(max_length=16)] | None = Field(
+        default=None, description="Requirements that gate promotion; default the TrainingRun's own."
+    )
+    formats: Annotated[list[Literal["skops", "onnx"]], Field(max_length=2)] | None = Field(
+        default=None, description="Formats to write; skops is always written, onnx is optional."
+    )
+    stage: Stage = Field(default="None", description="Desired stage: None, Staging, Production or Archived.")
+    serve: ServeSpec | None = Field(default=None, description="Serve this package.")
+
+
+class ModelPackageStatus(ApiModel):
+    """Observed state of a ModelPackage."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(default=None, description="The metadata.generation last reconciled.")
+    phase: Literal["Pending", "Packaging", "Packaged", "Failed"] | None = Field(default=None, description="Pending, Packaging, Packaged or Failed.")
+    version: Annotated[int, Field(ge=1)] | None = Field(default=None, description="Version number within the registered model.")
+    uri: Annotated[str, Field(max_length=1024)] | None = Field(default=None, description="s3:// prefix of the package.")
+    digest: Annotated[str, Field(max_length=71, pattern=DIGEST_PATTERN)] | None = Field(default=None, description="Digest of manifest.json.")
+    formats: Annotated[list[Literal["skops", "onnx"]], Field(max_length=2)] | None = Field(default=None, description="Formats written.")
+    stage: Stage | None = Field(default=None, description="Stage actually granted by the promotion gate.")
+    endpoint: Annotated[str, Field(max_length=512)] | None = Field(default=None, description="URL of the model server.")
+    training_run: Name | None = Field(default=None, description="The packaged TrainingRun.")
+    requirements: Annotated[list[CriterionResult], Field(max_length=64)] | None = Field(
+        default=None, description="Each criterion of each gating Requirement."
+    )
+    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
+        default_factory=list, description="Conditions: Packaged, Promoted, Serving, Ready."
+    )
+
+
+class ModelPackage(ApiModel):
+    spec: ModelPackageSpec
+    status: ModelPackageStatus | None = None

@@ -1,0 +1,40 @@
+"""Operator and workload settings, from MLOOP_* environment variables (the ConfigMap in a cluster)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLOOP_", extra="ignore")
+
+    executor: Literal["kubernetes", "local"] = Field(default="kubernetes", description="Default task executor.")
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint URL; empty means AWS.")
+    s3_region: str = Field(default="us-east-1")
+    bucket: str = Field(default="mloop")
+    s3_access_key: SecretStr | None = Field(default=None)
+    s3_secret_key: SecretStr | None = Field(default=None)
+    s3_secret_name: str = Field(
+        default="mloop-s3", description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY that task pods use."
+    )
+    image: str = Field(default="mloop:dev", description="Image of task and server pods.")
+    namespaces: str = Field(default="", description="Comma-separated namespaces to watch; empty watches all.")
+    posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest log level kopf posts as a Kubernetes event."
+    )
+    peering: str = Field(default="", description="kopf peering name; empty runs standalone (one replica).")
+    liveness_port: int = Field(default=8080, description="Port of the /healthz endpoint; 0 turns it off.")
+    max_workers: int = Field(default=20, description="Threads for the synchronous handlers.")
+
+    @property
+    def watched_namespaces(self) -> list[str]:
+        return [ns.strip() for ns in self.namespaces.split(",") if ns.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,37 @@
+"""Operator start-up settings and the liveness probe."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from mloop.config import get_settings
+from mloop.constants import ANNOTATION_PREFIX, FINALIZER
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    cfg = get_settings()
+    settings.persistence.finalizer = FINALIZER
+    # Handler progress lives in annotations: status is fully described by the CRD and would prune it.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.getLevelName(cfg.posting_level)
+    # The Kubernetes client and boto3 block: handlers are sync and run in this pool.
+    settings.execution.max_workers = cfg.max_workers
+    if cfg.peering:
+        settings.peering.name = cfg.peering
+        settings.peering.standalone = False
+    else:
+        settings.peering.standalone = True
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+
+
+@kopf.on.probe(id="watching")
+def watching(**_: Any) -> str:
+    return "ok"

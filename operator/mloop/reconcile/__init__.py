@@ -1,0 +1,1 @@
+"""Pure decisions: (object, observed world) -> actions and new status. No I/O."""

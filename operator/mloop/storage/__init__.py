@@ -1,0 +1,1 @@
+"""Artifact storage over S3: clients, layout and digests."""
