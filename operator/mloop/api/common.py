@@ -68,7 +68,7 @@ class ObjectRef(ApiModel):
 class VersionedRef(ObjectRef):
     """A reference to a Dataset, optionally pinned to one version."""
 
-    version: Annotated[str, Field(pattern=VERSION_PATTERN)] | None = Field(
+    version: Annotated[str, Field(max_length=12, pattern=VERSION_PATTERN)] | None = Field(
         default=None,
         description="Version id (first 12 hex digits of the content digest). Empty means the latest Ready version at start.",
     )

@@ -133,7 +133,7 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
                 "listKind": f"{info.kind}List",
                 "plural": info.plural,
                 "singular": info.singular,
-                "shortNames": [info.short],
+                "shortNames": [info.short, *info.aliases],
                 "categories": [CATEGORY],
             },
             "versions": [
@@ -157,6 +157,13 @@ def render(info: KindInfo) -> str:
     return HEADER + yaml.safe_dump(crd_for(info), sort_keys=False, width=100)
 
 
+def render_kustomization() -> str:
+    """crds/ as a kustomization, so manifests/ can include it."""
+    body = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": [f"{info.crd_name}.yaml" for info in KINDS]}
+    return HEADER + yaml.safe_dump(body, sort_keys=False)
+
+
 def default_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "crds"
 
@@ -176,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             args.dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+    kustomization = render_kustomization()
+    kpath = args.dir / "kustomization.yaml"
+    if args.check:
+        if not kpath.exists() or kpath.read_text() != kustomization:
+            stale.append(str(kpath))
+    else:
+        kpath.write_text(kustomization)
     if stale:
         print("out of date, run `python -m mloop.api.crdgen`: " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -237,8 +237,8 @@ class DatasetSpec(ApiModel):
 class DatasetVersion(ApiModel):
     """One immutable snapshot."""
 
-    version: Annotated[str, Field(pattern=VERSION_PATTERN)] = Field(description="Version id: first 12 hex digits of the digest.")
-    digest: Annotated[str, Field(pattern=DIGEST_PATTERN)] = Field(description="sha256 of the canonical content.")
+    version: Annotated[str, Field(max_length=12, pattern=VERSION_PATTERN)] = Field(description="Version id: first 12 hex digits of the digest.")
+    digest: Annotated[str, Field(max_length=71, pattern=DIGEST_PATTERN)] = Field(description="sha256 of the canonical content.")
     rows: Annotated[int, Field(ge=0)] = Field(description="Row count.")
     created_at: datetime = Field(description="When the version was cut.")
     uri: Annotated[str, Field(max_length=1024)] = Field(description="s3:// prefix holding data.parquet, profile.json, manifest.json.")

@@ -39,6 +39,8 @@ class KindInfo:
     spec: type[BaseModel]
     status: type[BaseModel]
     columns: list[dict[str, Any]] = field(default_factory=list)
+    # Extra short names; `ds` alone loses to the built-in DaemonSet short name in kubectl.
+    aliases: tuple[str, ...] = ()
 
     @property
     def singular(self) -> str:
@@ -70,6 +72,7 @@ KINDS: tuple[KindInfo, ...] = (
         kind="Dataset",
         plural="datasets",
         short="ds",
+        aliases=("dset",),
         description="A named, versioned table: immutable content-addressed snapshots with schema, profile and governance.",
         spec=DatasetSpec,
         status=DatasetStatus,
@@ -121,6 +124,6 @@ def kind_by_name(name: str) -> KindInfo:
     """Look a kind up by kind, plural, singular or short name."""
     key = name.lower()
     for info in KINDS:
-        if key in (info.kind.lower(), info.plural, info.short):
+        if key in (info.kind.lower(), info.plural, info.short, *info.aliases):
             return info
     raise KeyError(f"unknown mloop kind {name!r}")

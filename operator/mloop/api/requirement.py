@@ -41,7 +41,8 @@ class MetricCriterion(ApiModel):
     metric: MetricName = Field(description="Metric name as the trainer reports it, e.g. accuracy, f1_macro, rmse, r2.")
     min: float | None = Field(default=None, description="The metric must be at least this.")
     max: float | None = Field(default=None, description="The metric must be at most this.")
-    on: Literal["heldout", "cv"] = Field(
+    # Not called `on`: YAML 1.1 reads that key as the boolean true.
+    scope: Literal["heldout", "cv"] = Field(
         default="heldout", description="Judge the held-out test score or the cross-validation mean."
     )
     primary: bool = Field(

@@ -1,0 +1,1 @@
+"""The Kubernetes adapter: clients, kubectl, CRD installation."""

@@ -1,0 +1,90 @@
+"""Shared fixtures: a real local control plane and S3 server for the whole session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class S3:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    client: Any
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Any]:
+    """etcd + kube-apiserver + kube-controller-manager + versitygw, with the CRDs installed."""
+    from mloop.k8s.crds import install_crds
+    from mloop.localcluster import LocalStack
+
+    local = LocalStack()
+    info = local.start()
+    saved = {key: os.environ.get(key) for key in info.env()}
+    os.environ.update(info.env())
+    try:
+        install_crds(info.kubeconfig)
+        yield local
+    finally:
+        local.cleanup()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(stack: Any) -> str:
+    return stack.info.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: str) -> Any:
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: str):
+    """Run kubectl as a user would; returns the CompletedProcess."""
+    from mloop.k8s.kubectl import kubectl as run
+
+    def _run(*args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return run(*args, kubeconfig=kubeconfig, input=input, check=check)
+
+    return _run
+
+
+@pytest.fixture
+def namespace(api_client: Any) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    from kubernetes import client
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def s3(stack: Any) -> S3:
+    from mloop.storage.s3 import make_client
+
+    info = stack.info
+    return S3(info.s3_endpoint, info.s3_access_key, info.s3_secret_key, info.bucket,
+              make_client(info.s3_endpoint, info.s3_access_key, info.s3_secret_key))
