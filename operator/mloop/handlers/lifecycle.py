@@ -35,3 +35,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.probe(id="watching")
 def watching(**_: Any) -> str:
     return "ok"
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, then $KUBECONFIG as it is *now*.
+
+    kopf's default goes through the kubernetes package, which reads $KUBECONFIG once at import.
+    """
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)

@@ -1,0 +1,36 @@
+"""Small helpers the tests share: waiting, reading objects and their conditions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import yaml
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Return the first truthy value of predicate(), or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def get_object(api_client: Any, namespace: str, plural: str, name: str) -> dict:
+    from kubernetes import client
+
+    return client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        "mloop.dev", "v1alpha1", namespace, plural, name
+    )
+
+
+def condition(obj: dict, type_: str) -> dict | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def apply_object(kubectl: Callable[..., Any], namespace: str, kind: str, name: str, spec: dict) -> None:
+    manifest = {"apiVersion": "mloop.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=True)

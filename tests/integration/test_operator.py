@@ -1,0 +1,82 @@
+"""The operator skeleton runs against the real API server, watches the four kinds and exits cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+from kopf.testing import KopfRunner
+
+from mloop.localcluster.stack import free_port
+from tests.helpers import apply_object as apply, condition, get_object as get, wait_for
+
+SPECS = {
+    "Requirement": ("requirements", {"title": "Good enough"}),
+    "Dataset": ("datasets", {"source": {"builtin": {"name": "iris"}}}),
+    "TrainingRun": ("trainingruns", {"datasetRef": {"name": "iris"}, "target": "species",
+                                     "estimator": {"name": "LogisticRegression"}}),
+    "ModelPackage": ("modelpackages", {"model": "iris", "trainingRunRef": {"name": "iris-lr"}}),
+}
+
+
+def test_kopf_runner_watches_all_four_kinds_and_exits_cleanly(kubectl, api_client, namespace) -> None:
+    port = free_port()
+    args = ["run", "--standalone", "--all-namespaces", "--liveness", f"http://127.0.0.1:{port}/healthz",
+            "-m", "mloop.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        for kind, (_, spec) in SPECS.items():
+            apply(kubectl, namespace, kind, "watched", spec)
+        for kind, (plural, _) in SPECS.items():
+            obj = wait_for(lambda: (o := get(api_client, namespace, plural, "watched"))
+                           and condition(o, "Accepted") and o)
+            assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
+            assert condition(obj, "Accepted")["status"] == "True"
+            assert obj["status"]["phase"] == "Pending"
+            annotations = obj["metadata"].get("annotations", {})
+            # kopf keeps its bookkeeping under mloop.dev/, never under kopf.zalando.org.
+            assert not any(k.startswith("kopf.zalando.org") for k in annotations)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+        events = kubectl("get", "events", "-n", namespace, "-o",
+                         "jsonpath={range .items[*]}{.involvedObject.kind}/{.reason} {end}").stdout.split()
+        assert {"Requirement/SpecValid", "Dataset/SpecValid", "TrainingRun/SpecValid",
+                "ModelPackage/SpecValid"} <= set(events)
+    assert runner.exception is None
+    assert runner.exit_code == 0
+
+
+def test_spec_the_schema_cannot_judge_is_marked_invalid_with_its_path(kubectl, api_client, namespace) -> None:
+    spec = {"source": {"inline": {"columns": ["a", "b"], "rows": [[1, 2], [3]]}}}
+    with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "mloop.handlers"], timeout=60) as runner:
+        apply(kubectl, namespace, "Dataset", "ragged", spec)
+        obj = wait_for(lambda: (o := get(api_client, namespace, "datasets", "ragged")) and condition(o, "Accepted") and o)
+    assert runner.exit_code == 0
+    accepted = condition(obj, "Accepted")
+    assert accepted["status"] == "False" and accepted["reason"] == "InvalidSpec"
+    assert "spec.source.inline" in accepted["message"] and "rows[1] has 1 values for 2 columns" in accepted["message"]
+    assert obj["status"]["phase"] == "Failed"
+
+
+def test_python_m_mloop_serves_liveness_and_stops_on_sigterm(stack, kubeconfig) -> None:
+    port = free_port()
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "MLOOP_LIVENESS_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "mloop"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    return resp.status == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
