@@ -14,6 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Read when mloop.handlers is imported (kopf timers take their interval then): fast polls for tests.
+os.environ.setdefault("MLOOP_POLL_INTERVAL", "0.5")
+os.environ.setdefault("MLOOP_EXECUTOR", "local")
+
 
 @dataclass
 class S3:
@@ -30,10 +34,14 @@ def stack() -> Iterator[Any]:
     from mloop.k8s.crds import install_crds
     from mloop.localcluster import LocalStack
 
+    from mloop.config import get_settings
+
     local = LocalStack()
     info = local.start()
-    saved = {key: os.environ.get(key) for key in info.env()}
-    os.environ.update(info.env())
+    env = {**info.env(), "MLOOP_LOCAL_DIR": str(local.dir / "local-tasks")}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
     try:
         install_crds(info.kubeconfig)
         yield local
@@ -44,6 +52,7 @@ def stack() -> Iterator[Any]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +97,14 @@ def s3(stack: Any) -> S3:
     info = stack.info
     return S3(info.s3_endpoint, info.s3_access_key, info.s3_secret_key, info.bucket,
               make_client(info.s3_endpoint, info.s3_access_key, info.s3_secret_key))
+
+
+@pytest.fixture
+def operator(stack: Any, namespace: str) -> Iterator[Any]:
+    """The operator in-process (kopf's KopfRunner), watching the test's namespace, local executor."""
+    from kopf.testing import KopfRunner
+
+    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"], timeout=180) as runner:
+        yield runner
+    assert runner.exception is None, runner.output[-3000:]
+    assert runner.exit_code == 0, runner.output[-3000:]

@@ -306,6 +306,10 @@ class DatasetStatus(ApiModel):
         default=None, description="Versions deleted by the retention policy."
     )
     task: Annotated[str, Field(max_length=253)] | None = Field(default=None, description="Name of the ingestion task in flight.")
+    retries: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Ingestion attempts lost to storage outages for this generation.")
+    ingest_key: Annotated[str, Field(max_length=16)] | None = Field(
+        default=None, description="Hash of source, schema and rules of the last ingestion; governance-only changes keep it."
+    )
     last_ingested_at: datetime | None = Field(default=None, description="When the source was last read.")
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
         default_factory=list, description="Conditions: Ready, Validated, GovernanceOK."

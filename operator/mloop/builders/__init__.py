@@ -1,0 +1,1 @@
+"""Pure functions: object -> manifest dict. No I/O."""

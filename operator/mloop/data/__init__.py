@@ -1,0 +1,1 @@
+"""Tables: reading sources, canonical digests, schema checks, validation, profiles, drift, transforms."""

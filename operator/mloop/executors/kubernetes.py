@@ -1,0 +1,53 @@
+"""The kubernetes executor: each task a batch/v1 Job; its outcome from the Job's conditions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from mloop.builders.job import build_job
+from mloop.config import Settings, get_settings
+from mloop.executors.base import Task, TaskState
+
+
+class KubernetesExecutor:
+    name = "kubernetes"
+
+    def __init__(self, api_client: Any, settings: Settings | None = None):
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.settings = settings or get_settings()
+
+    def submit(self, task: Task) -> None:
+        try:
+            self.batch.create_namespaced_job(task.namespace, build_job(task, self.settings))
+        except ApiException as err:
+            if err.status != 409:  # 409: it exists already, which is the point of deterministic names
+                raise
+
+    def state(self, task: Task) -> TaskState:
+        try:
+            job = self.batch.read_namespaced_job_status(task.name, task.namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return TaskState("Missing")
+            raise
+        conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
+        if "Complete" in conditions:
+            return TaskState("Succeeded", "Completed")
+        if "Failed" in conditions:
+            cond = conditions["Failed"]
+            return TaskState("Failed", cond.reason or "Failed", cond.message or "", self._exit_code(task))
+        if job.status.active:
+            return TaskState("Running")
+        return TaskState("Pending")
+
+    def _exit_code(self, task: Task) -> int | None:
+        pods = self.core.list_namespaced_pod(task.namespace, label_selector=f"job-name={task.name}").items
+        for pod in pods:
+            for status in pod.status.container_statuses or []:
+                if status.state and status.state.terminated:
+                    return status.state.terminated.exit_code
+        return None

@@ -1,0 +1,114 @@
+"""The local executor: each task a subprocess on the operator's host, for a laptop with no kubelet.
+
+A small supervisor (`python -m mloop.executors.localrun`) runs the command and writes its
+exit code to a file, so an operator restarted mid-task still learns how the task ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mloop.config import Settings, get_settings
+from mloop.executors.base import Task, TaskState
+
+
+def default_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mloop" / "local-tasks"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, settings: Settings | None = None, directory: Path | None = None):
+        self.settings = settings or get_settings()
+        self.dir = directory or Path(self.settings.local_dir or default_dir())
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _paths(self, task: Task) -> tuple[Path, Path, Path]:
+        stem = self.dir / f"{task.namespace}.{task.name}"
+        return stem.with_suffix(".json"), stem.with_suffix(".exit"), stem.with_suffix(".log")
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        env = {**os.environ, "MLOOP_BUCKET": s.bucket, "MLOOP_S3_REGION": s.s3_region, "MLOOP_EXECUTOR": "local"}
+        if s.s3_endpoint:
+            env["MLOOP_S3_ENDPOINT"] = s.s3_endpoint
+        if s.s3_access_key and s.s3_secret_key:
+            env["MLOOP_S3_ACCESS_KEY"] = s.s3_access_key.get_secret_value()
+            env["MLOOP_S3_SECRET_KEY"] = s.s3_secret_key.get_secret_value()
+        return env
+
+    def command(self, task: Task) -> list[str]:
+        # The image's `python` is this interpreter on a laptop.
+        return [sys.executable if part == "python" else part for part in task.command]
+
+    def submit(self, task: Task) -> None:
+        record, exit_file, log_file = self._paths(task)
+        if record.exists():
+            return
+        runs = task.completions or 1
+        argv = [sys.executable, "-m", "mloop.executors.localrun", str(exit_file), str(runs), str(task.parallelism),
+                "--", *self.command(task)]
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self.env(), start_new_session=True)
+        record.write_text(json.dumps({"pid": proc.pid, "started": time.time(), "deadline": task.deadline_seconds}))
+
+    def state(self, task: Task) -> TaskState:
+        record, exit_file, log_file = self._paths(task)
+        if exit_file.exists():
+            text = exit_file.read_text().strip()
+            code = int(text) if text.lstrip("-").isdigit() else -1
+            if code == 0:
+                return TaskState("Succeeded", "Completed", exit_code=0)
+            if code == -int(signal.SIGKILL) and "DeadlineExceeded" in _tail(log_file):
+                return TaskState("Failed", "DeadlineExceeded", "the task ran past its deadline", code)
+            return TaskState("Failed", "Error", f"the task exited with code {code}: {_tail(log_file)}", code)
+        if not record.exists():
+            return TaskState("Missing")
+        info = json.loads(record.read_text())
+        pid = info["pid"]
+        if _alive(pid):
+            if time.time() - info["started"] > info["deadline"]:
+                with open(log_file, "a") as log:
+                    log.write("DeadlineExceeded: stopping the task\n")
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                exit_file.write_text(str(-int(signal.SIGKILL)))
+                return TaskState("Failed", "DeadlineExceeded", "the task ran past its deadline")
+            return TaskState("Running")
+        # Reap our own child if it was ours; its supervisor writes the exit file just before exiting.
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if exit_file.exists():
+            return self.state(task)
+        return TaskState("Failed", "ProcessLost", "the task's process ended without recording an exit code")
+
+    def log(self, task: Task) -> str:
+        return _tail(self._paths(task)[2], lines=2000)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

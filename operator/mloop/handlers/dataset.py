@@ -1,0 +1,133 @@
+"""Dataset handlers: parse, ask reconcile/dataset what to do, do it, patch status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from mloop.api.common import set_condition, utcnow
+from mloop.api.dataset import DatasetSpec, DatasetStatus
+from mloop.api.kinds import API_VERSION, GROUP, VERSION
+from mloop.config import get_settings
+from mloop.executors.base import Task, task_name
+from mloop.executors.factory import executor_for
+from mloop.handlers.common import apply_outcome
+from mloop.k8s.client import get_object
+from mloop.reconcile import dataset as decide
+from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
+from mloop.storage.artifacts import Store, StorageUnavailable, dataset_prefix, task_prefix
+
+
+def ingest_task(namespace: str, name: str, uid: str, task: str, spec: DatasetSpec) -> Task:
+    prefix = task_prefix(namespace, task)
+    return Task(
+        name=task, namespace=namespace, kind="ingest",
+        command=["python", "-m", "mloop.workloads.ingest", prefix], prefix=prefix,
+        owner={"apiVersion": API_VERSION, "kind": "Dataset", "name": name, "uid": uid},
+        deadline_seconds=1800, backoff_limit=0,
+    )
+
+
+def _parent(spec: DatasetSpec, namespace: str) -> tuple[dict[str, str] | None, str | None]:
+    """The parent version a derived Dataset reads, or (None, why it is not there yet)."""
+    assert spec.source.derived is not None
+    ref = spec.source.derived.dataset_ref
+    ns = ref.namespace or namespace
+    parent = get_object("datasets", ns, ref.name)
+    if parent is None:
+        return None, f"parent Dataset {ns}/{ref.name} does not exist yet"
+    status = DatasetStatus.model_validate(parent.get("status") or {})
+    if ref.version:
+        match = next((v for v in status.versions or [] if v.version == ref.version and not v.expired), None)
+        if match is None:
+            return None, f"parent Dataset {ref.name} has no version {ref.version}"
+        digest = match.digest
+    elif status.digest:
+        digest = status.digest
+    else:
+        return None, f"parent Dataset {ref.name} has no Ready version yet"
+    return {"namespace": ns, "name": ref.name, "digest": digest.removeprefix("sha256:")}, None
+
+
+def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
+    meta = body["metadata"]
+    namespace, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation", 1)
+    now = utcnow()
+    status = DatasetStatus.model_validate(dict(body.get("status") or {}))
+    try:
+        spec = DatasetSpec.model_validate(dict(body["spec"]))
+    except ValidationError as err:
+        message = describe_validation_error(err)
+        conditions = set_condition(list(status.conditions), "Ready", "False", "InvalidSpec", message, generation, now)
+        events = [] if status.observed_generation == generation else [Event("Warning", "InvalidSpec", message)]
+        apply_outcome(Outcome({"phase": "Failed", "observedGeneration": generation,
+                               "conditions": dump_conditions(conditions)}, events), patch, body)
+        return
+    executor = executor_for(spec.executor)
+    store = Store.from_settings(timeout=5, retries=1)
+    try:
+        if status.task:
+            task = ingest_task(namespace, name, uid, status.task, spec)
+            state = executor.state(task)
+            if not state.finished and state.phase != "Missing":
+                return
+            result = store.get_json_or_none(task.prefix + "result.json")
+            storage_ok = True
+            if result is None:
+                try:
+                    store.ping()
+                except StorageUnavailable:
+                    storage_ok = False
+            apply_outcome(decide.fold_result(spec, status, generation, state, result, now, storage_ok), patch, body)
+            return
+
+        if (status.observed_generation != generation and status.version and spec.source.s3 is None
+                and status.ingest_key == decide.ingest_key(spec)):
+            apply_outcome(decide.governance_only(spec, status, generation, now), patch, body)
+            return
+
+        parent, parent_digest = None, None
+        if spec.source.derived is not None:
+            parent, why = _parent(spec, namespace)
+            if parent is None:
+                apply_outcome(decide.waiting(status, "WaitingForParent", why or "", generation, now), patch, body)
+                return
+            parent_digest = parent["digest"]
+
+        plan = decide.plan_ingest(spec, status, generation, now, parent_digest, status.retries or 0)
+        if plan is not None:
+            if (status.retries or 0) >= decide.MAX_STORAGE_RETRIES:
+                apply_outcome(decide.waiting(status, "StorageUnavailable", "gave up after repeated storage outages; "
+                                             "edit the Dataset to try again", generation, now), patch, body)
+                return
+            task = ingest_task(namespace, name, uid, task_name("ingest", name, uid, plan.trigger), spec)
+            store.put_json(task.prefix + "spec.json", {
+                "namespace": namespace, "name": name, "spec": spec.to_wire(),
+                "previous": status.digest.removeprefix("sha256:") if status.digest else None, "parent": parent,
+            }, overwrite=True)
+            executor.submit(task)
+            apply_outcome(decide.started(status, task.name, plan.reason, generation, now), patch, body)
+            return
+
+        retention = spec.governance.retention_days if spec.governance else None
+        gone = decide.expired_versions(status, retention, now)
+        if gone:
+            for version in gone:
+                store.delete_prefix(dataset_prefix(namespace, name, version.digest.removeprefix("sha256:")))
+            apply_outcome(decide.mark_expired(status, [v.version for v in gone], now), patch, body)
+    except StorageUnavailable as err:
+        apply_outcome(decide.waiting(status, "StorageUnavailable", f"{err}; retrying", generation, now), patch, body)
+
+
+@kopf.on.create(GROUP, VERSION, "datasets")
+@kopf.on.update(GROUP, VERSION, "datasets", field="spec")
+@kopf.on.resume(GROUP, VERSION, "datasets")
+def dataset_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_dataset(body, patch)
+
+
+@kopf.timer(GROUP, VERSION, "datasets", interval=get_settings().poll_interval, sharp=False)
+def dataset_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_dataset(body, patch)

@@ -1,0 +1,32 @@
+"""One Kubernetes API client for the operator: in-cluster, else $KUBECONFIG as it is when first asked."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+from kubernetes import client, config
+
+
+@lru_cache(maxsize=1)
+def api_client() -> Any:
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None)
+
+
+def custom_objects() -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client())
+
+
+def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return custom_objects().get_namespaced_custom_object("mloop.dev", "v1alpha1", namespace, plural, name)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise

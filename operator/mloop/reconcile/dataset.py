@@ -1,0 +1,180 @@
+"""Dataset decisions: when to ingest, how a task's result changes status, which versions expire."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from mloop.api.common import Condition, set_condition
+from mloop.api.dataset import ColumnStatus, DatasetSpec, DatasetStatus, DatasetVersion
+from mloop.executors.base import TaskState
+from mloop.reconcile.durations import parse_duration
+from mloop.reconcile.governance import check_tags
+from mloop.reconcile.outcome import Event, Outcome, dump_conditions, flipped
+
+MAX_VERSIONS = 20
+MAX_STORAGE_RETRIES = 20
+
+
+def ingest_key(spec: DatasetSpec) -> str:
+    """What decides the content: source, schema and rules. Governance changes need no new ingestion."""
+    material = spec.model_dump(mode="json", by_alias=True, include={"source", "schema_", "validation"}, exclude_none=True)
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    trigger: str  # part of the deterministic task name
+    reason: str
+
+
+def plan_ingest(spec: DatasetSpec, status: DatasetStatus, generation: int, now: datetime,
+                parent_digest: str | None = None, retries: int = 0) -> IngestPlan | None:
+    """Whether to start an ingestion now, and why. None: nothing to do."""
+    if status.task:
+        return None
+    if spec.source.collection is not None:
+        return None  # collection sources are cut by the collector, not by ingestion
+    if status.observed_generation != generation:
+        return IngestPlan(f"g{generation}r{retries}", "SpecChanged")
+    if spec.source.derived is not None and parent_digest and status.source_version != _parent_label(spec, parent_digest):
+        return IngestPlan(f"p{parent_digest[:12]}r{retries}", "ParentChanged")
+    if spec.refresh and spec.source.s3 is not None:
+        interval = parse_duration(spec.refresh.interval)
+        last = status.last_ingested_at
+        if last is None or (now - last).total_seconds() >= interval:
+            return IngestPlan(f"t{int(now.timestamp() // interval)}", "RefreshDue")
+    return None
+
+
+def _parent_label(spec: DatasetSpec, parent_digest: str) -> str:
+    assert spec.source.derived is not None
+    return f"{spec.source.derived.dataset_ref.name}@{parent_digest[:12]}"
+
+
+def _conditions(status: DatasetStatus) -> list[Condition]:
+    return list(status.conditions)
+
+
+def started(status: DatasetStatus, task: str, reason: str, generation: int, now: datetime) -> Outcome:
+    before = _conditions(status)
+    after = set_condition(before, "Ready", "Unknown", "Ingesting", f"ingestion {task} started ({reason})", generation, now)
+    patch: dict[str, Any] = {"task": task, "conditions": dump_conditions(after)}
+    if status.phase != "Ready":
+        patch["phase"] = "Ingesting"
+    return Outcome(patch)
+
+
+def waiting(status: DatasetStatus, reason: str, message: str, generation: int, now: datetime) -> Outcome:
+    """Something outside the Dataset is not there yet (a parent, the storage): Ready=Unknown, say what."""
+    before = _conditions(status)
+    after = set_condition(before, "Ready", "Unknown", reason, message, generation, now)
+    events = [Event("Warning", reason, message)] if before != after and _reason(before) != reason else []
+    patch: dict[str, Any] = {"conditions": dump_conditions(after)}
+    if status.phase is None:
+        patch["phase"] = "Pending"
+    return Outcome(patch, events)
+
+
+def _reason(conditions: list[Condition], type_: str = "Ready") -> str | None:
+    return next((c.reason for c in conditions if c.type == type_), None)
+
+
+def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state: TaskState,
+                result: dict[str, Any] | None, now: datetime, storage_ok: bool) -> Outcome:
+    """A finished task's result, folded into status: a new version, or a failure that names its cause."""
+    before = _conditions(status)
+    patch: dict[str, Any] = {"task": None}
+    events: list[Event] = []
+    conditions = before
+
+    if result is None:
+        # No result: the task could not reach storage, or died before writing anything.
+        if not storage_ok or state.exit_code == 75:
+            conditions = set_condition(conditions, "Ready", "Unknown", "StorageUnavailable",
+                                       "S3 was unavailable during ingestion; retrying", generation, now)
+            if _reason(before) != "StorageUnavailable":
+                events.append(Event("Warning", "StorageUnavailable", "S3 was unavailable during ingestion; retrying"))
+            patch["conditions"] = dump_conditions(conditions)
+            patch["retries"] = (status.retries or 0) + 1
+            return Outcome(patch, events)
+        message = f"ingestion task failed: {state.reason} {state.message}".strip()[:1000]
+        conditions = set_condition(conditions, "Ready", "False", _camel(state.reason or "TaskFailed"), message,
+                                   generation, now)
+        patch.update(phase="Failed", observedGeneration=generation, conditions=dump_conditions(conditions), retries=0)
+        events.append(Event("Warning", "IngestionFailed", message))
+        return Outcome(patch, events)
+
+    if result.get("validation") is not None:
+        patch["validation"] = result["validation"][:128]
+    if result.get("status") != "Succeeded":
+        reason, message = result.get("reason", "IngestionFailed"), result.get("message", "")[:1000]
+        if reason in ("ValidationFailed", "EmptyTable"):
+            conditions = set_condition(conditions, "Validated", "False", reason, message, generation, now)
+        conditions = set_condition(conditions, "Ready", "False", reason, message, generation, now)
+        patch.update(phase="Failed", observedGeneration=generation, conditions=dump_conditions(conditions), retries=0,
+                     lastIngestedAt=now.isoformat().replace("+00:00", "Z"))
+        if flipped(before, conditions, "Ready") or _reason(before) != reason:
+            events.append(Event("Warning", reason, message))
+        return Outcome(patch, events)
+
+    version = DatasetVersion(version=result["version"], digest=result["digest"], rows=result["rows"],
+                             created_at=result["createdAt"], uri=result["uri"])
+    versions = [v for v in (status.versions or []) if v.version != version.version]
+    is_new = not any(v.version == version.version for v in (status.versions or []))
+    versions = (versions + [version])[-MAX_VERSIONS:] if is_new else (status.versions or [])
+    columns = [ColumnStatus.model_validate(c) for c in result.get("columns", [])]
+    ok, g_reason, g_message = check_tags(spec.governance, columns)
+    conditions = set_condition(conditions, "Validated", "True", "RulesPassed",
+                               f"{len(result.get('validation') or [])} checks passed", generation, now)
+    conditions = set_condition(conditions, "GovernanceOK", "True" if ok else "False", g_reason, g_message, generation, now)
+    message = f"version {version.version} with {version.rows} rows" + ("" if result.get("created") else " (content unchanged)")
+    conditions = set_condition(conditions, "Ready", "True", "VersionCut" if is_new else "Unchanged", message,
+                               generation, now)
+    patch.update(
+        phase="Ready", observedGeneration=generation, version=version.version, digest=version.digest,
+        rows=version.rows, sourceVersion=result.get("sourceVersion"), columns=result.get("columns", [])[:512],
+        profile=result.get("profile", [])[:64], versions=[v.to_wire() for v in versions],
+        conditions=dump_conditions(conditions), retries=0, ingestKey=ingest_key(spec),
+        lastIngestedAt=now.isoformat().replace("+00:00", "Z"),
+    )
+    if is_new:
+        patch["drift"] = (result.get("drift") or [])[:64]
+        events.append(Event("Normal", "VersionCut", f"{message}; digest {version.digest[:19]}…"))
+    if flipped(before, conditions, "GovernanceOK") and not ok:
+        events.append(Event("Warning", g_reason, g_message))
+    return Outcome(patch, events)
+
+
+def _camel(text: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in text.replace("-", " ").replace("_", " ").split()) or "Failed"
+
+
+def governance_only(spec: DatasetSpec, status: DatasetStatus, generation: int, now: datetime) -> Outcome:
+    """The spec changed but not its content: recheck the tags, keep the version."""
+    columns = list(status.columns or [])
+    ok, reason, message = check_tags(spec.governance, columns)
+    before = _conditions(status)
+    after = set_condition(before, "GovernanceOK", "True" if ok else "False", reason, message, generation, now)
+    events = [Event("Warning", reason, message)] if flipped(before, after, "GovernanceOK") and not ok else []
+    return Outcome({"observedGeneration": generation, "conditions": dump_conditions(after)}, events)
+
+
+def expired_versions(status: DatasetStatus, retention_days: int | None, now: datetime) -> list[DatasetVersion]:
+    """Versions older than the retention, never the current one (runs may still pin it)."""
+    if not retention_days:
+        return []
+    cutoff = now - timedelta(days=retention_days)
+    return [v for v in (status.versions or [])
+            if not v.expired and v.version != status.version and v.created_at < cutoff]
+
+
+def mark_expired(status: DatasetStatus, gone: list[str], now: datetime) -> Outcome:
+    versions = [v.model_copy(update={"expired": True}) if v.version in gone else v for v in (status.versions or [])]
+    expired = list(dict.fromkeys([*(status.expired or []), *gone]))[-100:]
+    message = f"deleted expired version{'s' if len(gone) > 1 else ''} {', '.join(gone)} from storage (retention)"
+    return Outcome({"versions": [v.to_wire() for v in versions], "expired": expired},
+                   [Event("Normal", "VersionExpired", message)])

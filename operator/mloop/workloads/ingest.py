@@ -1,0 +1,134 @@
+"""The ingest task: read a Dataset's source, check it, and cut an immutable, content-addressed version.
+
+    python -m mloop.workloads.ingest <task prefix in the bucket>
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mloop.api.dataset import DatasetSpec
+from mloop.data.canonical import canonical_table, digest_table
+from mloop.data.drift import drift
+from mloop.data.errors import DataError
+from mloop.data.profile import profile_frame, summary
+from mloop.data.tables import load_builtin, load_inline, load_s3
+from mloop.data.transform import apply_transform
+from mloop.data.validate import apply_rules, apply_schema
+from mloop.storage.artifacts import AlreadyExists, Store, dataset_prefix, sha256_hex
+from mloop.workloads.task import now_iso, run_task
+
+
+def read_version(store: Store, prefix: str) -> pd.DataFrame:
+    """A version's rows, after checking data.parquet against its manifest."""
+    manifest = store.get_json(prefix + "manifest.json")
+    data = store.get(prefix + "data.parquet", expected_sha256=manifest["files"]["data.parquet"]["sha256"])
+    return pq.read_table(io.BytesIO(data)).to_pandas()
+
+
+def load_source(spec: DatasetSpec, task: dict[str, Any], store: Store) -> tuple[pd.DataFrame, str | None]:
+    source = spec.source
+    if source.builtin:
+        return load_builtin(source.builtin), f"builtin:{source.builtin.name}"
+    if source.inline:
+        return load_inline(source.inline), "inline"
+    if source.s3:
+        frame, keys = load_s3(source.s3, store.client)
+        return frame, f"{source.s3.uri} ({len(keys)} object{'s' if len(keys) != 1 else ''})"
+    if source.derived:
+        parent = task["parent"]
+        frame = read_version(store, dataset_prefix(parent["namespace"], parent["name"], parent["digest"]))
+        return apply_transform(frame, source.derived.transform), f"{parent['name']}@{parent['digest'][:12]}"
+    raise DataError("UnsupportedSource", "this source kind is not ingested by the ingest task")
+
+
+def ingest(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
+    spec = DatasetSpec.model_validate(task["spec"])
+    namespace, name = task["namespace"], task["name"]
+    try:
+        frame, source_version = load_source(spec, task, store)
+    except DataError as err:
+        log.error("%s: %s", err.reason, err.message)
+        return {"status": "Failed", "reason": err.reason, "message": err.message}
+    log.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], source_version)
+
+    checked = apply_rules(apply_schema(frame, spec.schema_), spec.validation)
+    base = {
+        "rows": len(frame),
+        "columns": [c.to_wire() for c in checked.columns],
+        "validation": [{"rule": c.rule, **({"column": str(c.column)} if c.column is not None else {}),
+                        "passed": c.passed, "message": c.message[:512]} for c in checked.checks],
+        "sourceVersion": source_version,
+    }
+    failed = checked.first_failure()
+    if failed is not None:
+        reason = "EmptyTable" if failed.rule == "minRows" and len(frame) == 0 else "ValidationFailed"
+        log.error("validation failed: %s", failed.message)
+        return {"status": "Failed", "reason": reason, "message": failed.message, **base}
+
+    try:
+        table = canonical_table(checked.frame)
+    except DataError as err:
+        return {"status": "Failed", "reason": err.reason, "message": err.message, **base}
+    digest = digest_table(table)
+    prefix = dataset_prefix(namespace, name, digest.hexdigest)
+    profile = profile_frame(checked.frame)
+    existing = store.get_json_or_none(prefix + "manifest.json")
+    created = existing is None
+    if created:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        data = sink.getvalue().to_pybytes()
+        files = {}
+        for file, body in (("data.parquet", data), ("profile.json", json.dumps(profile, indent=2).encode())):
+            try:
+                files[file] = {"sha256": store.put(prefix + file, body), "size": len(body)}
+            except AlreadyExists:  # a crashed earlier attempt wrote it; same digest, same content
+                files[file] = {"sha256": sha256_hex(store.get(prefix + file)), "size": len(body)}
+        manifest = {
+            "kind": "DatasetVersion", "namespace": namespace, "dataset": name, "digest": digest.full,
+            "version": digest.version, "rows": len(frame), "columns": base["columns"], "files": files,
+            "source": source_version, "createdAt": now_iso(),
+        }
+        try:
+            store.put_json(prefix + "manifest.json", manifest)
+        except AlreadyExists:
+            manifest = store.get_json(prefix + "manifest.json")
+            created = False
+        log.info("cut version %s (%d rows)", digest.version, len(frame))
+    else:
+        manifest = existing
+        log.info("content unchanged: version %s already exists", digest.version)
+
+    result = {"status": "Succeeded", "reason": "VersionCut" if created else "Unchanged",
+              "message": f"version {digest.version}: {len(frame)} rows" + ("" if created else " (unchanged)"),
+              "version": digest.version, "digest": digest.full, "uri": store.uri(prefix), "created": created,
+              "createdAt": manifest["createdAt"], "profile": summary(profile), **base}
+    previous = task.get("previous")
+    if previous and previous != digest.hexdigest:
+        try:
+            before = read_version(store, dataset_prefix(namespace, name, previous))
+            result["drift"] = drift(before, checked.frame)
+        except Exception as err:  # drift is informative; a missing previous version must not fail ingestion
+            log.warning("no drift against %s: %s", previous[:12], err)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m mloop.workloads.ingest <task prefix>", file=sys.stderr)
+        return 2
+    return run_task("ingest", args[0], ingest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

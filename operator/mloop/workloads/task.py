@@ -1,0 +1,53 @@
+"""What every task shares: its spec and result in S3, its log, and exit codes the executors understand."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import traceback
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from mloop.storage.artifacts import Store, StorageUnavailable
+
+# Exit codes: the result says what happened, except when storage could not be reached.
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_STORAGE = 75  # EX_TEMPFAIL: nothing was written; the operator retries
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logging.Logger], dict[str, Any]]) -> int:
+    """Read spec.json under prefix, run body, write result.json then log.txt. Returns the exit code."""
+    buffer = io.StringIO()
+    log = logging.getLogger(f"mloop.{name}")
+    log.setLevel(logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr), logging.StreamHandler(buffer)):
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+    store = Store.from_settings(retries=3)
+    try:
+        spec = store.get_json(prefix + "spec.json")
+        log.info("%s task started for %s/%s", name, spec.get("namespace"), spec.get("name"))
+        result = body(spec, store, log)
+        code = EXIT_OK
+    except StorageUnavailable as err:
+        log.error("storage unavailable: %s", err)
+        return EXIT_STORAGE
+    except Exception as err:  # a crash still leaves a result that says why
+        log.error("task crashed: %s\n%s", err, traceback.format_exc())
+        result = {"status": "Failed", "reason": "TaskCrashed", "message": f"{type(err).__name__}: {str(err)[:500]}"}
+        code = EXIT_CRASH
+    result["finishedAt"] = now_iso()
+    try:
+        store.put_json(prefix + "result.json", result, overwrite=True)
+        store.put(prefix + "log.txt", buffer.getvalue().encode(), overwrite=True, content_type="text/plain")
+    except StorageUnavailable as err:
+        log.error("storage unavailable while writing the result: %s", err)
+        return EXIT_STORAGE
+    log.info("%s task finished: %s %s", name, result.get("status"), result.get("reason", ""))
+    return code
