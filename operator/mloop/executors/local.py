@@ -40,8 +40,8 @@ class LocalExecutor:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _paths(self, task: Task) -> tuple[Path, Path, Path]:
-        stem = self.dir / f"{task.namespace}.{task.name}"
-        return stem.with_suffix(".json"), stem.with_suffix(".exit"), stem.with_suffix(".log")
+        stem = f"{task.namespace}.{task.name}"
+        return self.dir / f"{stem}.json", self.dir / f"{stem}.exit", self.dir / f"{stem}.log"
 
     def env(self) -> dict[str, str]:
         s = self.settings
@@ -59,7 +59,9 @@ class LocalExecutor:
 
     def submit(self, task: Task) -> None:
         record, exit_file, log_file = self._paths(task)
-        if record.exists():
+        try:  # claim the name atomically: a handler and a timer may submit the same task at once
+            os.close(os.open(record.with_name(record.name + ".claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
             return
         runs = task.completions or 1
         argv = [sys.executable, "-m", "mloop.executors.localrun", str(exit_file), str(runs), str(task.parallelism),
@@ -67,7 +69,9 @@ class LocalExecutor:
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=self.env(), start_new_session=True)
-        record.write_text(json.dumps({"pid": proc.pid, "started": time.time(), "deadline": task.deadline_seconds}))
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps({"pid": proc.pid, "started": time.time(), "deadline": task.deadline_seconds}))
+        os.replace(tmp, record)
 
     def state(self, task: Task) -> TaskState:
         record, exit_file, log_file = self._paths(task)
@@ -80,7 +84,8 @@ class LocalExecutor:
                 return TaskState("Failed", "DeadlineExceeded", "the task ran past its deadline", code)
             return TaskState("Failed", "Error", f"the task exited with code {code}: {_tail(log_file)}", code)
         if not record.exists():
-            return TaskState("Missing")
+            claimed = record.with_name(record.name + ".claim").exists()
+            return TaskState("Pending") if claimed else TaskState("Missing")
         info = json.loads(record.read_text())
         pid = info["pid"]
         if _alive(pid):
