@@ -108,3 +108,21 @@ def operator(stack: Any, namespace: str) -> Iterator[Any]:
         yield runner
     assert runner.exception is None, runner.output[-3000:]
     assert runner.exit_code == 0, runner.output[-3000:]
+
+
+@pytest.fixture
+def pod_runner(api_client: Any, namespace: str) -> Iterator[Any]:
+    """Plays the kubelet for the test's namespace: runs each pod's command locally, records its phase."""
+    from tests.podrunner import PodRunner
+
+    with PodRunner(api_client, namespace) as runner:
+        yield runner
+
+
+@pytest.fixture
+def s3_secret(kubectl: Any, namespace: str, s3: S3) -> str:
+    """The Secret task pods take their S3 keys from, as an administrator would create it."""
+    kubectl("create", "secret", "generic", "mloop-s3", "-n", namespace,
+            f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}", f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}",
+            check=True)
+    return "mloop-s3"
