@@ -52,7 +52,7 @@ REGRESSORS = (
     "MLPRegressor",
 )
 EstimatorName = Literal[CLASSIFIERS + REGRESSORS]  # type: ignore[valid-type]
-ParamName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*(__[a-z][a-z0-9_]*)*$")]
+ParamName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*(__[A-Za-z][A-Za-z0-9_]*)*$")]
 
 
 class EstimatorSpec(ApiModel):
@@ -196,7 +196,9 @@ class TrainingRunStatus(ApiModel):
         default=None, description="Each criterion of each referenced Requirement: pass or fail, value and threshold."
     )
     cache_source: Annotated[str, Field(max_length=253)] | None = Field(default=None, description="The run whose result was reused.")
-    job: Annotated[str, Field(max_length=253)] | None = Field(default=None, description="Name of the Job or local task.")
+    task: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="Name of the task in flight (the Job, or the local process)."
+    )
     failure: Annotated[str, Field(max_length=1024)] | None = Field(default=None, description="Why the run failed.")
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
         default_factory=list, description="Conditions: Succeeded, RequirementsMet, GovernanceBlocked, Ready."

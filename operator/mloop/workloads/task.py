@@ -21,8 +21,9 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logging.Logger], dict[str, Any]]) -> int:
-    """Read spec.json under prefix, run body, write result.json then log.txt. Returns the exit code."""
+def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logging.Logger], dict[str, Any]],
+             result_key: str = "result.json", log_key: str = "log.txt") -> int:
+    """Read spec.json under prefix, run body, write the result then the log. Returns the exit code."""
     buffer = io.StringIO()
     log = logging.getLogger(f"mloop.{name}")
     log.setLevel(logging.INFO)
@@ -44,8 +45,8 @@ def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logg
         code = EXIT_CRASH
     result["finishedAt"] = now_iso()
     try:
-        store.put_json(prefix + "result.json", result, overwrite=True)
-        store.put(prefix + "log.txt", buffer.getvalue().encode(), overwrite=True, content_type="text/plain")
+        store.put_json(prefix + result_key, result, overwrite=True)
+        store.put(prefix + log_key, buffer.getvalue().encode(), overwrite=True, content_type="text/plain")
     except StorageUnavailable as err:
         log.error("storage unavailable while writing the result: %s", err)
         return EXIT_STORAGE

@@ -1,0 +1,303 @@
+"""TrainingRun handlers: admission before any Job, then trials and the final fit through an executor."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from mloop.api.common import set_condition, utcnow
+from mloop.api.dataset import DatasetSpec, DatasetStatus
+from mloop.api.kinds import API_VERSION, GROUP, VERSION
+from mloop.api.requirement import RequirementSpec
+from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
+from mloop.config import get_settings
+from mloop.constants import LABEL_EXPERIMENT
+from mloop.executors.base import Task, TaskState, task_name
+from mloop.executors.factory import executor_for
+from mloop.handlers.common import apply_outcome
+from mloop.k8s.client import get_object
+from mloop.reconcile import requirements as judge
+from mloop.reconcile import trainingrun as decide
+from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
+from mloop.storage.artifacts import AlreadyExists, Store, StorageUnavailable
+from mloop.training.estimators import ParameterError, check_search_space, make_estimator
+from mloop.training.search import candidates
+from mloop.workloads.train import package_versions
+
+FINISHED = ("Succeeded", "Failed")
+
+
+def run_prefix(namespace: str, name: str, uid: str) -> str:
+    return f"runs/{namespace}/{name}/{uid}/"
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+class Run:
+    """One reconcile pass over one TrainingRun: reads, decisions, and the status it ends with."""
+
+    def __init__(self, body: kopf.Body, patch: kopf.Patch):
+        meta = body["metadata"]
+        self.body, self.patch = body, patch
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.generation = meta.get("generation", 1)
+        self.labels = dict(meta.get("labels") or {})
+        self.now = utcnow()
+        self.status = TrainingRunStatus.model_validate(dict(body.get("status") or {}))
+        self.conditions = list(self.status.conditions)
+        self.update: dict[str, Any] = {}
+        self.events: list[Event] = []
+        self.prefix = run_prefix(self.namespace, self.name, self.uid)
+
+    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def commit(self) -> None:
+        self.update.setdefault("observedGeneration", self.generation)
+        self.update["conditions"] = dump_conditions(self.conditions)
+        apply_outcome(Outcome(self.update, self.events), self.patch, self.body)
+
+    def fail(self, reason: str, message: str) -> None:
+        self.update.update(phase="Failed", finishedAt=iso(self.now), failure=f"{reason}: {message}"[:1024], task=None)
+        self.condition("Succeeded", "False", reason, message)
+        self.condition("Ready", "False", reason, message)
+        self.event("Warning", reason, message)
+
+    def wait(self, reason: str, message: str) -> None:
+        """Waiting on something outside the run: say what, once."""
+        before = next((c.reason for c in self.conditions if c.type == "Succeeded"), None)
+        self.update.setdefault("phase", self.status.phase or "Pending")
+        self.condition("Succeeded", "Unknown", reason, message)
+        self.condition("Ready", "Unknown", reason, message)
+        if before != reason:
+            self.event("Normal", reason, message)
+
+    def task(self, kind: str, spec: TrainingRunSpec, name: str | None = None) -> Task:
+        resources = spec.resources.to_wire() if spec.resources else None
+        common = dict(namespace=self.namespace, prefix=self.prefix, deadline_seconds=spec.deadline_seconds,
+                      backoff_limit=spec.retries, resources=resources or None,
+                      owner={"apiVersion": API_VERSION, "kind": "TrainingRun", "name": self.name, "uid": self.uid},
+                      labels={LABEL_EXPERIMENT: spec.experiment} if spec.experiment else {})
+        if kind == "trials":
+            assert spec.search is not None
+            count = len(candidates(spec.search, spec.split.seed if spec.split else 42))
+            return Task(name=name or task_name("trials", self.name, self.uid), kind="trials",
+                        command=["python", "-m", "mloop.workloads.train", "trial", self.prefix],
+                        completions=count, parallelism=min(spec.search.parallelism, count), **common)
+        return Task(name=name or task_name("train", self.name, self.uid), kind="train",
+                    command=["python", "-m", "mloop.workloads.train", "fit", self.prefix], **common)
+
+
+def _requirements(run: Run, spec: TrainingRunSpec) -> list[tuple[str, RequirementSpec]] | None:
+    found = []
+    for ref in spec.requirement_refs or []:
+        obj = get_object("requirements", ref.namespace or run.namespace, ref.name)
+        if obj is None:
+            run.wait("WaitingForRequirement", f"Requirement {ref.name} does not exist yet")
+            return None
+        found.append((ref.name, RequirementSpec.model_validate(dict(obj["spec"]))))
+    return found
+
+
+def _finish(run: Run, spec: TrainingRunSpec, result: dict[str, Any], features: list[str] | None) -> None:
+    dataset_obj = get_object("datasets", spec.dataset_ref.namespace or run.namespace, spec.dataset_ref.name)
+    dataset = DatasetStatus.model_validate(dict(dataset_obj.get("status") or {})) if dataset_obj else None
+    reqs = _requirements(run, spec) or []
+    task_kind = spec.task or ("classification" if "accuracy" in (result.get("metrics") or {}) else "regression")
+    primary = judge.primary_metric([r for _, r in reqs], task_kind)
+    run.update.update(decide.succeeded_status(result, primary))
+    run.update.update(phase="Succeeded", finishedAt=iso(run.now), task=None)
+    results = []
+    for name, req in reqs:
+        results += judge.evaluate(name, req, result.get("metrics"), dataset, features, run.now)
+    run.update["requirements"] = judge.wire(results)
+    message = result.get("message", "trained")
+    run.condition("Succeeded", "True", result.get("reason", "Trained"), message)
+    run.condition("Ready", "True", "Succeeded", message)
+    if reqs:
+        met, why = judge.verdict(results)
+        run.condition("RequirementsMet", "True" if met else "False", "CriteriaMet" if met else "CriterionFailed", why)
+    run.event("Normal", "RunSucceeded", f"{run.update['primaryMetric']}; model {str(result.get('modelDigest'))[:19]}…")
+
+
+def reconcile_run(body: kopf.Body, patch: kopf.Patch) -> None:
+    run = Run(body, patch)
+    if run.status.phase in FINISHED:
+        return
+    try:
+        spec = TrainingRunSpec.model_validate(dict(body["spec"]))
+    except ValidationError as err:
+        run.fail("InvalidSpec", describe_validation_error(err))
+        run.commit()
+        return
+    store = Store.from_settings(timeout=5, retries=1)
+    executor = executor_for(spec.executor)
+    try:
+        if run.status.task:
+            _poll(run, spec, store, executor)
+        else:
+            _start(run, spec, store, executor)
+    except StorageUnavailable as err:
+        run.wait("StorageUnavailable", f"{err}; retrying")
+    run.commit()
+
+
+def _poll(run: Run, spec: TrainingRunSpec, store: Store, executor: Any) -> None:
+    current = run.status.task or ""
+    task = run.task("trials" if current.startswith("trials-") else "train", spec, name=current)
+    state = executor.state(task)
+    if state.phase == "Running" and run.status.phase != "Running":
+        run.update["phase"] = "Running"
+        run.condition("Succeeded", "Unknown", "Running", f"{task.kind} task {task.name} is running")
+    if not state.finished and state.phase != "Missing":
+        return
+    if task.kind == "trials":
+        if state.phase == "Succeeded":
+            fit = run.task("train", spec)
+            executor.submit(fit)
+            run.update.update(task=fit.name, phase="Running")
+            run.condition("Succeeded", "Unknown", "Refitting", f"{task.completions} trials done; refitting the best")
+            return
+        run.fail("TrialFailed", _failure_text(state, task))
+        return
+    result = store.get_json_or_none(task.prefix + "result.json")
+    if result is not None and result.get("status") == "Succeeded":
+        _finish(run, spec, result, store.get_json(task.prefix + "spec.json").get("features"))
+        _remember(run, spec, store, result)
+        return
+    if result is not None:
+        run.fail(result.get("reason", "TrainingFailed"), result.get("message", ""))
+        return
+    store.ping()  # raises StorageUnavailable: then the task may have failed for want of storage; keep polling
+    run.fail(_camel(state.reason) if state.reason else "TaskFailed", _failure_text(state, task))
+
+
+def _failure_text(state: TaskState, task: Task) -> str:
+    text = f"{task.kind} task {task.name} failed: {state.reason or state.phase}"
+    if state.message:
+        text += f": {state.message}"
+    if state.exit_code is not None:
+        text += f" (exit code {state.exit_code}{', killed: out of memory?' if state.exit_code == 137 else ''})"
+    return text[:1000]
+
+
+def _camel(text: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in text.replace("_", " ").split()) or "TaskFailed"
+
+
+def _cache_key(run: Run, spec: TrainingRunSpec) -> str:
+    settings = get_settings()
+    return decide.cache_key(spec, run.status.dataset_digest or "", {**package_versions(), "image": settings.image})
+
+
+def _remember(run: Run, spec: TrainingRunSpec, store: Store, result: dict[str, Any]) -> None:
+    """Record a succeeded run under its cache key, for later runs with cachePolicy: reuse."""
+    entry = {"run": run.name, "uid": run.uid, "result": result, "datasetDigest": run.status.dataset_digest}
+    try:
+        store.put_json(f"cache/{run.namespace}/{_cache_key(run, spec)}.json", entry)
+    except AlreadyExists:
+        pass  # an earlier identical run is already the source
+
+
+def _start(run: Run, spec: TrainingRunSpec, store: Store, executor: Any) -> None:
+    ref = spec.dataset_ref
+    ds_ns = ref.namespace or run.namespace
+    dataset_obj = get_object("datasets", ds_ns, ref.name)
+    if dataset_obj is None:
+        run.wait("WaitingForDataset", f"Dataset {ref.name} does not exist yet")
+        return
+    dataset = DatasetStatus.model_validate(dict(dataset_obj.get("status") or {}))
+    if ref.version:
+        pinned = next((v for v in dataset.versions or [] if v.version == ref.version and not v.expired), None)
+        if pinned is None:
+            run.wait("WaitingForDataset", f"Dataset {ref.name} has no version {ref.version}")
+            return
+        version, digest = pinned.version, pinned.digest
+    elif dataset.version and dataset.digest:
+        version, digest = dataset.version, dataset.digest
+    else:
+        run.wait("WaitingForDataset", f"Dataset {ref.name} has no Ready version yet (phase {dataset.phase or 'Pending'})")
+        return
+    reqs = _requirements(run, spec)
+    if reqs is None:
+        return
+    dataset_label = f"{ref.name}@{version}"
+    run.update.update(dataset=dataset_label, datasetVersion=version, datasetDigest=digest)
+    run.status.dataset_digest = digest
+    try:
+        plan = decide.plan_features(spec, list(dataset.columns or []), dataset_label)
+        seed = spec.split.seed if spec.split else 42
+        make_estimator(spec.estimator.name, spec.estimator.params, seed)
+        if spec.search:
+            check_search_space(spec.estimator.name, spec.search.parameters, spec.estimator.params, seed)
+    except decide.RunRefused as err:
+        run.fail(err.reason, err.message)
+        return
+    except ParameterError as err:
+        run.fail("InvalidParameter", str(err)[:1000])
+        return
+    tags = DatasetSpec.model_validate(dict(dataset_obj["spec"])).governance
+    refusals = [r for name, req in reqs for r in judge.admission(name, req, ref.name, tags, list(dataset.columns or []),
+                                                                 plan.features)]
+    if refusals:
+        message = "; ".join(r.message for r in refusals)[:1000]
+        reason = refusals[0].reason
+        run.update.update(phase="Failed", finishedAt=iso(run.now), failure=f"{reason}: {message}"[:1024])
+        run.condition("GovernanceBlocked", "True", reason, message)
+        run.condition("Succeeded", "False", "GovernanceBlocked", "refused before any Job started")
+        run.condition("Ready", "False", "GovernanceBlocked", message)
+        run.event("Warning", "GovernanceBlocked", message)
+        return
+    if reqs:
+        run.condition("GovernanceBlocked", "False", "Admitted", "the data meets every referenced governance limit")
+    if spec.experiment and run.labels.get(LABEL_EXPERIMENT) != spec.experiment:
+        run.patch.metadata.setdefault("labels", {})[LABEL_EXPERIMENT] = spec.experiment
+
+    if spec.cache_policy == "reuse":
+        entry = store.get_json_or_none(f"cache/{run.namespace}/{_cache_key(run, spec)}.json")
+        if entry and entry["uid"] != run.uid and store.exists(entry["result"]["modelUri"].split("/", 3)[3]):
+            run.update.update(startedAt=iso(run.now), cacheSource=entry["run"])
+            _finish(run, spec, {**entry["result"], "reason": "CacheHit",
+                                "message": f"reused the result of TrainingRun {entry['run']}"}, plan.features)
+            run.condition("Succeeded", "True", "CacheHit", f"reused the result of TrainingRun {entry['run']}: same "
+                                                           f"spec, dataset digest and trainer versions; no Job ran")
+            run.events = [Event("Normal", "CacheHit", f"reused TrainingRun {entry['run']}")]
+            return
+
+    body = {"namespace": run.namespace, "name": run.name, "uid": run.uid, "prefix": run.prefix,
+            "spec": spec.to_wire(), "task": plan.task, "target": spec.target, "features": plan.features,
+            "types": plan.types,
+            "dataset": {"namespace": ds_ns, "name": ref.name, "version": version, "digest": digest.removeprefix("sha256:")}}
+    try:
+        store.put_json(run.prefix + "spec.json", body)
+    except AlreadyExists:
+        pass  # written by an earlier pass for this same uid: the run's inputs are immutable
+    first = run.task("trials" if spec.search else "train", spec)
+    executor.submit(first)
+    run.update.update(task=first.name, phase="Pending", startedAt=iso(run.now))
+    run.condition("Succeeded", "Unknown", "Started", f"{first.kind} task {first.name} submitted ({executor.name} executor)")
+    run.condition("Ready", "Unknown", "Running", "training in progress")
+    run.event("Normal", "RunStarted", f"{first.kind} task {first.name} on {dataset_label}")
+
+
+def _not_finished(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in FINISHED
+
+
+@kopf.on.create(GROUP, VERSION, "trainingruns")
+@kopf.on.resume(GROUP, VERSION, "trainingruns")
+def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_run(body, patch)
+
+
+@kopf.timer(GROUP, VERSION, "trainingruns", interval=get_settings().poll_interval, sharp=False, when=_not_finished)
+def trainingrun_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_run(body, patch)
