@@ -81,11 +81,14 @@ def split(task: dict[str, Any], spec: TrainingRunSpec, x: pd.DataFrame, y: pd.Se
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=strat)
 
 
-def folds(task: dict[str, Any], spec: TrainingRunSpec):
+def folds(task: dict[str, Any], spec: TrainingRunSpec, y_train: pd.Series):
+    """The CV splitter; on small data, no more folds than the rarest class has rows (at least 2)."""
     n = spec.cv.folds if spec.cv else 5
     seed = spec.split.seed if spec.split else 42
-    cls = StratifiedKFold if task["task"] == "classification" else KFold
-    return cls(n_splits=n, shuffle=True, random_state=seed)
+    if task["task"] == "classification":
+        n = max(2, min(n, int(y_train.value_counts().min())))
+        return StratifiedKFold(n_splits=n, shuffle=True, random_state=seed)
+    return KFold(n_splits=max(2, min(n, len(y_train))), shuffle=True, random_state=seed)
 
 
 def seed_of(spec: TrainingRunSpec) -> int:
@@ -109,7 +112,7 @@ def trial(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, 
                            task["features"], task["types"], spec.preprocessing)
     name, scorer = scoring_of(task, spec)
     started = time.perf_counter()
-    scores = cross_validate(model, x_train, y_train, cv=folds(task, spec), scoring=scorer)["test_score"]
+    scores = cross_validate(model, x_train, y_train, cv=folds(task, spec, y_train), scoring=scorer)["test_score"]
     log.info("trial %d %s: %s %.4f", index, params, name, scores.mean())
     return {"status": "Succeeded", "index": index, "params": params, "score": float(scores.mean()),
             "std": float(scores.std()), "seconds": time.perf_counter() - started}
@@ -162,9 +165,10 @@ def fit(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, An
         return {"status": "Failed", "reason": err.reason, "message": err.message}
 
     x_train, x_test, y_train, y_test = split(task, spec, x, y)
-    cv = cross_validate(model, x_train, y_train, cv=folds(task, spec), scoring=cv_scorers(task["task"]))
-    started = time.perf_counter()
+    splitter = folds(task, spec, y_train)
     try:
+        cv = cross_validate(model, x_train, y_train, cv=splitter, scoring=cv_scorers(task["task"]), error_score="raise")
+        started = time.perf_counter()
         model.fit(x_train, y_train)
     except (ValueError, TypeError) as err:
         return {"status": "Failed", "reason": "FitFailed", "message": f"{type(err).__name__}: {str(err)[:800]}"}
@@ -183,6 +187,7 @@ def fit(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, An
         "task": task["task"], "metrics": values, **extras, "features": task["features"], "target": task["target"],
         "rows": {"train": int(len(x_train)), "test": int(len(x_test))},
         "dataset": task["dataset"], "seeds": {"split": seed_of(spec), "estimator": seed_of(spec)},
+        "cv_folds": splitter.get_n_splits(),
         "params": params, "packages": package_versions(),
     }
     put_immutable(store, prefix + "metrics.json", json.dumps(record, indent=2, sort_keys=True, default=str).encode())
