@@ -1,0 +1,81 @@
+"""TrainingRuns through the kubernetes executor: restricted Jobs, the real Job controller, and restarts."""
+
+from __future__ import annotations
+
+from kopf.testing import KopfRunner
+from kubernetes import client
+
+from tests.helpers import apply_object, get_object, wait_for
+from tests.integration.test_dataset_sources import ready as dataset_ready
+from tests.integration.test_trainingrun import IRIS_RUN, succeeded
+from tests.integration.test_trainingrun_admission import local_tasks
+
+
+def jobs(api_client, namespace: str) -> list:
+    return client.BatchV1Api(api_client).list_namespaced_job(namespace).items
+
+
+def test_kubernetes_run_matches_the_local_run(kubectl, api_client, namespace, operator, pod_runner, s3_secret) -> None:
+    apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}, "executor": "local"})
+    dataset_ready(api_client, namespace, "iris")
+    spec = {**IRIS_RUN, "retries": 1, "deadlineSeconds": 300,
+            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}}
+    apply_object(kubectl, namespace, "TrainingRun", "on-job", {**spec, "executor": "kubernetes"})
+    apply_object(kubectl, namespace, "TrainingRun", "on-local", {**spec, "executor": "local"})
+    on_job, on_local = succeeded(api_client, namespace, "on-job", 180), succeeded(api_client, namespace, "on-local")
+    timing = {"fit_seconds"}
+    assert {k: v for k, v in on_job["status"]["metrics"].items() if k not in timing} == \
+           {k: v for k, v in on_local["status"]["metrics"].items() if k not in timing}
+    [job] = [j for j in jobs(api_client, namespace) if j.metadata.name.startswith("train-on-job-")]
+    assert job.metadata.owner_references[0].uid == on_job["metadata"]["uid"]
+    assert job.spec.backoff_limit == 1 and job.spec.active_deadline_seconds == 300
+    container = job.spec.template.spec.containers[0]
+    assert container.resources.limits == {"memory": "1Gi"} and container.resources.requests["cpu"] == "500m"
+    assert container.security_context.run_as_non_root and container.security_context.read_only_root_filesystem
+    assert container.command[-2:] == ["fit", f"runs/{namespace}/on-job/{on_job['metadata']['uid']}/"]
+    assert job.metadata.labels["mloop.dev/experiment"] == "iris"
+    assert any(c.type == "Complete" and c.status == "True" for c in job.status.conditions)
+
+
+def test_search_runs_as_an_indexed_job(kubectl, api_client, namespace, operator, pod_runner, s3_secret) -> None:
+    apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
+    apply_object(kubectl, namespace, "TrainingRun", "grid", {**IRIS_RUN, "executor": "kubernetes", "search": {
+        "type": "grid", "parameters": {"C": [0.1, 1.0, 10.0]}, "parallelism": 2}})
+    obj = succeeded(api_client, namespace, "grid", 240)
+    assert obj["status"]["trials"] == 3 and obj["status"]["bestTrial"]["params"]["C"] in (0.1, 1.0, 10.0)
+    [trials] = [j for j in jobs(api_client, namespace) if j.metadata.name.startswith("trials-grid-")]
+    assert trials.spec.completion_mode == "Indexed"
+    assert (trials.spec.completions, trials.spec.parallelism) == (3, 2)
+    assert trials.status.completed_indexes == "0-2" and trials.status.succeeded == 3
+    indexes = sorted(cmd for name, cmd in pod_runner.commands.items() if name.startswith("trials-grid-"))
+    assert len(indexes) == 3
+
+
+def test_operator_restart_mid_run_creates_no_second_job(kubectl, api_client, namespace, stack, pod_runner, s3_secret) -> None:
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"]
+    with KopfRunner(args, timeout=120) as first:
+        apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}, "executor": "local"})
+        dataset_ready(api_client, namespace, "iris")
+        apply_object(kubectl, namespace, "TrainingRun", "resilient", {**IRIS_RUN, "executor": "kubernetes"})
+        task = wait_for(lambda: get_object(api_client, namespace, "trainingruns", "resilient").get("status", {}).get("task"))
+    assert first.exit_code == 0
+    with KopfRunner(args, timeout=120) as second:
+        obj = succeeded(api_client, namespace, "resilient", 180)
+    assert second.exit_code == 0
+    names = [j.metadata.name for j in jobs(api_client, namespace)]
+    assert names == [task]
+    assert obj["status"]["metrics"]["accuracy"] > 0.85
+
+
+def test_local_restart_mid_run_starts_no_second_process(kubectl, api_client, namespace, stack) -> None:
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"]
+    with KopfRunner(args, timeout=120):
+        apply_object(kubectl, namespace, "Dataset", "digits", {"source": {"builtin": {"name": "digits"}}})
+        dataset_ready(api_client, namespace, "digits")
+        apply_object(kubectl, namespace, "TrainingRun", "steady", {"datasetRef": {"name": "digits"}, "target": "digit",
+                     "estimator": {"name": "RandomForestClassifier", "params": {"n_estimators": 150}}})
+        wait_for(lambda: get_object(api_client, namespace, "trainingruns", "steady").get("status", {}).get("task"))
+    assert get_object(api_client, namespace, "trainingruns", "steady")["status"]["phase"] in ("Pending", "Running")
+    with KopfRunner(args, timeout=120):
+        succeeded(api_client, namespace, "steady", 180)
+    assert len(local_tasks(namespace, "steady")) == 1
