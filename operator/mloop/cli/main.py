@@ -22,6 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--operator", action="store_true", help="also run the operator in the background (local executor)")
     dev_sub.add_parser("down", help="stop everything `dev up` started")
     dev_sub.add_parser("env", help="print the export lines that point kubectl and mloop at the local stack")
+
+    runs = sub.add_parser("runs", help="TrainingRuns")
+    runs_sub = runs.add_subparsers(dest="action", required=True)
+    compare = runs_sub.add_parser("compare", help="parameters and metrics of matching runs, best first")
+    compare.add_argument("-l", "--selector", help="label selector, e.g. mloop.dev/experiment=iris")
+    compare.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+    compare.add_argument("-A", "--all-namespaces", action="store_true", help="look in every namespace")
+    compare.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    compare.add_argument("--csv", metavar="FILE", help="also write the rows as CSV")
     return parser
 
 
@@ -35,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "down":
             return dev.down()
         return dev.print_env()
+    if args.command == "runs":
+        from mloop.cli.runs import compare
+
+        return compare(args.selector, None if args.all_namespaces else args.namespace, args.output, args.csv)
     return 2
 
 
