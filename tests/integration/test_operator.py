@@ -16,7 +16,7 @@ from tests.helpers import apply_object as apply, condition, get_object as get, w
 SPECS = {
     "Requirement": ("requirements", {"title": "Good enough"}),
     "Dataset": ("datasets", {"source": {"builtin": {"name": "iris"}}}),
-    "TrainingRun": ("trainingruns", {"datasetRef": {"name": "iris"}, "target": "species",
+    "TrainingRun": ("trainingruns", {"datasetRef": {"name": "watched"}, "target": "species",
                                      "estimator": {"name": "LogisticRegression"}}),
     "ModelPackage": ("modelpackages", {"model": "iris", "trainingRunRef": {"name": "iris-lr"}}),
 }
@@ -30,12 +30,13 @@ def test_kopf_runner_watches_all_four_kinds_and_exits_cleanly(kubectl, api_clien
         for kind, (_, spec) in SPECS.items():
             apply(kubectl, namespace, kind, "watched", spec)
         for kind, (plural, _) in SPECS.items():
-            # Datasets have their controller; the other kinds are acknowledged until theirs land.
-            cond_type = "Ready" if kind == "Dataset" else "Accepted"
+            # Kinds with a controller converge to Ready; the others are acknowledged until theirs land.
+            controlled = kind in ("Dataset", "TrainingRun")
             obj = wait_for(lambda: (o := get(api_client, namespace, plural, "watched"))
-                           and (c := condition(o, cond_type)) and c["status"] == "True" and o, timeout=60)
+                           and (c := condition(o, "Ready" if controlled else "Accepted")) and c["status"] == "True"
+                           and o, timeout=90)
             assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
-            assert obj["status"]["phase"] == ("Ready" if kind == "Dataset" else "Pending")
+            assert obj["status"]["phase"] == {"Dataset": "Ready", "TrainingRun": "Succeeded"}.get(kind, "Pending")
             annotations = obj["metadata"].get("annotations", {})
             # kopf keeps its bookkeeping under mloop.dev/, never under kopf.zalando.org.
             assert not any(k.startswith("kopf.zalando.org") for k in annotations)
@@ -43,7 +44,7 @@ def test_kopf_runner_watches_all_four_kinds_and_exits_cleanly(kubectl, api_clien
             assert resp.status == 200
         events = kubectl("get", "events", "-n", namespace, "-o",
                          "jsonpath={range .items[*]}{.involvedObject.kind}/{.reason} {end}").stdout.split()
-        assert {"Requirement/SpecValid", "Dataset/VersionCut", "TrainingRun/SpecValid",
+        assert {"Requirement/SpecValid", "Dataset/VersionCut", "TrainingRun/RunSucceeded",
                 "ModelPackage/SpecValid"} <= set(events)
     assert runner.exception is None
     assert runner.exit_code == 0

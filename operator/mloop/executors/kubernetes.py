@@ -39,15 +39,20 @@ class KubernetesExecutor:
             return TaskState("Succeeded", "Completed")
         if "Failed" in conditions:
             cond = conditions["Failed"]
-            return TaskState("Failed", cond.reason or "Failed", cond.message or "", self._exit_code(task))
+            code, container_reason = self._termination(task)
+            message = cond.message or ""
+            if container_reason and container_reason not in ("Error", "Completed"):
+                message = f"{message} (container {container_reason})".strip()  # e.g. OOMKilled
+            return TaskState("Failed", cond.reason or "Failed", message, code)
         if job.status.active:
             return TaskState("Running")
         return TaskState("Pending")
 
-    def _exit_code(self, task: Task) -> int | None:
+    def _termination(self, task: Task) -> tuple[int | None, str | None]:
+        """Exit code and reason of the task's container, while its pod still exists."""
         pods = self.core.list_namespaced_pod(task.namespace, label_selector=f"job-name={task.name}").items
         for pod in pods:
             for status in pod.status.container_statuses or []:
                 if status.state and status.state.terminated:
-                    return status.state.terminated.exit_code
-        return None
+                    return status.state.terminated.exit_code, status.state.terminated.reason
+        return None, None
