@@ -67,6 +67,7 @@ class ModelPackageStatus(ApiModel):
     stage: Stage | None = Field(default=None, description="Stage actually granted by the promotion gate.")
     endpoint: Annotated[str, Field(max_length=512)] | None = Field(default=None, description="URL of the model server.")
     training_run: Name | None = Field(default=None, description="The packaged TrainingRun.")
+    task: Annotated[str, Field(max_length=253)] | None = Field(default=None, description="Name of the package task in flight.")
     requirements: Annotated[list[CriterionResult], Field(max_length=64)] | None = Field(
         default=None, description="Each criterion of each gating Requirement."
     )

@@ -25,5 +25,5 @@ def _register_acceptance(info: KindInfo) -> None:
 
 # Kinds whose own controller has not landed yet are acknowledged by the acceptance step.
 for _info in KINDS:
-    if _info.kind not in ("Dataset", "TrainingRun"):
+    if _info.kind not in ("Dataset", "TrainingRun", "ModelPackage"):
         _register_acceptance(_info)
