@@ -18,7 +18,7 @@ SPECS = {
     "Dataset": ("datasets", {"source": {"builtin": {"name": "iris"}}}),
     "TrainingRun": ("trainingruns", {"datasetRef": {"name": "watched"}, "target": "species",
                                      "estimator": {"name": "LogisticRegression"}}),
-    "ModelPackage": ("modelpackages", {"model": "iris", "trainingRunRef": {"name": "iris-lr"}}),
+    "ModelPackage": ("modelpackages", {"model": "iris", "trainingRunRef": {"name": "watched"}}),
 }
 
 
@@ -30,13 +30,11 @@ def test_kopf_runner_watches_all_four_kinds_and_exits_cleanly(kubectl, api_clien
         for kind, (_, spec) in SPECS.items():
             apply(kubectl, namespace, kind, "watched", spec)
         for kind, (plural, _) in SPECS.items():
-            # Kinds with a controller converge to Ready; the others are acknowledged until theirs land.
-            controlled = kind in ("Dataset", "TrainingRun")
             obj = wait_for(lambda: (o := get(api_client, namespace, plural, "watched"))
-                           and (c := condition(o, "Ready" if controlled else "Accepted")) and c["status"] == "True"
-                           and o, timeout=90)
+                           and (c := condition(o, "Ready")) and c["status"] == "True" and o, timeout=90)
             assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
-            assert obj["status"]["phase"] == {"Dataset": "Ready", "TrainingRun": "Succeeded"}.get(kind, "Pending")
+            assert obj["status"]["phase"] == {"Dataset": "Ready", "TrainingRun": "Succeeded",
+                                              "ModelPackage": "Packaged", "Requirement": "Pending"}[kind]
             annotations = obj["metadata"].get("annotations", {})
             # kopf keeps its bookkeeping under mloop.dev/, never under kopf.zalando.org.
             assert not any(k.startswith("kopf.zalando.org") for k in annotations)
@@ -44,8 +42,8 @@ def test_kopf_runner_watches_all_four_kinds_and_exits_cleanly(kubectl, api_clien
             assert resp.status == 200
         events = kubectl("get", "events", "-n", namespace, "-o",
                          "jsonpath={range .items[*]}{.involvedObject.kind}/{.reason} {end}").stdout.split()
-        assert {"Requirement/SpecValid", "Dataset/VersionCut", "TrainingRun/RunSucceeded",
-                "ModelPackage/SpecValid"} <= set(events)
+        assert {"Requirement/NoCandidate", "Dataset/VersionCut", "TrainingRun/RunSucceeded",
+                "ModelPackage/Packaged"} <= set(events)
     assert runner.exception is None
     assert runner.exit_code == 0
 
