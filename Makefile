@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit dev demo binaries crds check-crds clean
+.PHONY: test unit dev demo binaries graphviz crds check-crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 binaries:
 	bash operator/mloop/localcluster/build-binaries.sh all
 
-test: $(STAMP) binaries
+# Graphviz renders lineage graphs as SVG/PNG; installed from Debian's packages when missing and root.
+graphviz:
+	@command -v dot >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null); } || \
+	  { echo "Graphviz 'dot' is missing: install it (Debian: apt-get install graphviz) for SVG/PNG lineage" >&2; exit 1; }
+
+test: $(STAMP) binaries graphviz
 	$(BIN)/python -m pytest tests
 
 unit: $(STAMP)

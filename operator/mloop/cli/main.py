@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("-A", "--all-namespaces", action="store_true", help="look in every namespace")
     compare.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     compare.add_argument("--csv", metavar="FILE", help="also write the rows as CSV")
+
+    lin = sub.add_parser("lineage", help="what an object came from and what came of it")
+    lin.add_argument("target", help="<kind>/<name>, e.g. trainingrun/iris-rf, dataset/iris, mp/iris-1")
+    lin.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+    lin.add_argument("-o", "--output", choices=["text", "dot", "svg", "png"], default="text")
+    lin.add_argument("--file", help="write to this file instead of standard output")
     return parser
 
 
@@ -48,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         from mloop.cli.runs import compare
 
         return compare(args.selector, None if args.all_namespaces else args.namespace, args.output, args.csv)
+    if args.command == "lineage":
+        from mloop.cli.lineage import lineage
+
+        return lineage(args.target, args.namespace, args.output, args.file)
     return 2
 
 
