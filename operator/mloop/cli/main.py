@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mloop", description="mloop: ML build loops on Kubernetes.")
     parser.add_argument("--version", action="version", version=f"mloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="serve one model package over HTTP (see `mloop serve --help`)", add_help=False)
 
     dev = sub.add_parser("dev", help="the local control plane and S3 server")
     dev_sub = dev.add_subparsers(dest="action", required=True)
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the server has its own flags
+        from mloop.serving.server import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "dev":
         from mloop.cli import dev

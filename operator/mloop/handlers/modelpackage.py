@@ -21,6 +21,8 @@ from mloop.k8s.client import custom_objects, get_object
 from mloop.reconcile import promotion
 from mloop.reconcile import requirements as judge
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
+from mloop.builders.server import build_deployment, build_service, cluster_url
+from mloop.serving.local import LocalServers, ready
 from mloop.storage.artifacts import AlreadyExists, Store, StorageUnavailable, task_prefix
 
 MAX_VERSIONS = 10_000
@@ -137,8 +139,10 @@ def _reconcile(pkg: Pkg, spec: ModelPackageSpec) -> None:
     pkg.update["trainingRun"] = ref.name
     if pkg.status.phase != "Packaged":
         _package(pkg, spec, run_obj, run, reqs, results, dataset_obj, store)
-        return
-    _promote(pkg, spec, results)
+    else:
+        _promote(pkg, spec, results)
+    if pkg.status.phase == "Packaged":
+        _serve(pkg, spec, run_obj["spec"].get("executor") or get_settings().executor)
 
 
 def _package(pkg: Pkg, spec: ModelPackageSpec, run_obj: dict, run: TrainingRunStatus,
@@ -173,6 +177,7 @@ def _package(pkg: Pkg, spec: ModelPackageSpec, run_obj: dict, run: TrainingRunSt
                           "ParityChecked" if has_onnx else "OnnxUnavailable", result.get("onnx", "")[:1000])
         pkg.events.append(Event("Normal", "Packaged", f"{spec.model} version {pkg.status.version}: {result['message']}"))
         pkg.status.phase = "Packaged"
+        pkg.status.uri, pkg.status.digest = result["uri"], result["digest"]
         _promote(pkg, spec, results)
         return
     version = pkg.status.version or _claim_version(store, pkg, spec.model)
@@ -245,6 +250,90 @@ def _archive(pkg: Pkg, name: str, message: str) -> None:
     api.patch_namespaced_custom_object_status(GROUP, VERSION, pkg.namespace, "modelpackages", name, {
         "status": {"stage": "Archived", "conditions": dump_conditions(conditions)}})
     kopf.info(obj, reason="Archived", message=message)
+
+
+SERVING_STAGES = ("Staging", "Production")
+
+
+def _serve(pkg: Pkg, spec: ModelPackageSpec, executor: str) -> None:
+    """Run the server for the granted stage (local process or Deployment); stop it when the package leaves."""
+    stage = pkg.update.get("stage", pkg.status.stage)
+    wanted = bool(spec.serve and spec.serve.enabled and stage in SERVING_STAGES and pkg.status.digest)
+    before = pkg.reason_of("Serving")
+    if executor == "local":
+        servers = LocalServers()
+        if wanted:
+            assert spec.serve is not None and stage is not None
+            endpoint, what = servers.ensure(pkg.namespace, spec.model, stage, pkg.status.uri or "", pkg.status.digest or "",
+                                            spec.serve.sampling_rate)
+            pkg.update["endpoint"] = endpoint
+            if what != "running":
+                pkg.events.append(Event("Normal", f"Server{what.capitalize()}", f"{stage} server for {spec.model} "
+                                        f"{what} at {endpoint} (version {pkg.status.version})"))
+            if ready(endpoint):
+                pkg.condition("Serving", "True", "Ready", f"{stage} endpoint {endpoint} is ready")
+            else:
+                pkg.condition("Serving", "Unknown", "Starting", f"waiting for {endpoint} to become ready")
+            return
+        for st in SERVING_STAGES:
+            if servers.stop(pkg.namespace, spec.model, st, digest=pkg.status.digest):
+                pkg.events.append(Event("Normal", "ServerStopped", f"{st} server for {spec.model} stopped"))
+    elif wanted:
+        assert spec.serve is not None and stage is not None
+        _apply_server(pkg, spec, stage)
+        return
+    pkg.update["endpoint"] = None
+    if before not in (None, "NotServing"):
+        pkg.condition("Serving", "False", "NotServing", f"stage {stage}; serving needs spec.serve and Staging or Production")
+
+
+def _apply_server(pkg: Pkg, spec: ModelPackageSpec, stage: str) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from mloop.k8s.client import api_client
+
+    assert spec.serve is not None
+    settings = get_settings()
+    resources = spec.serve.resources.to_wire() if spec.serve.resources else None
+    deployment = build_deployment(pkg.namespace, spec.model, stage, pkg.name, pkg.status.uri or "",
+                                  pkg.status.digest or "", spec.serve.replicas, spec.serve.sampling_rate, resources or None,
+                                  settings)
+    service = build_service(pkg.namespace, spec.model, stage)
+    apps, core = client.AppsV1Api(api_client()), client.CoreV1Api(api_client())
+    name = deployment["metadata"]["name"]
+    try:
+        current = apps.read_namespaced_deployment(name, pkg.namespace)
+        annotations = current.spec.template.metadata.annotations or {}
+        if annotations.get("mloop.dev/package-digest") != pkg.status.digest:
+            apps.replace_namespaced_deployment(name, pkg.namespace, {**deployment, "metadata": {
+                **deployment["metadata"], "resourceVersion": current.metadata.resource_version}})
+            pkg.events.append(Event("Normal", "ServerRolled", f"Deployment {name} rolls to version {pkg.status.version}"))
+        available = current.status.available_replicas or 0
+    except ApiException as err:
+        if err.status != 404:
+            raise
+        apps.create_namespaced_deployment(pkg.namespace, deployment)
+        pkg.events.append(Event("Normal", "ServerStarted", f"Deployment {name} created for version {pkg.status.version}"))
+        available = 0
+    try:
+        core.create_namespaced_service(pkg.namespace, service)
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    pkg.update["endpoint"] = cluster_url(pkg.namespace, spec.model, stage)
+    if available:
+        pkg.condition("Serving", "True", "Available", f"Deployment {name}: {available} replica(s) available")
+    else:
+        pkg.condition("Serving", "Unknown", "Rolling", f"Deployment {name} has no available replica yet")
+
+
+@kopf.on.delete(GROUP, VERSION, "modelpackages", optional=True)
+def package_deleted(spec: kopf.Spec, status: kopf.Status, namespace: str, **_: Any) -> None:
+    """Best effort without a finalizer: a local server of this package stops with it."""
+    if get_settings().executor == "local" and status.get("digest"):
+        for stage in SERVING_STAGES:
+            LocalServers().stop(namespace, spec.get("model", ""), stage, digest=status.get("digest"))
 
 
 def _active(status: kopf.Status, **_: Any) -> bool:

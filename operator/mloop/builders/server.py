@@ -1,0 +1,74 @@
+"""A served package as a Deployment and a Service, named after model and stage so the endpoint is stable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mloop.builders.job import task_env
+from mloop.builders.security import container_security_context, pod_security_context
+from mloop.config import Settings
+from mloop.constants import LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, MANAGER
+
+PORT = 8000
+
+
+def server_name(model: str, stage: str) -> str:
+    return f"{model}-{stage.lower()}"[:63]
+
+
+def server_labels(model: str, stage: str) -> dict[str, str]:
+    return {LABEL_NAME: "mloop", LABEL_INSTANCE: server_name(model, stage), LABEL_COMPONENT: "model-server",
+            LABEL_PART_OF: "mloop", LABEL_MANAGED_BY: MANAGER, "mloop.dev/model": model, "mloop.dev/stage": stage.lower()}
+
+
+def build_deployment(namespace: str, model: str, stage: str, package: str, uri: str, digest: str, replicas: int,
+                     sampling: float, resources: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
+    labels = server_labels(model, stage)
+    selector = {k: labels[k] for k in (LABEL_INSTANCE, LABEL_COMPONENT)}
+    env = [*task_env(settings),
+           {"name": "MLOOP_PACKAGE_URI", "value": uri}, {"name": "MLOOP_PACKAGE_DIGEST", "value": digest},
+           {"name": "MLOOP_STAGE", "value": stage}, {"name": "MLOOP_SAMPLING_RATE", "value": str(sampling)},
+           {"name": "MLOOP_SERVE_HOST", "value": "0.0.0.0"}, {"name": "MLOOP_SERVE_PORT", "value": str(PORT)}]
+    container: dict[str, Any] = {
+        "name": "server", "image": settings.image, "imagePullPolicy": "IfNotPresent",
+        "command": ["mloop", "serve"], "env": env,
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "initialDelaySeconds": 10,
+                          "periodSeconds": 10},
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": server_name(model, stage), "namespace": namespace, "labels": labels,
+                     "annotations": {"mloop.dev/package": package}},
+        "spec": {
+            "replicas": replicas, "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {
+                    "mloop.dev/package": package, "mloop.dev/package-digest": digest,
+                    "prometheus.io/scrape": "true", "prometheus.io/port": str(PORT), "prometheus.io/path": "/metrics"}},
+                "spec": {"automountServiceAccountToken": False, "enableServiceLinks": False,
+                         "terminationGracePeriodSeconds": 30, "securityContext": pod_security_context(),
+                         "containers": [container], "volumes": [{"name": "tmp", "emptyDir": {}}]},
+            },
+        },
+    }
+
+
+def build_service(namespace: str, model: str, stage: str) -> dict[str, Any]:
+    labels = server_labels(model, stage)
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": server_name(model, stage), "namespace": namespace, "labels": labels},
+        "spec": {"selector": {k: labels[k] for k in (LABEL_INSTANCE, LABEL_COMPONENT)},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def cluster_url(namespace: str, model: str, stage: str) -> str:
+    return f"http://{server_name(model, stage)}.{namespace}.svc.cluster.local"

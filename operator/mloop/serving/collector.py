@@ -1,0 +1,129 @@
+"""Collection: a bounded buffer of sampled predictions and feedback, written to S3 as Parquet batches.
+
+The buffer never grows past its bound: when S3 is slow or down, serving goes on, events past
+the bound are dropped, counted and logged, and what is already buffered is kept until it is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mloop.storage.artifacts import Store
+
+log = logging.getLogger("mloop.serve.collector")
+
+
+class Buffer:
+    """One stream (predictions or feedback): rows waiting for S3, bounded."""
+
+    def __init__(self, kind: str, prefix: str, capacity: int):
+        self.kind, self.prefix, self.capacity = kind, prefix, capacity
+        self.rows: deque[dict[str, Any]] = deque()
+        self.dropped = 0
+        self.written = 0
+        self.batches = 0
+        self._last_drop_log = 0.0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        room = self.capacity - len(self.rows)
+        if room < len(rows):
+            lost = len(rows) - max(room, 0)
+            self.dropped += lost
+            now = time.monotonic()
+            if now - self._last_drop_log > 5:
+                log.warning("%s buffer full (%d rows): dropped %d rows, %d in total", self.kind, self.capacity, lost,
+                            self.dropped)
+                self._last_drop_log = now
+            rows = rows[: max(room, 0)]
+        self.rows.extend(rows)
+
+
+class Collector:
+    def __init__(self, store: Store | None, namespace: str, model: str, version: int, sampling_rate: float,
+                 capacity: int = 50_000, batch_rows: int = 5_000, interval: float = 5.0):
+        self.store, self.sampling_rate = store, sampling_rate
+        self.batch_rows, self.interval = batch_rows, interval
+        self.predictions = Buffer("predictions", f"collected/{namespace}/{model}/{version}", capacity)
+        self.feedback = Buffer("feedback", f"feedback/{namespace}/{model}", capacity)
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def sampled(self) -> bool:
+        return self.sampling_rate > 0 and (self.sampling_rate >= 1 or random.random() < self.sampling_rate)
+
+    def record_predictions(self, rows: list[dict[str, Any]]) -> None:
+        self.predictions.add(rows)
+        if len(self.predictions.rows) >= self.batch_rows:
+            self._wake.set()
+
+    def record_feedback(self, rows: list[dict[str, Any]]) -> None:
+        self.feedback.add(rows)
+        if len(self.feedback.rows) >= self.batch_rows:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self, everything: bool = False) -> bool:
+        """Write what is buffered; on failure keep it for the next try. True when nothing is left."""
+        for buffer in (self.predictions, self.feedback):
+            while buffer.rows:
+                batch = [buffer.rows[i] for i in range(min(self.batch_rows, len(buffer.rows)))]
+                try:
+                    await asyncio.to_thread(self._write, buffer, batch)
+                except Exception as err:  # S3 down or slow: keep the rows, try again later
+                    self.failures += 1
+                    log.warning("writing %d %s rows failed (%s); kept in the buffer", len(batch), buffer.kind, err)
+                    return False
+                for _ in batch:
+                    buffer.rows.popleft()
+                buffer.written += len(batch)
+                buffer.batches += 1
+                if not everything and len(buffer.rows) < self.batch_rows:
+                    break
+        return not (self.predictions.rows or self.feedback.rows)
+
+    def _write(self, buffer: Buffer, batch: list[dict[str, Any]]) -> None:
+        if self.store is None:
+            return
+        now = datetime.now(timezone.utc)
+        key = f"{buffer.prefix}/{now:%Y/%m/%d}/{now:%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(batch), sink, compression="zstd")
+        self.store.put(key, sink.getvalue())
+
+    async def close(self, timeout: float = 20.0) -> None:
+        """Graceful shutdown: stop the loop, then write everything that is left (within a timeout)."""
+        if self._task:
+            self._task.cancel()
+        for buffer in (self.predictions, self.feedback):
+            if buffer.dropped:
+                log.warning("%s: %d rows dropped in total while the buffer was full", buffer.kind, buffer.dropped)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await self.flush(everything=True):
+                return
+            await asyncio.sleep(0.5)
+        log.error("shutdown: %d prediction and %d feedback rows could not be written", len(self.predictions.rows),
+                  len(self.feedback.rows))

@@ -1,0 +1,94 @@
+"""Model servers as local processes, for the local executor: one per (namespace, model, stage).
+
+Each keeps its loopback port across versions, so the endpoint stays the same when a newer package
+takes the stage. State files let a restarted operator adopt servers it started before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from mloop.config import Settings, get_settings
+from mloop.executors.local import LocalExecutor, _alive, default_dir
+from mloop.localcluster.stack import free_port
+
+
+class LocalServers:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or get_settings()
+        self.dir = Path(self.settings.local_dir or default_dir()) / "servers"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _state_path(self, namespace: str, model: str, stage: str) -> Path:
+        return self.dir / f"{namespace}.{model}.{stage.lower()}.json"
+
+    def state(self, namespace: str, model: str, stage: str) -> dict | None:
+        path = self._state_path(namespace, model, stage)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def ensure(self, namespace: str, model: str, stage: str, uri: str, digest: str, sampling: float) -> tuple[str, str]:
+        """(endpoint, what happened): started, restarted, rolled, or running."""
+        path = self._state_path(namespace, model, stage)
+        state = self.state(namespace, model, stage)
+        if state and _alive(state["pid"]) and state["digest"] == digest:
+            return f"http://127.0.0.1:{state['port']}", "running"
+        what = "started"
+        if state and _alive(state["pid"]):
+            self._terminate(state["pid"])
+            what = "rolled"
+        elif state:
+            what = "restarted"
+        port = state["port"] if state else free_port()
+        log = open(self.dir / f"{namespace}.{model}.{stage.lower()}.log", "ab")  # noqa: SIM115 - handed to the child
+        argv = [sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest, "--port", str(port),
+                "--stage", stage, "--sampling-rate", str(sampling), "--flush-seconds", "2"]
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=LocalExecutor(self.settings).env(), start_new_session=True)
+        log.close()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"pid": proc.pid, "port": port, "digest": digest, "started": time.time()}))
+        os.replace(tmp, path)
+        return f"http://127.0.0.1:{port}", what
+
+    def stop(self, namespace: str, model: str, stage: str, digest: str | None = None) -> bool:
+        """Stop the server for the stage, only if it serves `digest` (when given). True when one was stopped."""
+        path = self._state_path(namespace, model, stage)
+        state = self.state(namespace, model, stage)
+        if state is None or (digest is not None and state["digest"] != digest):
+            return False
+        if _alive(state["pid"]):
+            self._terminate(state["pid"])
+        path.unlink(missing_ok=True)
+        return True
+
+    @staticmethod
+    def _terminate(pid: int, timeout: float = 25.0) -> None:
+        """SIGTERM lets the server flush its collection buffer before it exits."""
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def ready(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/v2/health/ready", timeout=1) as resp:  # noqa: S310 - loopback
+            return resp.status == 200
+    except OSError:
+        return False

@@ -1,0 +1,201 @@
+"""The model server over real HTTP: OIP v2 checked with tritonclient, bad requests, collection, S3 outage."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mloop.localcluster.stack import free_port
+from tests.helpers import apply_object, condition, get_object, wait_for
+from tests.integration.test_modelpackage import IRIS_DS, REQUIREMENT, packaged
+from tests.integration.test_trainingrun import IRIS_RUN, succeeded
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def post(url: str, body: object, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:  # not listening (yet)
+        return 0, ""
+
+
+def metric(endpoint: str, name: str) -> float:
+    text = get(f"{endpoint}/metrics")[1]
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def keys(s3, prefix: str) -> list[str]:
+    return [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])]
+
+
+def rows_under(s3, prefix: str) -> list[dict]:
+    rows = []
+    for key in keys(s3, prefix):
+        body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+        rows += pq.read_table(io.BytesIO(body)).to_pylist()
+    return rows
+
+
+@pytest.fixture
+def served(kubectl, api_client, namespace, operator) -> dict:
+    apply_object(kubectl, namespace, "Dataset", "iris", IRIS_DS)
+    apply_object(kubectl, namespace, "Requirement", "iris-req", REQUIREMENT)
+    apply_object(kubectl, namespace, "TrainingRun", "iris-lr", {**IRIS_RUN, "requirementRefs": [{"name": "iris-req"}]})
+    succeeded(api_client, namespace, "iris-lr")
+    apply_object(kubectl, namespace, "ModelPackage", "iris-1", {"model": "iris", "trainingRunRef": {"name": "iris-lr"},
+                                                                  "stage": "Production", "serve": {"samplingRate": 1.0}})
+    packaged(api_client, namespace, "iris-1")
+    obj = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-1")) and
+                   (c := condition(o, "Serving")) and c["status"] == "True" and o, timeout=60)
+    return obj
+
+
+def test_open_inference_protocol_with_tritonclient(served) -> None:
+    import tritonclient.http as triton
+
+    endpoint = served["status"]["endpoint"]
+    client = triton.InferenceServerClient(url=endpoint.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("iris")
+    meta = client.get_model_metadata("iris")
+    assert meta["name"] == "iris" and meta["versions"] == ["1"]
+    assert [i["name"] for i in meta["inputs"]] == list(ROW)
+    inputs = []
+    for name, values in (("sepal_length", [5.1, 6.7]), ("sepal_width", [3.5, 3.0]), ("petal_length", [1.4, 5.2]),
+                         ("petal_width", [0.2, 2.3])):
+        tensor = triton.InferInput(name, [2, 1], "FP64")
+        tensor.set_data_from_numpy(np.array(values).reshape(2, 1), binary_data=False)
+        inputs.append(tensor)
+    outputs = [triton.InferRequestedOutput("predict", binary_data=False),
+               triton.InferRequestedOutput("predict_proba", binary_data=False)]
+    result = client.infer("iris", inputs, outputs=outputs)
+    assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("predict")] == ["setosa", "virginica"]
+    proba = result.as_numpy("predict_proba")
+    assert proba.shape == (2, 3) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_bad_requests_get_4xx_json_naming_the_column(served) -> None:
+    endpoint = served["status"]["endpoint"]
+    cases = [
+        ({"instances": [{k: v for k, v in ROW.items() if k != "petal_width"}]}, None, 400, "petal_width"),
+        ({"instances": [{**ROW, "sepal_length": "long"}]}, None, 400, "sepal_length"),
+        ({"instances": [{**ROW, "sepal_length": 99}]}, None, 400, "sepal_length"),
+        ({"instances": [{**ROW, "colour": "blue"}]}, None, 400, "colour"),
+        (None, b"{not json", 400, None),
+        ({"rows": []}, None, 400, None),
+    ]
+    for body, raw, status, column in cases:
+        code, answer = post(f"{endpoint}/predict", body, raw)
+        assert code == status and "error" in answer, (body, answer)
+        assert answer.get("column") == column
+    code, answer = post(f"{endpoint}/v2/models/iris/infer", {"inputs": [{"name": "sepal_length", "shape": [1, 1],
+                                                                          "datatype": "FP64", "data": [5.0]}]})
+    assert code == 400 and answer["column"] == "sepal_width"
+    code, answer = post(f"{endpoint}/v2/models/other/infer", {"inputs": []})
+    assert code == 404 and "this server serves 'iris'" in answer["error"]
+    assert post(f"{endpoint}/predict", {"instances": [ROW]})[0] == 200  # still serving
+    assert metric(endpoint, 'mloop_requests_total{route="predict",code="400"}') == 6
+
+
+def test_predictions_and_feedback_land_in_s3(served, s3, namespace) -> None:
+    endpoint = served["status"]["endpoint"]
+    code, answer = post(f"{endpoint}/predict", {"instances": [ROW, {**ROW, "petal_length": 5.0, "petal_width": 2.0}]})
+    assert code == 200 and answer["predictions"][0] == "setosa" and len(answer["ids"]) == 2
+    code, ack = post(f"{endpoint}/feedback", {"feedback": [{"id": answer["ids"][0], "label": "setosa"},
+                                                           {"id": answer["ids"][1], "label": "virginica"}]})
+    assert code == 202 and ack == {"accepted": 2}
+    collected = wait_for(lambda: rows_under(s3, f"collected/{namespace}/iris/1/"), timeout=30)
+    assert {r["row_id"] for r in collected} == set(answer["ids"])
+    assert collected[0]["package"] == "iris-1" and json.loads(collected[0]["inputs"])["sepal_length"] == 5.1
+    feedback = wait_for(lambda: rows_under(s3, f"feedback/{namespace}/iris/"), timeout=30)
+    assert {r["row_id"]: json.loads(r["label"]) for r in feedback} == {answer["ids"][0]: "setosa",
+                                                                        answer["ids"][1]: "virginica"}
+
+
+def start_server(package: dict, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mloop.serving.server", "--package", package["status"]["uri"],
+                             "--digest", package["status"]["digest"], "--port", str(port), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_for(lambda: get(f"{endpoint}/v2/health/ready")[0] == 200 if proc.poll() is None else True, timeout=60)
+    return proc, endpoint
+
+
+def test_digest_mismatch_is_refused(served) -> None:
+    tampered = {"status": {**served["status"], "digest": "sha256:" + "0" * 64}}
+    proc, _ = start_server(tampered)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "refusing to serve it" in output
+
+
+def test_s3_outage_keeps_serving_counts_drops_and_flushes_on_recovery(served, stack, s3, namespace) -> None:
+    proc, endpoint = start_server(served, "--buffer", "50", "--flush-seconds", "0.5", "--s3-timeout", "1")
+    before = len(rows_under(s3, f"collected/{namespace}/iris/1/"))
+    try:
+        stack.stop_s3()
+        try:
+            for _ in range(8):
+                code, _ = post(f"{endpoint}/predict", {"instances": [ROW] * 10})
+                assert code == 200
+            assert metric(endpoint, 'mloop_collection_dropped_total{stream="predictions"}') == 30
+            assert metric(endpoint, 'mloop_collection_buffered{stream="predictions"}') == 50
+            wait_for(lambda: metric(endpoint, "mloop_collection_write_failures_total") >= 1, timeout=20)
+        finally:
+            stack.start_s3()
+        wait_for(lambda: metric(endpoint, 'mloop_collection_buffered{stream="predictions"}') == 0, timeout=60)
+        assert metric(endpoint, 'mloop_collection_written_total{stream="predictions"}') == 50
+        assert len(rows_under(s3, f"collected/{namespace}/iris/1/")) == before + 50
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert "predictions buffer full (50 rows): dropped 10 rows" in output
+    assert "predictions: 30 rows dropped in total" in output
+
+
+def test_graceful_shutdown_flushes_the_buffer(served, s3, namespace) -> None:
+    proc, endpoint = start_server(served, "--flush-seconds", "600")
+    before = len(rows_under(s3, f"collected/{namespace}/iris/1/"))
+    code, _ = post(f"{endpoint}/predict", {"instances": [ROW] * 7})
+    assert code == 200
+    time.sleep(0.5)
+    assert len(rows_under(s3, f"collected/{namespace}/iris/1/")) == before
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert len(rows_under(s3, f"collected/{namespace}/iris/1/")) == before + 7
+
+
+def test_local_server_is_restarted_when_it_dies(served, api_client, namespace) -> None:
+    from mloop.serving.local import LocalServers
+
+    state = LocalServers().state(namespace, "iris", "Production")
+    os.killpg(state["pid"], signal.SIGKILL)
+    restarted = wait_for(lambda: (s := LocalServers().state(namespace, "iris", "Production")) and
+                         s["pid"] != state["pid"] and s, timeout=30)
+    assert restarted["port"] == state["port"]  # the endpoint stays the same
+    wait_for(lambda: get(f"{served['status']['endpoint']}/v2/health/ready")[0] == 200, timeout=60)
