@@ -194,7 +194,7 @@ class CriterionResult(ApiModel):
     passed: bool | None = Field(default=None, description="True when met, False when not, empty when not yet measured.")
     value: float | None = Field(default=None, description="The measured value.")
     threshold: float | None = Field(default=None, description="The limit it was compared with.")
-    operator: Literal[">=", "<=", "in", "=="] | None = Field(
+    operator: Literal[">=", "<=", ">", "<", "in", "=="] | None = Field(
         default=None, description="How the value was compared with the threshold."
     )
     message: Annotated[str, Field(max_length=512)] = Field(default="", description="Why it passed or failed.")

@@ -53,6 +53,10 @@ class ModelPackageSpec(ApiModel):
     )
     stage: Stage = Field(default="None", description="Desired stage: None, Staging, Production or Archived.")
     serve: ServeSpec | None = Field(default=None, description="Serve this package.")
+    require_improvement: bool = Field(
+        default=False,
+        description="Grant Production only if this package beats the current Production package on the primary metric.",
+    )
 
 
 class ModelPackageStatus(ApiModel):

@@ -52,6 +52,9 @@ def build_graph(objects: dict[str, list[dict[str, Any]]]) -> Graph:
         parent = status.get("sourceVersion") or ""
         if ds["spec"]["source"].get("derived") and "@" in parent:
             g.edge(f"dataset/{parent}", current, "derived")
+        if ds["spec"]["source"].get("collection") and parent.startswith("collected:"):
+            for package in filter(None, parent.split(":", 2)[2].split(",")):
+                g.edge(f"modelpackage/{package}", current, "predictions + feedback")
     for run in objects["trainingruns"]:
         name, status = run["metadata"]["name"], run.get("status") or {}
         node = g.node(f"trainingrun/{name}", " ".join(x for x in (status.get("phase"), status.get("primaryMetric")) if x))

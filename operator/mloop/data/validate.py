@@ -129,6 +129,8 @@ def infer_column(name: str, series: pd.Series) -> ColumnStatus:
         distinct = series.nunique(dropna=True)
         type_ = "category" if distinct <= max(20, len(series) // 20) and distinct < len(series) else "string"
     role = "id" if (name == "id" or name.endswith("_id")) and series.is_unique and type_ in ("integer", "string") else "feature"
+    if type_ == "datetime":
+        role = "timestamp"
     pii = "none"
     if type_ in ("string", "category"):
         sample = series.dropna().astype(str).head(200)

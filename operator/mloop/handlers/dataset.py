@@ -106,6 +106,7 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
             store.put_json(task.prefix + "spec.json", {
                 "namespace": namespace, "name": name, "spec": spec.to_wire(),
                 "previous": status.digest.removeprefix("sha256:") if status.digest else None, "parent": parent,
+                "previousRows": status.rows or 0,
             }, overwrite=True)
             executor.submit(task)
             apply_outcome(decide.started(status, task.name, plan.reason, generation, now), patch, body)

@@ -23,6 +23,7 @@ from mloop.reconcile import requirements as judge
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
 from mloop.builders.server import build_deployment, build_service, cluster_url
 from mloop.serving.local import LocalServers, ready
+from mloop.training.metrics import LOWER_IS_BETTER
 from mloop.storage.artifacts import AlreadyExists, Store, StorageUnavailable, task_prefix
 
 MAX_VERSIONS = 10_000
@@ -135,6 +136,8 @@ def _reconcile(pkg: Pkg, spec: ModelPackageSpec) -> None:
     results: list[CriterionResult] = []
     for name, req in reqs:
         results += judge.evaluate(name, req, run.metrics, dataset, None, pkg.now)
+    if spec.require_improvement and spec.stage == "Production":
+        results.append(_improvement(pkg, spec, run, [r for _, r in reqs], reqs[0][0] if reqs else "production"))
     pkg.update["requirements"] = judge.wire(results)
     pkg.update["trainingRun"] = ref.name
     if pkg.status.phase != "Packaged":
@@ -143,6 +146,32 @@ def _reconcile(pkg: Pkg, spec: ModelPackageSpec) -> None:
         _promote(pkg, spec, results)
     if pkg.status.phase == "Packaged":
         _serve(pkg, spec, run_obj["spec"].get("executor") or get_settings().executor)
+
+
+def _improvement(pkg: Pkg, spec: ModelPackageSpec, run: TrainingRunStatus, reqs: list[RequirementSpec],
+                 requirement: str) -> CriterionResult:
+    """Does this package beat the model's current Production package on the primary metric?"""
+    task = "regression" if "r2" in (run.metrics or {}) else "classification"
+    metric = judge.primary_metric(reqs, task)
+    mine = (run.metrics or {}).get(metric)
+    items = custom_objects().list_namespaced_custom_object(GROUP, VERSION, pkg.namespace, "modelpackages")["items"]
+    holder = next((i for i in items if i["spec"].get("model") == spec.model and i["metadata"]["uid"] != pkg.uid
+                   and (i.get("status") or {}).get("stage") == "Production"), None)
+    criterion = f"beats-production:{metric}"
+    if holder is None:
+        return CriterionResult(requirement=requirement, criterion=criterion, passed=True, value=mine,
+                               message="no package is in Production yet")
+    their_run = get_object("trainingruns", pkg.namespace, holder["spec"]["trainingRunRef"]["name"]) or {}
+    theirs = ((their_run.get("status") or {}).get("metrics") or {}).get(metric)
+    if mine is None or theirs is None:
+        return CriterionResult(requirement=requirement, criterion=criterion, passed=None, message="not measured")
+    lower = metric in LOWER_IS_BETTER
+    better = mine < theirs if lower else mine > theirs
+    op = "<" if lower else ">"
+    return CriterionResult(requirement=requirement, criterion=criterion, passed=better, value=round(mine, 6),
+                           threshold=round(theirs, 6), operator=op,
+                           message=f"{mine:.4g} {op if better else ('>=' if lower else '<=')} {theirs:.4g} of "
+                                   f"{holder['metadata']['name']} in Production")
 
 
 def _package(pkg: Pkg, spec: ModelPackageSpec, run_obj: dict, run: TrainingRunStatus,

@@ -36,12 +36,16 @@ def plan_ingest(spec: DatasetSpec, status: DatasetStatus, generation: int, now: 
     """Whether to start an ingestion now, and why. None: nothing to do."""
     if status.task:
         return None
-    if spec.source.collection is not None:
-        return None  # collection sources are cut by the collector, not by ingestion
     if status.observed_generation != generation:
         return IngestPlan(f"g{generation}r{retries}", "SpecChanged")
     if spec.source.derived is not None and parent_digest and status.source_version != _parent_label(spec, parent_digest):
         return IngestPlan(f"p{parent_digest[:12]}r{retries}", "ParentChanged")
+    if spec.source.collection is not None:
+        interval = parse_duration(spec.source.collection.interval)
+        last = status.last_ingested_at
+        if last is None or (now - last).total_seconds() >= interval:
+            return IngestPlan(f"c{int(now.timestamp() // interval)}", "CollectionDue")
+        return None
     if spec.refresh and spec.source.s3 is not None:
         interval = parse_duration(spec.refresh.interval)
         last = status.last_ingested_at
@@ -108,6 +112,14 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
         events.append(Event("Warning", "IngestionFailed", message))
         return Outcome(patch, events)
 
+    if result.get("status") == "Skipped":
+        # A collection source without enough new labelled rows: nothing to cut yet, nothing wrong.
+        has_version = bool(status.version)
+        conditions = set_condition(conditions, "Ready", "True" if has_version else "Unknown", result["reason"],
+                                   result.get("message", ""), generation, now)
+        patch.update(observedGeneration=generation, conditions=dump_conditions(conditions), retries=0,
+                     phase=status.phase if has_version else "Pending", lastIngestedAt=now.isoformat().replace("+00:00", "Z"))
+        return Outcome(patch, events)
     if result.get("validation") is not None:
         patch["validation"] = result["validation"][:128]
     if result.get("status") != "Succeeded":

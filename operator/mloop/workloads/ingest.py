@@ -47,7 +47,40 @@ def load_source(spec: DatasetSpec, task: dict[str, Any], store: Store) -> tuple[
         parent = task["parent"]
         frame = read_version(store, dataset_prefix(parent["namespace"], parent["name"], parent["digest"]))
         return apply_transform(frame, source.derived.transform), f"{parent['name']}@{parent['digest'][:12]}"
+    if source.collection:
+        return load_collection(source.collection, task["namespace"], store)
     raise DataError("UnsupportedSource", "this source kind is not ingested by the ingest task")
+
+
+def _read_batches(store: Store, prefix: str) -> pd.DataFrame:
+    frames = [pq.read_table(io.BytesIO(store.get(k))).to_pandas() for k in sorted(store.list_keys(prefix))
+              if k.endswith(".parquet")]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_collection(source: Any, namespace: str, store: Store) -> tuple[pd.DataFrame, str]:
+    """Served predictions joined with the labels that came back, one row per labelled prediction."""
+    predictions = _read_batches(store, f"collected/{namespace}/{source.model}/")
+    feedback = _read_batches(store, f"feedback/{namespace}/{source.model}/")
+    if predictions.empty or feedback.empty:
+        return pd.DataFrame(), f"collected:{source.model}:"
+    if source.stage:
+        predictions = predictions[predictions["stage"] == source.stage]
+    labels = feedback.drop_duplicates("row_id", keep="last")[["row_id", "label"]]
+    joined = predictions.drop_duplicates("row_id").merge(labels, on="row_id", how="inner")
+    if joined.empty:
+        return pd.DataFrame(), f"collected:{source.model}:"
+    latest = joined.sort_values("version").iloc[-1]
+    signature = store.get_json(f"packages/{namespace}/{source.model}/{int(latest['version'])}/signature.json")
+    target = signature["output"]["name"]
+    inputs = pd.DataFrame([json.loads(x) for x in joined["inputs"]])
+    frame = pd.concat([joined[["row_id"]].reset_index(drop=True),
+                       pd.to_datetime(joined["served_at"], utc=True).rename("served_at").reset_index(drop=True),
+                       inputs[[i["name"] for i in signature["inputs"]]].reset_index(drop=True),
+                       joined["label"].map(json.loads).rename(target).reset_index(drop=True)], axis=1)
+    frame = frame.sort_values(["served_at", "row_id"]).reset_index(drop=True)
+    packages = sorted(set(joined["package"]))
+    return frame, f"collected:{source.model}:{','.join(packages)}"
 
 
 def ingest(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
@@ -59,6 +92,11 @@ def ingest(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str,
         log.error("%s: %s", err.reason, err.message)
         return {"status": "Failed", "reason": err.reason, "message": err.message}
     log.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], source_version)
+    if spec.source.collection is not None:
+        new_rows = len(frame) - int(task.get("previousRows") or 0)
+        if new_rows < spec.source.collection.min_new_rows:
+            return {"status": "Skipped", "reason": "NotEnoughRows", "sourceVersion": source_version,
+                    "message": f"{max(new_rows, 0)} new labelled rows, {spec.source.collection.min_new_rows} needed"}
 
     checked = apply_rules(apply_schema(frame, spec.schema_), spec.validation)
     base = {

@@ -1,0 +1,79 @@
+"""The whole loop through the local executor: serve, collect predictions and labels, cut a version,
+retrain, and promote the better model onto the same endpoint."""
+
+from __future__ import annotations
+
+import json
+
+from sklearn.datasets import load_iris
+
+from tests.helpers import apply_object, condition, get_object, wait_for
+from tests.integration.test_cli_runs import mloop
+from tests.integration.test_modelpackage import IRIS_DS, packaged
+from tests.integration.test_serving import get, post
+from tests.integration.test_trainingrun import IRIS_RUN, succeeded
+
+
+def test_full_loop(kubectl, api_client, namespace, operator, kubeconfig) -> None:
+    apply_object(kubectl, namespace, "Dataset", "iris", IRIS_DS)
+    apply_object(kubectl, namespace, "Requirement", "species", {
+        "title": "Suggest the species", "metrics": [{"metric": "accuracy", "min": 0.6, "primary": True}],
+        "retrain": {"templateRunRef": {"name": "stump"}, "datasetRef": {"name": "feedback"},
+                    "trigger": {"minNewRows": 40}, "promoteTo": "Production"}})
+    # A deliberately weak first model: one split tells setosa from the rest.
+    apply_object(kubectl, namespace, "TrainingRun", "stump", {**IRIS_RUN, "requirementRefs": [{"name": "species"}],
+                 "estimator": {"name": "DecisionTreeClassifier", "params": {"max_depth": 1}}})
+    first_run = succeeded(api_client, namespace, "stump")
+    apply_object(kubectl, namespace, "ModelPackage", "iris-1", {"model": "iris", "trainingRunRef": {"name": "stump"},
+                                                                  "stage": "Production", "serve": {"samplingRate": 1.0}})
+    packaged(api_client, namespace, "iris-1")
+    served = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-1")) and
+                      (c := condition(o, "Serving")) and c["status"] == "True" and o, timeout=60)
+    endpoint = served["status"]["endpoint"]
+    apply_object(kubectl, namespace, "Dataset", "feedback", {"source": {"collection": {
+        "model": "iris", "stage": "Production", "minNewRows": 40, "interval": "1s"}}})
+
+    # Real traffic: setosa and versicolor flowers, then the true labels for each prediction.
+    iris = load_iris(as_frame=True)
+    frame = iris.frame.iloc[list(range(0, 30)) + list(range(50, 80))]
+    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    instances = [dict(zip(columns, map(float, row))) for row in frame.iloc[:, :4].itertuples(index=False)]
+    truth = [str(iris.target_names[t]) for t in frame["target"]]
+    code, answer = post(f"{endpoint}/predict", {"instances": instances[:20]})
+    assert code == 200
+    assert post(f"{endpoint}/feedback", {"feedback": [{"id": i, "label": t} for i, t in zip(answer["ids"], truth)]})[0] == 202
+    # Below minNewRows nothing is cut; the condition says how far along collection is.
+    not_yet = wait_for(lambda: (c := condition(get_object(api_client, namespace, "datasets", "feedback"), "Ready"))
+                       and c["message"].startswith("20 new") and c, timeout=60)
+    assert (not_yet["reason"], not_yet["message"]) == ("NotEnoughRows", "20 new labelled rows, 40 needed")
+    assert "version" not in get_object(api_client, namespace, "datasets", "feedback")["status"]
+    code, answer = post(f"{endpoint}/predict", {"instances": instances[20:]})
+    post(f"{endpoint}/feedback", {"feedback": [{"id": i, "label": t} for i, t in zip(answer["ids"], truth[20:])]})
+
+    collected = wait_for(lambda: (s := get_object(api_client, namespace, "datasets", "feedback")["status"]).get("version")
+                         and s, timeout=90)
+    assert collected["rows"] == 60 and collected["sourceVersion"] == "collected:iris:iris-1"
+    roles = {c["name"]: c["role"] for c in collected["columns"]}
+    assert roles["row_id"] == "id" and roles["served_at"] == "timestamp" and roles["species"] == "feature"
+
+    retrain = wait_for(lambda: (s := get_object(api_client, namespace, "requirements", "species")["status"]).get(
+        "retrains") and s["retrains"][0], timeout=60)
+    assert retrain["run"] == "species-retrain-1" and retrain["datasetVersion"] == collected["version"]
+    assert "60 new labelled rows" in retrain["reason"]
+    run = succeeded(api_client, namespace, "species-retrain-1", timeout=120)
+    assert run["status"]["dataset"] == f"feedback@{collected['version']}"
+    assert run["status"]["metrics"]["accuracy"] > first_run["status"]["metrics"]["accuracy"]
+    promoted = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "species-retrain-1")).get(
+        "status", {}).get("stage") == "Production" and o, timeout=120)
+    beats = {r["criterion"]: r for r in promoted["status"]["requirements"]}["beats-production:accuracy"]
+    assert beats["passed"] is True and beats["operator"] == ">"
+    assert promoted["status"]["version"] == 2 and promoted["status"]["endpoint"] == endpoint
+    assert get_object(api_client, namespace, "modelpackages", "iris-1")["status"]["stage"] == "Archived"
+    wait_for(lambda: json.loads(get(f"{endpoint}/v2/models/iris")[1] or "{}").get("versions") == ["2"], timeout=60)
+    code, answer = post(f"{endpoint}/predict", {"instances": [instances[-1]]})
+    assert code == 200 and answer["version"] == 2
+    outcome = wait_for(lambda: get_object(api_client, namespace, "requirements", "species")["status"]["retrains"][0][
+        "outcome"].startswith("promoted") and True, timeout=60)
+    assert outcome
+    lineage = mloop("lineage", "mp/species-retrain-1", "-n", namespace, kubeconfig=kubeconfig).stdout
+    assert f"<- dataset/feedback@{collected['version']}" in lineage and "<- modelpackage/iris-1" in lineage
