@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.helpers import apply_object, get_object
+from tests.helpers import apply_object
 from tests.integration.test_cli_runs import mloop
 from tests.integration.test_modelpackage import IRIS_DS, REQUIREMENT, packaged
 from tests.integration.test_trainingrun import IRIS_RUN, succeeded

@@ -68,7 +68,8 @@ def test_full_loop(kubectl, api_client, namespace, operator, kubeconfig) -> None
     beats = {r["criterion"]: r for r in promoted["status"]["requirements"]}["beats-production:accuracy"]
     assert beats["passed"] is True and beats["operator"] == ">"
     assert promoted["status"]["version"] == 2 and promoted["status"]["endpoint"] == endpoint
-    assert get_object(api_client, namespace, "modelpackages", "iris-1")["status"]["stage"] == "Archived"
+    wait_for(lambda: get_object(api_client, namespace, "modelpackages", "iris-1")["status"]["stage"] == "Archived",
+             timeout=30)
     wait_for(lambda: json.loads(get(f"{endpoint}/v2/models/iris")[1] or "{}").get("versions") == ["2"], timeout=60)
     code, answer = post(f"{endpoint}/predict", {"instances": [instances[-1]]})
     assert code == 200 and answer["version"] == 2

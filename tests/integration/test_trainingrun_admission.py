@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import apply_object, condition, get_object, wait_for
-from tests.integration.test_dataset_sources import ready as dataset_ready
 from tests.integration.test_trainingrun import IRIS_RUN, finished, succeeded
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import random
 import time
@@ -107,6 +108,9 @@ class Collector:
     def _write(self, buffer: Buffer, batch: list[dict[str, Any]]) -> None:
         if self.store is None:
             return
+        if buffer.kind == "predictions":  # encoded here, in the writer thread, not on the request path
+            batch = [{**r, "served_at": datetime.fromtimestamp(r["served_at"], timezone.utc).isoformat(),
+                      "inputs": json.dumps(r["inputs"]), "prediction": json.dumps(r["prediction"])} for r in batch]
         now = datetime.now(timezone.utc)
         key = f"{buffer.prefix}/{now:%Y/%m/%d}/{now:%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
         sink = io.BytesIO()

@@ -17,7 +17,6 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 
 from mloop.serving.collector import Collector
@@ -74,10 +73,11 @@ def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Appl
     def json_error(err: BadRequest, status: int = 400) -> web.Response:
         return web.json_response(err.body(), status=status)
 
-    def predict(frame: Any) -> tuple[list[Any], list[list[float]] | None]:
+    def predict(frame: Any, with_proba: bool) -> tuple[list[Any], list[list[float]] | None]:
+        """Labels always; probabilities only when asked for, since they cost a second pass through the model."""
         labels = pkg.model.predict(frame)
         proba = None
-        if pkg.task == "classification" and hasattr(pkg.model, "predict_proba"):
+        if with_proba and pkg.task == "classification" and hasattr(pkg.model, "predict_proba"):
             try:
                 proba = pkg.model.predict_proba(frame).round(6).tolist()
             except (AttributeError, ValueError):
@@ -85,16 +85,17 @@ def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Appl
         out = [str(v) for v in labels] if pkg.task == "classification" else [float(v) for v in labels]
         return out, proba
 
-    def collect(request_id: str, frame: Any, labels: list[Any]) -> list[str]:
+    def collect(request_id: str, columns: dict[str, list[Any]], labels: list[Any]) -> list[str]:
+        """Cheap on the request path: raw values only; the collector's writer thread encodes them."""
         ids = [request_id] if len(labels) == 1 else [f"{request_id}-{i}" for i in range(len(labels))]
         if collector.sampled():
-            now = datetime.now(timezone.utc).isoformat()
-            records = frame.to_dict(orient="records")
+            now = time.time()
+            names = list(columns)
             collector.record_predictions([
                 {"row_id": rid, "request_id": request_id, "served_at": now, "model": model_name,
                  "version": pkg.version, "package": pkg.package, "stage": stage or "",
-                 "inputs": json.dumps(rec, default=_plain), "prediction": json.dumps(label)}
-                for rid, rec, label in zip(ids, records, labels)])
+                 "inputs": {n: columns[n][i] for n in names}, "prediction": label}
+                for i, (rid, label) in enumerate(zip(ids, labels))])
         return ids
 
     async def read_json(request: web.Request) -> Any:
@@ -143,19 +144,20 @@ def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Appl
             body = await read_json(request)
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object with 'inputs'")
-            frame = frame_from_columns(columns_from_v2(body.get("inputs"), pkg.signature), pkg.signature)
+            columns = columns_from_v2(body.get("inputs"), pkg.signature)
+            frame = frame_from_columns(columns, pkg.signature)
         except BadRequest as err:
             metrics.observe("infer", 400, time.perf_counter() - started)
             return json_error(err)
         request_id = str(body.get("id") or uuid.uuid4())
-        labels, proba = predict(frame)
-        ids = collect(request_id, frame, labels)
+        wanted = {o.get("name") for o in body.get("outputs") or [] if isinstance(o, dict)}
+        labels, proba = predict(frame, "predict_proba" in wanted)
+        ids = collect(request_id, columns, labels)
         outputs = [{"name": "predict", "shape": [len(labels)],
                     "datatype": "BYTES" if pkg.task == "classification" else "FP64", "data": labels}]
         if proba is not None:
             outputs.append({"name": "predict_proba", "shape": [len(proba), len(proba[0])], "datatype": "FP64",
                             "data": [v for row in proba for v in row]})
-        wanted = {o.get("name") for o in body.get("outputs") or [] if isinstance(o, dict)}
         if wanted:
             outputs = [o for o in outputs if o["name"] in wanted]
         metrics.observe("infer", 200, time.perf_counter() - started, len(labels))
@@ -181,8 +183,8 @@ def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Appl
             metrics.observe("predict", 400, time.perf_counter() - started)
             return json_error(err)
         request_id = str(body.get("id") or uuid.uuid4())
-        labels, proba = predict(frame)
-        ids = collect(request_id, frame, labels)
+        labels, proba = predict(frame, body.get("probabilities", True) is not False)
+        ids = collect(request_id, columns, labels)
         answer: dict[str, Any] = {"id": request_id, "ids": ids, "predictions": labels, "model": model_name,
                                   "version": pkg.version}
         if proba is not None:
@@ -255,12 +257,6 @@ def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Appl
     app.router.add_post("/feedback", feedback)
     app.router.add_get("/metrics", prometheus)
     return app
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return None if value is None else str(value)
 
 
 async def serve(args: argparse.Namespace) -> int:
