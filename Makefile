@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit dev demo binaries graphviz crds check-crds clean
+.PHONY: test unit dev demo kind-e2e binaries graphviz crds check-crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,13 @@ dev: $(STAMP) binaries
 	$(BIN)/mloop dev up
 	eval "$$($(BIN)/mloop dev env)" && MLOOP_EXECUTOR=local MLOOP_LIVENESS_PORT=0 $(BIN)/python -m mloop
 
-demo:
-	@echo "The end-to-end demo arrives with the serving issue; today: 'make dev', then kubectl apply -f examples/iris/." >&2
-	@exit 2
+# The whole loop on the local stack; leaves it running for kubectl (`.venv/bin/mloop dev down` stops it).
+demo: $(STAMP) binaries graphviz
+	$(BIN)/mloop demo
+
+# The real-cluster path end to end: needs Docker and kind, and says so when they are missing.
+kind-e2e: $(STAMP)
+	bash tests/e2e/kind-e2e.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

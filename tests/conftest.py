@@ -46,6 +46,7 @@ def stack() -> Iterator[Any]:
         install_crds(info.kubeconfig)
         yield local
     finally:
+        stop_local_servers("")
         local.cleanup()
         for key, value in saved.items():
             if value is None:
@@ -53,6 +54,16 @@ def stack() -> Iterator[Any]:
             else:
                 os.environ[key] = value
         get_settings.cache_clear()
+
+
+def stop_local_servers(namespace: str) -> None:
+    """Model servers the operator started as local processes outlive it by design; a test's die with it."""
+    from mloop.serving.local import LocalServers
+
+    servers = LocalServers()
+    for path in servers.dir.glob(f"{namespace}.*.json" if namespace else "*.json"):
+        ns, model, stage = path.name.removesuffix(".json").split(".", 2)
+        servers.stop(ns, model, stage)
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +117,7 @@ def operator(stack: Any, namespace: str) -> Iterator[Any]:
 
     with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"], timeout=180) as runner:
         yield runner
+    stop_local_servers(namespace)
     assert runner.exception is None, runner.output[-3000:]
     assert runner.exit_code == 0, runner.output[-3000:]
 

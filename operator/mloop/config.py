@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     )
     peering: str = Field(default="", description="kopf peering name; empty runs standalone (one replica).")
     liveness_port: int = Field(default=8080, description="Port of the /healthz endpoint; 0 turns it off.")
+    metrics_port: int = Field(default=0, description="Port of the Prometheus /metrics endpoint; 0 turns it off.")
     max_workers: int = Field(default=20, description="Threads for the synchronous handlers.")
     poll_interval: float = Field(default=2.0, description="Seconds between checks of running tasks and schedules.")
     local_dir: str = Field(default="", description="Where the local executor keeps task logs and exit codes.")

@@ -78,3 +78,30 @@ def test_full_loop(kubectl, api_client, namespace, operator, kubeconfig) -> None
     assert outcome
     lineage = mloop("lineage", "mp/species-retrain-1", "-n", namespace, kubeconfig=kubeconfig).stdout
     assert f"<- dataset/feedback@{collected['version']}" in lineage and "<- modelpackage/iris-1" in lineage
+
+
+def test_drift_against_the_production_data_triggers_retraining(kubectl, api_client, namespace, operator) -> None:
+    apply_object(kubectl, namespace, "Dataset", "iris", IRIS_DS)
+    apply_object(kubectl, namespace, "Requirement", "drifty", {
+        "title": "Notice drift", "metrics": [{"metric": "accuracy", "min": 0.5, "primary": True}],
+        "retrain": {"templateRunRef": {"name": "base"}, "datasetRef": {"name": "seen"},
+                    "trigger": {"driftThreshold": 0.5}}})
+    apply_object(kubectl, namespace, "TrainingRun", "base", {**IRIS_RUN, "requirementRefs": [{"name": "drifty"}]})
+    succeeded(api_client, namespace, "base")
+    apply_object(kubectl, namespace, "ModelPackage", "base-1", {"model": "iris", "trainingRunRef": {"name": "base"},
+                                                                  "stage": "Production", "serve": {}})
+    endpoint = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "base-1")) and
+                        (c := condition(o, "Serving")) and c["status"] == "True" and o["status"]["endpoint"], timeout=90)
+    apply_object(kubectl, namespace, "Dataset", "seen", {"source": {"collection": {"model": "iris", "minNewRows": 30,
+                                                                                   "interval": "1s"}}})
+    # Only large virginica flowers arrive: petal sizes are far from the training data's spread.
+    iris = load_iris(as_frame=True).frame.iloc[110:150]
+    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    rows = [dict(zip(columns, map(float, r))) for r in iris.iloc[:, :4].itertuples(index=False)]
+    code, answer = post(f"{endpoint}/predict", {"instances": rows})
+    assert code == 200
+    post(f"{endpoint}/feedback", {"feedback": [{"id": i, "label": "virginica"} for i in answer["ids"]]})
+    record = wait_for(lambda: ((get_object(api_client, namespace, "requirements", "drifty")["status"] or {})
+                               .get("retrains") or [None])[0], timeout=120)
+    assert record["run"] == "drifty-retrain-1"
+    assert "against the production model's data" in record["reason"] and "drift PSI" in record["reason"]

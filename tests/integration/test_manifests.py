@@ -14,7 +14,7 @@ SA = "system:serviceaccount:mloop-system:mloop-operator"
 @pytest.fixture(scope="module")
 def installed(kubectl) -> list[dict]:
     """The namespace (with its Pod Security labels) and RBAC applied for real; returns the rendered base."""
-    kubectl("apply", "-f", str(ROOT / "manifests" / "namespace.yaml"), check=True)
+    kubectl("apply", "-f", str(ROOT / "manifests" / "base" / "namespace.yaml"), check=True)
     rendered = kubectl("kustomize", str(ROOT / "manifests"), check=True).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
@@ -22,8 +22,9 @@ def installed(kubectl) -> list[dict]:
     return docs
 
 
-def test_base_passes_server_side_dry_run_without_pod_security_warnings(kubectl, installed) -> None:
-    result = kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(ROOT / "manifests"))
+@pytest.mark.parametrize("path", ["manifests", "manifests/overlays/dev", "manifests/overlays/prod"])
+def test_base_and_overlays_pass_server_side_dry_run_without_pod_security_warnings(kubectl, installed, path) -> None:
+    result = kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(ROOT / path))
     assert result.returncode == 0, result.stderr
     assert "deployment.apps/mloop-operator serverside-applied (server dry run)" in result.stdout
     # The namespace enforces and warns on the restricted standard; a violating template would warn here.
@@ -71,3 +72,18 @@ def test_operator_pod_is_restricted(installed) -> None:
 def test_operator_rbac_grants_only_what_it_uses(kubectl, installed, verb, resource, allowed) -> None:
     result = kubectl("auth", "can-i", verb, resource, "--as", SA, "-n", "default")
     assert result.stdout.strip() == ("yes" if allowed else "no"), result.stderr
+
+
+def test_dev_overlay_brings_an_s3_server_and_points_the_operator_at_it(kubectl) -> None:
+    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(ROOT / "manifests/overlays/dev"), check=True).stdout) if d]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert config["data"]["MLOOP_S3_ENDPOINT"] == "http://mloop-s3.mloop-system.svc.cluster.local:7070"
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} >= {("Deployment", "mloop-s3"), ("Service", "mloop-s3")}
+
+
+def test_prod_overlay_takes_the_endpoint_from_the_secret(kubectl) -> None:
+    docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(ROOT / "manifests/overlays/prod"), check=True).stdout) if d]
+    env = {e["name"]: e for e in next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["MLOOP_S3_ENDPOINT"]["valueFrom"]["secretKeyRef"] == {"name": "mloop-s3", "key": "S3_ENDPOINT"}
+    assert "MLOOP_S3_ENDPOINT" not in next(d for d in docs if d["kind"] == "ConfigMap")["data"]

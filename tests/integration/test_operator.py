@@ -46,6 +46,11 @@ def test_kopf_runner_watches_all_four_kinds_and_exits_cleanly(kubectl, api_clien
                 "ModelPackage/Packaged"} <= set(events)
     assert runner.exception is None
     assert runner.exit_code == 0
+    from mloop.handlers.metrics import DURATION, RECONCILES
+
+    for kind in SPECS:
+        assert RECONCILES.labels(kind)._value.get() > 0
+    assert DURATION.labels("TrainingRun")._sum.get() > 0
 
 
 def test_spec_the_schema_cannot_judge_is_marked_invalid_with_its_path(kubectl, api_client, namespace) -> None:
@@ -62,7 +67,8 @@ def test_spec_the_schema_cannot_judge_is_marked_invalid_with_its_path(kubectl, a
 
 def test_python_m_mloop_serves_liveness_and_stops_on_sigterm(stack, kubeconfig) -> None:
     port = free_port()
-    env = {**os.environ, "KUBECONFIG": kubeconfig, "MLOOP_LIVENESS_PORT": str(port)}
+    metrics = free_port()
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "MLOOP_LIVENESS_PORT": str(port), "MLOOP_METRICS_PORT": str(metrics)}
     proc = subprocess.Popen([sys.executable, "-m", "mloop"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -74,6 +80,11 @@ def test_python_m_mloop_serves_liveness_and_stops_on_sigterm(stack, kubeconfig) 
                 return False
 
         wait_for(healthy, timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as resp:
+            exposed = resp.read().decode()
+        for name in ("mloop_reconciles_total", "mloop_reconcile_errors_total", "mloop_reconcile_seconds",
+                     "mloop_tasks_running"):
+            assert f"# TYPE {name.removesuffix('_total')}" in exposed
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     finally:

@@ -31,6 +31,12 @@ def running_stack() -> StackInfo | None:
 
 
 def up(with_operator: bool = False) -> int:
+    print_env(ensure_stack(with_operator))
+    return 0
+
+
+def ensure_stack(with_operator: bool = False) -> StackInfo:
+    """The running dev stack, started (with the CRDs installed) if there is none."""
     info = running_stack()
     if info is None:
         directory = state_dir()
@@ -49,17 +55,17 @@ def up(with_operator: bool = False) -> int:
         console.print(f"[green]Local stack up[/] in {time.monotonic() - started:.1f}s; CRDs installed.")
     else:
         console.print("Local stack already running.")
-    if with_operator and "operator" not in info.pids:
+    if with_operator and not _alive(info.pids.get("operator", 0) or 0):
         info.pids["operator"] = start_operator(info)
         info.save(state_dir() / "state.json")
         console.print(f"Operator started (pid {info.pids['operator']}), log: {state_dir() / 'logs' / 'operator.log'}")
-    print_env(info)
-    return 0
+    return info
 
 
 def start_operator(info: StackInfo) -> int:
     log = open(state_dir() / "logs" / "operator.log", "ab")  # noqa: SIM115 - handed to the child
-    env = {**os.environ, **info.env(), "MLOOP_EXECUTOR": "local", "MLOOP_LIVENESS_PORT": "0"}
+    env = {**os.environ, **info.env(), "MLOOP_EXECUTOR": "local", "MLOOP_LIVENESS_PORT": "0",
+           "MLOOP_POLL_INTERVAL": os.environ.get("MLOOP_POLL_INTERVAL", "1")}
     proc = subprocess.Popen([sys.executable, "-m", "mloop"], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     log.close()
@@ -72,10 +78,21 @@ def down(quiet: bool = False) -> int:
     was_running = path.exists()
     if was_running:
         stop_processes(StackInfo.load(path).pids)
+        stop_model_servers()
     shutil.rmtree(directory, ignore_errors=True)
     if not quiet:
         console.print("Local stack stopped." if was_running else "No local stack was running.")
     return 0
+
+
+def stop_model_servers() -> None:
+    """Model servers the local executor started outlive the operator by design; `dev down` ends them too."""
+    from mloop.serving.local import LocalServers
+
+    servers = LocalServers()
+    for state in servers.dir.glob("*.json"):
+        namespace, model, stage = state.name.removesuffix(".json").split(".", 2)
+        servers.stop(namespace, model, stage)
 
 
 def print_env(info: StackInfo | None = None) -> int:

@@ -38,6 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
     lin.add_argument("-o", "--output", choices=["text", "dot", "svg", "png"], default="text")
     lin.add_argument("--file", help="write to this file instead of standard output")
+
+    st = sub.add_parser("status", help="every mloop object with its phase and key fields")
+    st.add_argument("-n", "--namespace", default="default")
+    st.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+
+    lg = sub.add_parser("logs", help="a TrainingRun's task log, from S3 or from the running task")
+    lg.add_argument("run", help="TrainingRun name")
+    lg.add_argument("-n", "--namespace", default="default")
+
+    demo = sub.add_parser("demo", help="the whole loop on the local stack: iris in, a retrained model out")
+    demo.add_argument("-n", "--namespace", default="mloop-demo")
+    demo.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    demo.add_argument("--lineage-file", default="mloop-lineage.svg", help="where the lineage graph is written")
+    demo.add_argument("--timeout", type=float, default=900)
     return parser
 
 
@@ -60,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         from mloop.cli.runs import compare
 
         return compare(args.selector, None if args.all_namespaces else args.namespace, args.output, args.csv)
+    if args.command == "status":
+        from mloop.cli.status import status
+
+        return status(args.namespace, args.output)
+    if args.command == "logs":
+        from mloop.cli.logs import logs
+
+        return logs(args.run, args.namespace)
+    if args.command == "demo":
+        from mloop.cli.demo import demo
+
+        return demo(args.namespace, args.output, args.lineage_file, args.timeout)
     if args.command == "lineage":
         from mloop.cli.lineage import lineage
 

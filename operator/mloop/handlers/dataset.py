@@ -14,6 +14,7 @@ from mloop.config import get_settings
 from mloop.executors.base import Task, task_name
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import apply_outcome
+from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import dataset as decide
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
@@ -51,6 +52,7 @@ def _parent(spec: DatasetSpec, namespace: str) -> tuple[dict[str, str] | None, s
     return {"namespace": ns, "name": ref.name, "digest": digest.removeprefix("sha256:")}, None
 
 
+@measured("Dataset")
 def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
     meta = body["metadata"]
     namespace, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation", 1)

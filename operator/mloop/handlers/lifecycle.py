@@ -9,6 +9,7 @@ import kopf
 
 from mloop.config import get_settings
 from mloop.constants import ANNOTATION_PREFIX, FINALIZER
+from mloop.handlers.metrics import serve_metrics
 
 
 @kopf.on.startup()
@@ -30,6 +31,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.peering.standalone = True
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
+    serve_metrics(cfg.metrics_port)
 
 
 @kopf.on.probe(id="watching")

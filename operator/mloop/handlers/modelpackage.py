@@ -17,6 +17,7 @@ from mloop.config import get_settings
 from mloop.executors.base import Task, task_name
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import apply_outcome
+from mloop.handlers.metrics import measured
 from mloop.k8s.client import custom_objects, get_object
 from mloop.reconcile import promotion
 from mloop.reconcile import requirements as judge
@@ -95,6 +96,7 @@ def _requirements(pkg: Pkg, refs: list[Any]) -> list[tuple[str, RequirementSpec]
     return found
 
 
+@measured("ModelPackage")
 def reconcile_package(body: kopf.Body, patch: kopf.Patch) -> None:
     pkg = Pkg(body, patch)
     try:

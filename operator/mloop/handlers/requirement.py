@@ -12,6 +12,7 @@ from mloop.api.kinds import GROUP, VERSION
 from mloop.api.requirement import RequirementSpec, RequirementStatus
 from mloop.config import get_settings
 from mloop.handlers.common import apply_outcome
+from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile.requirement import requirement_status
 
@@ -59,6 +60,7 @@ def datasets_by_name(namespace: str, name: str, status: kopf.Status, **_: Any) -
 
 
 @kopf.timer(GROUP, VERSION, "requirements", interval=get_settings().poll_interval, sharp=False)
+@measured("Requirement")
 def requirement_tick(body: kopf.Body, patch: kopf.Patch, spec: kopf.Spec, status: kopf.Status, namespace: str,
                      name: str, meta: kopf.Meta, runs_by_requirement: kopf.Index, runs_by_name: kopf.Index,
                      packages_by_requirement: kopf.Index, datasets_by_requirement: kopf.Index,
@@ -114,16 +116,17 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     if records:
         rows_then = next((v.rows for v in ds.versions or [] if v.version == records[-1]["datasetVersion"]), 0)
     new_rows = (ds.rows or 0) - rows_then
-    drift = max((d.value for d in ds.drift or [] if d.method == "psi"), default=0.0)
     trigger = policy.trigger
+    production = next((p for p in packages if p.get("stage") == "Production"), None)
     reason = None
     if trigger.min_new_rows is not None and new_rows >= trigger.min_new_rows:
         reason = f"{new_rows} new labelled rows (>= {trigger.min_new_rows})"
-    elif trigger.drift_threshold is not None and drift > trigger.drift_threshold:
-        reason = f"drift PSI {drift:.3f} > {trigger.drift_threshold}"
+    elif trigger.drift_threshold is not None and production is not None and ds.digest:
+        column, psi = _drift_against_production(namespace, policy.dataset_ref.name, ds.digest, production)
+        if psi > trigger.drift_threshold:
+            reason = f"drift PSI {psi:.3f} on {column} > {trigger.drift_threshold} against the production model's data"
     if reason is None:
         return None
-    production = next((p for p in packages if p.get("stage") == "Production"), None)
     model = production["model"] if production else None
     template = get_object("trainingruns", policy.template_run_ref.namespace or namespace, policy.template_run_ref.name)
     if template is None or model is None:
@@ -144,6 +147,34 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     outcome.events.append(Event("Normal", "RetrainTriggered", f"{run_name} on {policy.dataset_ref.name}@{ds.version}: "
                                                               f"{reason}"))
     return records[-50:]
+
+
+def _drift_against_production(namespace: str, dataset: str, digest: str, production: dict) -> tuple[str, float]:
+    """Largest PSI of a shared numeric column: the collection version against the production model's training data."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from mloop.data.drift import psi
+    from mloop.storage.artifacts import Store, dataset_prefix
+
+    run = get_object("trainingruns", namespace, production.get("run") or "") or {}
+    status = run.get("status") or {}
+    trained_on = (run.get("spec") or {}).get("datasetRef", {}).get("name")
+    if not status.get("datasetDigest") or not trained_on:
+        return "", 0.0
+    store = Store.from_settings(timeout=5, retries=1)
+
+    def frame(name: str, full: str):
+        prefix = dataset_prefix(namespace, name, full.removeprefix("sha256:"))
+        manifest = store.get_json(prefix + "manifest.json")
+        data = store.get(prefix + "data.parquet", expected_sha256=manifest["files"]["data.parquet"]["sha256"])
+        return pq.read_table(io.BytesIO(data)).to_pandas()
+
+    before, after = frame(trained_on, status["datasetDigest"]), frame(dataset, digest)
+    scores = {c: psi(before[c].dropna().to_numpy(dtype="float64"), after[c].dropna().to_numpy(dtype="float64"))
+              for c in before.columns if c in after.columns and before[c].dtype.kind in "iuf" and after[c].dtype.kind in "iuf"}
+    return max(scores.items(), key=lambda kv: kv[1], default=("", 0.0))
 
 
 def _create(plural: str, namespace: str, kind: str, name: str, spec: dict, labels: dict) -> None:

@@ -18,6 +18,7 @@ from mloop.constants import LABEL_EXPERIMENT
 from mloop.executors.base import Task, TaskState, task_name
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import apply_outcome
+from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import requirements as judge
 from mloop.reconcile import trainingrun as decide
@@ -128,6 +129,7 @@ def _finish(run: Run, spec: TrainingRunSpec, result: dict[str, Any], features: l
     run.event("Normal", "RunSucceeded", f"{run.update['primaryMetric']}; model {str(result.get('modelDigest'))[:19]}…")
 
 
+@measured("TrainingRun")
 def reconcile_run(body: kopf.Body, patch: kopf.Patch) -> None:
     run = Run(body, patch)
     if run.status.phase in FINISHED:
