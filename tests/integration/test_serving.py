@@ -199,3 +199,18 @@ def test_local_server_is_restarted_when_it_dies(served, api_client, namespace) -
                          s["pid"] != state["pid"] and s, timeout=30)
     assert restarted["port"] == state["port"]  # the endpoint stays the same
     wait_for(lambda: get(f"{served['status']['endpoint']}/v2/health/ready")[0] == 200, timeout=60)
+
+
+def test_server_stops_when_the_package_leaves_serving(served, kubectl, api_client, namespace) -> None:
+    from mloop.localcluster.stack import _alive
+    from mloop.serving.local import LocalServers
+
+    state = LocalServers().state(namespace, "iris", "Production")
+    spec = {**served["spec"], "stage": "Archived"}
+    apply_object(kubectl, namespace, "ModelPackage", "iris-1", spec)
+    obj = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-1"))["status"].get("stage")
+                   == "Archived" and "endpoint" not in o["status"] and o, timeout=60)
+    assert condition(obj, "Serving")["status"] == "False"
+    wait_for(lambda: not _alive(state["pid"]), timeout=30)
+    assert LocalServers().state(namespace, "iris", "Production") is None
+    assert get(f"{served['status']['endpoint']}/v2/health/live")[0] == 0  # nothing listens any more

@@ -128,36 +128,18 @@ def set_condition(
 ) -> list[Condition]:
     """Return conditions with one set; lastTransitionTime moves only when the status really flips."""
     now = now or utcnow()
-    result: list[Condition] = []
-    found = False
-    for cond in conditions:
-        if cond.type != type_:
-            result.append(cond)
-            continue
-        found = True
-        transition = cond.last_transition_time if cond.status == status else now
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message[:2048],
-                last_transition_time=transition,
-                observed_generation=generation,
-            )
-        )
-    if not found:
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message[:2048],
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
-    return result
+    old = next((c for c in conditions if c.type == type_), None)
+    new = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message[:2048],
+        last_transition_time=old.last_transition_time if old is not None and old.status == status else now,
+        observed_generation=generation,
+    )
+    if old is None:
+        return [*conditions, new]
+    return [new if c.type == type_ else c for c in conditions]
 
 
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import kopf
+from typing import Any
 
-from mloop.reconcile.outcome import Outcome
+import kopf
+from pydantic import BaseModel
+
+from mloop.api.common import set_condition, utcnow
+from mloop.reconcile.outcome import Event, Outcome, dump_conditions
 
 
 def apply_outcome(outcome: Outcome, patch: kopf.Patch, body: kopf.Body) -> None:
@@ -15,3 +19,53 @@ def apply_outcome(outcome: Outcome, patch: kopf.Patch, body: kopf.Body) -> None:
             kopf.warn(body, reason=event.reason, message=event.message)
         else:
             kopf.info(body, reason=event.reason, message=event.message)
+
+
+class ReconcilePass:
+    """One reconcile pass over one object: its parsed status, the conditions it sets, the events it posts.
+
+    `main` is the kind's own progress condition (Succeeded, Packaged); Ready mirrors it for GitOps tools.
+    """
+
+    main = "Ready"
+
+    def __init__(self, body: kopf.Body, patch: kopf.Patch, status_model: type[BaseModel]):
+        meta = body["metadata"]
+        self.body, self.patch = body, patch
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.generation = meta.get("generation", 1)
+        self.labels = dict(meta.get("labels") or {})
+        self.now = utcnow()
+        self.status: Any = status_model.model_validate(dict(body.get("status") or {}))
+        self.conditions = list(self.status.conditions)
+        self.update: dict[str, Any] = {}
+        self.events: list[Event] = []
+
+    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
+
+    def reason_of(self, type_: str) -> str | None:
+        return next((c.reason for c in self.conditions if c.type == type_), None)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def wait(self, reason: str, message: str) -> None:
+        """Waiting on something outside the object: say what, with an event only when the reason changes."""
+        if self.reason_of(self.main) != reason:
+            self.event("Normal", reason, message)
+        self.update.setdefault("phase", self.status.phase or "Pending")
+        self.condition(self.main, "Unknown", reason, message)
+        self.condition("Ready", "Unknown", reason, message)
+
+    def fail(self, reason: str, message: str) -> None:
+        if self.reason_of(self.main) != reason:
+            self.event("Warning", reason, message)
+        self.update.update(phase="Failed", task=None)
+        self.condition(self.main, "False", reason, message)
+        self.condition("Ready", "False", reason, message)
+
+    def commit(self) -> None:
+        self.update.setdefault("observedGeneration", self.generation)
+        self.update["conditions"] = dump_conditions(self.conditions)
+        apply_outcome(Outcome(self.update, self.events), self.patch, self.body)

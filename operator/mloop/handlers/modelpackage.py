@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from mloop.api.common import CriterionResult, set_condition, utcnow
+from mloop.api.common import CriterionResult, set_condition
 from mloop.api.dataset import ColumnSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
@@ -16,12 +16,12 @@ from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.base import Task, task_name
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import apply_outcome
+from mloop.handlers.common import ReconcilePass
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import custom_objects, get_object
 from mloop.reconcile import promotion
 from mloop.reconcile import requirements as judge
-from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
+from mloop.reconcile.outcome import Event, describe_validation_error, dump_conditions
 from mloop.builders.server import build_deployment, build_service, cluster_url
 from mloop.serving.local import LocalServers, ready
 from mloop.training.metrics import LOWER_IS_BETTER
@@ -34,42 +34,13 @@ def package_prefix(namespace: str, model: str, version: int) -> str:
     return f"packages/{namespace}/{model}/{version}/"
 
 
-class Pkg:
+class Pkg(ReconcilePass):
+    """One reconcile pass over one ModelPackage."""
+
+    main = "Packaged"
+
     def __init__(self, body: kopf.Body, patch: kopf.Patch):
-        meta = body["metadata"]
-        self.body, self.patch = body, patch
-        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
-        self.generation = meta.get("generation", 1)
-        self.now = utcnow()
-        self.status = ModelPackageStatus.model_validate(dict(body.get("status") or {}))
-        self.conditions = list(self.status.conditions)
-        self.update: dict[str, Any] = {}
-        self.events: list[Event] = []
-
-    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
-        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
-
-    def reason_of(self, type_: str) -> str | None:
-        return next((c.reason for c in self.conditions if c.type == type_), None)
-
-    def wait(self, reason: str, message: str) -> None:
-        if self.reason_of("Packaged") != reason:
-            self.events.append(Event("Normal", reason, message))
-        self.update.setdefault("phase", self.status.phase or "Pending")
-        self.condition("Packaged", "Unknown", reason, message)
-        self.condition("Ready", "Unknown", reason, message)
-
-    def fail(self, reason: str, message: str) -> None:
-        if self.reason_of("Packaged") != reason:
-            self.events.append(Event("Warning", reason, message))
-        self.update.update(phase="Failed", task=None)
-        self.condition("Packaged", "False", reason, message)
-        self.condition("Ready", "False", reason, message)
-
-    def commit(self) -> None:
-        self.update.setdefault("observedGeneration", self.generation)
-        self.update["conditions"] = dump_conditions(self.conditions)
-        apply_outcome(Outcome(self.update, self.events), self.patch, self.body)
+        super().__init__(body, patch, ModelPackageStatus)
 
 
 def _claim_version(store: Store, pkg: Pkg, model: str) -> int:

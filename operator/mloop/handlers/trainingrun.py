@@ -8,7 +8,6 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from mloop.api.common import set_condition, utcnow
 from mloop.api.dataset import DatasetSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.api.requirement import RequirementSpec
@@ -17,12 +16,12 @@ from mloop.config import get_settings
 from mloop.constants import LABEL_EXPERIMENT
 from mloop.executors.base import Task, TaskState, task_name
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import apply_outcome
+from mloop.handlers.common import ReconcilePass
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import requirements as judge
 from mloop.reconcile import trainingrun as decide
-from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
+from mloop.reconcile.outcome import Event, describe_validation_error
 from mloop.storage.artifacts import AlreadyExists, Store, StorageUnavailable
 from mloop.training.estimators import ParameterError, check_search_space, make_estimator
 from mloop.training.search import candidates
@@ -39,47 +38,18 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-class Run:
-    """One reconcile pass over one TrainingRun: reads, decisions, and the status it ends with."""
+class Run(ReconcilePass):
+    """One reconcile pass over one TrainingRun."""
+
+    main = "Succeeded"
 
     def __init__(self, body: kopf.Body, patch: kopf.Patch):
-        meta = body["metadata"]
-        self.body, self.patch = body, patch
-        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
-        self.generation = meta.get("generation", 1)
-        self.labels = dict(meta.get("labels") or {})
-        self.now = utcnow()
-        self.status = TrainingRunStatus.model_validate(dict(body.get("status") or {}))
-        self.conditions = list(self.status.conditions)
-        self.update: dict[str, Any] = {}
-        self.events: list[Event] = []
+        super().__init__(body, patch, TrainingRunStatus)
         self.prefix = run_prefix(self.namespace, self.name, self.uid)
 
-    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
-        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
-
-    def commit(self) -> None:
-        self.update.setdefault("observedGeneration", self.generation)
-        self.update["conditions"] = dump_conditions(self.conditions)
-        apply_outcome(Outcome(self.update, self.events), self.patch, self.body)
-
     def fail(self, reason: str, message: str) -> None:
-        self.update.update(phase="Failed", finishedAt=iso(self.now), failure=f"{reason}: {message}"[:1024], task=None)
-        self.condition("Succeeded", "False", reason, message)
-        self.condition("Ready", "False", reason, message)
-        self.event("Warning", reason, message)
-
-    def wait(self, reason: str, message: str) -> None:
-        """Waiting on something outside the run: say what, once."""
-        before = next((c.reason for c in self.conditions if c.type == "Succeeded"), None)
-        self.update.setdefault("phase", self.status.phase or "Pending")
-        self.condition("Succeeded", "Unknown", reason, message)
-        self.condition("Ready", "Unknown", reason, message)
-        if before != reason:
-            self.event("Normal", reason, message)
+        super().fail(reason, message)
+        self.update.update(finishedAt=iso(self.now), failure=f"{reason}: {message}"[:1024])
 
     def task(self, kind: str, spec: TrainingRunSpec, name: str | None = None) -> Task:
         resources = spec.resources.to_wire() if spec.resources else None
