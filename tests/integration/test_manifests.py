@@ -17,7 +17,8 @@ def installed(kubectl) -> list[dict]:
     kubectl("apply", "-f", str(ROOT / "manifests" / "base" / "namespace.yaml"), check=True)
     rendered = kubectl("kustomize", str(ROOT / "manifests"), check=True).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRoleBinding")
+            or (d["kind"] == "ClusterRole" and d["metadata"]["name"] == "mloop-operator")]
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac), check=True)
     return docs
 
@@ -34,7 +35,7 @@ def test_base_and_overlays_pass_server_side_dry_run_without_pod_security_warning
 def test_base_holds_what_an_operator_install_needs(installed) -> None:
     kinds = sorted({d["kind"] for d in installed})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
-                     "Namespace", "ServiceAccount"]
+                     "Namespace", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
 
 
 def test_operator_pod_is_restricted(installed) -> None:

@@ -179,7 +179,7 @@ class LocalStack:
             self._spawn("kube-controller-manager", [
                 str(self.binaries.kube_controller_manager),
                 f"--kubeconfig={kubeconfig}",
-                "--controllers=job-controller,garbage-collector-controller",
+                "--controllers=job-controller,garbage-collector-controller,clusterrole-aggregation-controller",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 "--secure-port=0",
