@@ -47,3 +47,14 @@ def test_compare_sorts_by_the_primary_metric_and_writes_csv(kubectl, api_client,
     assert table.returncode == 0 and "best accuracy first" in table.stdout
     none = mloop("runs", "compare", "-l", "mloop.dev/experiment=nothing", "-n", namespace, kubeconfig=kubeconfig)
     assert none.returncode == 1 and "no TrainingRuns match" in none.stderr
+
+
+def test_kubectl_finds_the_mloop_plugin(kubeconfig, namespace) -> None:
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
+    plugins = subprocess.run([f"{bindir}/kubectl", "plugin", "list"], capture_output=True, text=True, env=env)
+    assert f"{bindir}/kubectl-mloop" in plugins.stdout
+    status = subprocess.run([f"{bindir}/kubectl", "mloop", "status", "-n", namespace, "-o", "json"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == []
