@@ -7,9 +7,11 @@ import re
 from typing import Any, Callable
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from mloop.api.dataset import BuiltinSource, InlineSource, S3Source
 from mloop.data.errors import DataError
+from mloop.storage.artifacts import Store
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl"}
@@ -109,3 +111,10 @@ def load_s3(source: S3Source, client: Any) -> tuple[pd.DataFrame, list[str]]:
             if list(frame.columns) != columns:
                 raise DataError("SchemaMismatch", f"s3://{bucket}/{k} has columns {list(frame.columns)}, expected {columns}")
     return (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]), keys
+
+
+def read_version(store: Store, prefix: str) -> pd.DataFrame:
+    """A Dataset version's rows, after checking data.parquet against its manifest."""
+    manifest = store.get_json(prefix + "manifest.json")
+    data = store.get(prefix + "data.parquet", expected_sha256=manifest["files"]["data.parquet"]["sha256"])
+    return pq.read_table(io.BytesIO(data)).to_pandas()

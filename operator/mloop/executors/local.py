@@ -16,19 +16,12 @@ from pathlib import Path
 
 from mloop.config import Settings, get_settings
 from mloop.executors.base import Task, TaskState
+from mloop.localcluster.stack import _alive
 
 
 def default_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "mloop" / "local-tasks"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 class LocalExecutor:

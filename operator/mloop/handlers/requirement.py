@@ -151,11 +151,8 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
 
 def _drift_against_production(namespace: str, dataset: str, digest: str, production: dict) -> tuple[str, float]:
     """Largest PSI of a shared numeric column: the collection version against the production model's training data."""
-    import io
-
-    import pyarrow.parquet as pq
-
     from mloop.data.drift import psi
+    from mloop.data.tables import read_version
     from mloop.storage.artifacts import Store, dataset_prefix
 
     run = get_object("trainingruns", namespace, production.get("run") or "") or {}
@@ -165,13 +162,8 @@ def _drift_against_production(namespace: str, dataset: str, digest: str, product
         return "", 0.0
     store = Store.from_settings(timeout=5, retries=1)
 
-    def frame(name: str, full: str):
-        prefix = dataset_prefix(namespace, name, full.removeprefix("sha256:"))
-        manifest = store.get_json(prefix + "manifest.json")
-        data = store.get(prefix + "data.parquet", expected_sha256=manifest["files"]["data.parquet"]["sha256"])
-        return pq.read_table(io.BytesIO(data)).to_pandas()
-
-    before, after = frame(trained_on, status["datasetDigest"]), frame(dataset, digest)
+    before = read_version(store, dataset_prefix(namespace, trained_on, status["datasetDigest"].removeprefix("sha256:")))
+    after = read_version(store, dataset_prefix(namespace, dataset, digest.removeprefix("sha256:")))
     scores = {c: psi(before[c].dropna().to_numpy(dtype="float64"), after[c].dropna().to_numpy(dtype="float64"))
               for c in before.columns if c in after.columns and before[c].dtype.kind in "iuf" and after[c].dtype.kind in "iuf"}
     return max(scores.items(), key=lambda kv: kv[1], default=("", 0.0))

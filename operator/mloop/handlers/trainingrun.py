@@ -21,7 +21,7 @@ from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import requirements as judge
 from mloop.reconcile import trainingrun as decide
-from mloop.reconcile.outcome import Event, describe_validation_error
+from mloop.reconcile.outcome import Event, camel_reason, describe_validation_error
 from mloop.storage.artifacts import AlreadyExists, Store, StorageUnavailable
 from mloop.training.estimators import ParameterError, check_search_space, make_estimator
 from mloop.training.search import candidates
@@ -149,7 +149,7 @@ def _poll(run: Run, spec: TrainingRunSpec, store: Store, executor: Any) -> None:
         run.fail(result.get("reason", "TrainingFailed"), result.get("message", ""))
         return
     store.ping()  # raises StorageUnavailable: then the task may have failed for want of storage; keep polling
-    run.fail(_camel(state.reason) if state.reason else "TaskFailed", _failure_text(state, task))
+    run.fail(camel_reason(state.reason or "TaskFailed"), _failure_text(state, task))
 
 
 def _failure_text(state: TaskState, task: Task) -> str:
@@ -159,10 +159,6 @@ def _failure_text(state: TaskState, task: Task) -> str:
     if state.exit_code is not None:
         text += f" (exit code {state.exit_code}{', killed: out of memory?' if state.exit_code == 137 else ''})"
     return text[:1000]
-
-
-def _camel(text: str) -> str:
-    return "".join(p[:1].upper() + p[1:] for p in text.replace("_", " ").split()) or "TaskFailed"
 
 
 def _cache_key(run: Run, spec: TrainingRunSpec) -> str:

@@ -13,7 +13,7 @@ from mloop.api.dataset import ColumnStatus, DatasetSpec, DatasetStatus, DatasetV
 from mloop.executors.base import TaskState
 from mloop.reconcile.durations import parse_duration
 from mloop.reconcile.governance import check_tags
-from mloop.reconcile.outcome import Event, Outcome, dump_conditions, flipped
+from mloop.reconcile.outcome import Event, Outcome, camel_reason, dump_conditions, flipped
 
 MAX_VERSIONS = 20
 MAX_STORAGE_RETRIES = 20
@@ -106,7 +106,7 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
             patch["retries"] = (status.retries or 0) + 1
             return Outcome(patch, events)
         message = f"ingestion task failed: {state.reason} {state.message}".strip()[:1000]
-        conditions = set_condition(conditions, "Ready", "False", _camel(state.reason or "TaskFailed"), message,
+        conditions = set_condition(conditions, "Ready", "False", camel_reason(state.reason or "TaskFailed"), message,
                                    generation, now)
         patch.update(phase="Failed", observedGeneration=generation, conditions=dump_conditions(conditions), retries=0)
         events.append(Event("Warning", "IngestionFailed", message))
@@ -159,10 +159,6 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
     if flipped(before, conditions, "GovernanceOK") and not ok:
         events.append(Event("Warning", g_reason, g_message))
     return Outcome(patch, events)
-
-
-def _camel(text: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in text.replace("-", " ").replace("_", " ").split()) or "Failed"
 
 
 def governance_only(spec: DatasetSpec, status: DatasetStatus, generation: int, now: datetime) -> Outcome:

@@ -48,3 +48,8 @@ def describe_validation_error(err: ValidationError, root: str = "spec") -> str:
     if more > 0:
         parts.append(f"and {more} more")
     return "; ".join(parts)
+
+
+def camel_reason(text: str) -> str:
+    """A condition reason from free text such as a Job's failure reason: CamelCase, no spaces."""
+    return "".join(p[:1].upper() + p[1:] for p in text.replace("-", " ").replace("_", " ").split()) or "Failed"

@@ -20,18 +20,11 @@ from mloop.data.canonical import canonical_table, digest_table
 from mloop.data.drift import drift
 from mloop.data.errors import DataError
 from mloop.data.profile import profile_frame, summary
-from mloop.data.tables import load_builtin, load_inline, load_s3
+from mloop.data.tables import load_builtin, load_inline, load_s3, read_version
 from mloop.data.transform import apply_transform
 from mloop.data.validate import apply_rules, apply_schema
 from mloop.storage.artifacts import AlreadyExists, Store, dataset_prefix, sha256_hex
 from mloop.workloads.task import now_iso, run_task
-
-
-def read_version(store: Store, prefix: str) -> pd.DataFrame:
-    """A version's rows, after checking data.parquet against its manifest."""
-    manifest = store.get_json(prefix + "manifest.json")
-    data = store.get(prefix + "data.parquet", expected_sha256=manifest["files"]["data.parquet"]["sha256"])
-    return pq.read_table(io.BytesIO(data)).to_pandas()
 
 
 def load_source(spec: DatasetSpec, task: dict[str, Any], store: Store) -> tuple[pd.DataFrame, str | None]:

@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, train_test_split
 
 from mloop.api.trainingrun import TrainingRunSpec
+from mloop.data.tables import read_version
 from mloop.storage.artifacts import AlreadyExists, Store, dataset_prefix, sha256_hex
 from mloop.training.estimators import ParameterError, make_estimator
 from mloop.training.metrics import PRIMARY, cv_scorers, heldout
 from mloop.training.pipeline import build_pipeline
 from mloop.training.search import candidates
-from mloop.workloads.ingest import read_version
 from mloop.workloads.task import run_task
 
 PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "skops", "mloop")
