@@ -18,7 +18,7 @@ from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import dataset as decide
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
-from mloop.storage.artifacts import Store, StorageUnavailable, dataset_prefix, task_prefix
+from mloop.storage.artifacts import StorageUnavailable, dataset_prefix, operator_store, task_prefix
 
 
 def ingest_task(namespace: str, name: str, uid: str, task: str, spec: DatasetSpec) -> Task:
@@ -68,7 +68,7 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
                                "conditions": dump_conditions(conditions)}, events), patch, body)
         return
     executor = executor_for(spec.executor)
-    store = Store.from_settings(timeout=5, retries=1)
+    store = operator_store()
     try:
         if status.task:
             task = ingest_task(namespace, name, uid, status.task, spec)

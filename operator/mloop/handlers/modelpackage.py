@@ -25,7 +25,7 @@ from mloop.reconcile.outcome import Event, describe_validation_error, dump_condi
 from mloop.builders.server import build_deployment, build_service, cluster_url
 from mloop.serving.local import LocalServers, ready
 from mloop.training.metrics import LOWER_IS_BETTER
-from mloop.storage.artifacts import AlreadyExists, Store, StorageUnavailable, task_prefix
+from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store, task_prefix
 
 MAX_VERSIONS = 10_000
 
@@ -105,7 +105,7 @@ def _reconcile(pkg: Pkg, spec: ModelPackageSpec) -> None:
         return
     dataset_obj = get_object("datasets", run_spec.dataset_ref.namespace or pkg.namespace, run_spec.dataset_ref.name)
     dataset = DatasetStatus.model_validate(dict((dataset_obj or {}).get("status") or {}))
-    store = Store.from_settings(timeout=5, retries=1)
+    store = operator_store()
     results: list[CriterionResult] = []
     for name, req in reqs:
         results += judge.evaluate(name, req, run.metrics, dataset, None, pkg.now)

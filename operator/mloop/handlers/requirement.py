@@ -153,14 +153,14 @@ def _drift_against_production(namespace: str, dataset: str, digest: str, product
     """Largest PSI of a shared numeric column: the collection version against the production model's training data."""
     from mloop.data.drift import psi
     from mloop.data.tables import read_version
-    from mloop.storage.artifacts import Store, dataset_prefix
+    from mloop.storage.artifacts import dataset_prefix, operator_store
 
     run = get_object("trainingruns", namespace, production.get("run") or "") or {}
     status = run.get("status") or {}
     trained_on = (run.get("spec") or {}).get("datasetRef", {}).get("name")
     if not status.get("datasetDigest") or not trained_on:
         return "", 0.0
-    store = Store.from_settings(timeout=5, retries=1)
+    store = operator_store()
 
     before = read_version(store, dataset_prefix(namespace, trained_on, status["datasetDigest"].removeprefix("sha256:")))
     after = read_version(store, dataset_prefix(namespace, dataset, digest.removeprefix("sha256:")))

@@ -22,7 +22,7 @@ from mloop.k8s.client import get_object
 from mloop.reconcile import requirements as judge
 from mloop.reconcile import trainingrun as decide
 from mloop.reconcile.outcome import Event, camel_reason, describe_validation_error
-from mloop.storage.artifacts import AlreadyExists, Store, StorageUnavailable
+from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
 from mloop.training.estimators import ParameterError, check_search_space, make_estimator
 from mloop.training.search import candidates
 from mloop.workloads.train import package_versions
@@ -110,7 +110,7 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch) -> None:
         run.fail("InvalidSpec", describe_validation_error(err))
         run.commit()
         return
-    store = Store.from_settings(timeout=5, retries=1)
+    store = operator_store()
     executor = executor_for(spec.executor)
     try:
         if run.status.task:

@@ -135,6 +135,21 @@ class Store:
         self._call(self.client.head_bucket)
 
 
+_operator_store: tuple[int, Store] | None = None
+
+
+def operator_store() -> Store:
+    """The operator's one Store: a boto3 client is costly to build and safe to share across handler threads.
+
+    Rebuilt when the settings are (get_settings() is cached, so a new object means new settings).
+    """
+    global _operator_store
+    settings = get_settings()
+    if _operator_store is None or _operator_store[0] != id(settings):
+        _operator_store = (id(settings), Store.from_settings(settings, timeout=5, retries=1))
+    return _operator_store[1]
+
+
 def dataset_prefix(namespace: str, name: str, digest_hex: str) -> str:
     return f"datasets/{namespace}/{name}/{digest_hex}/"
 
