@@ -34,3 +34,11 @@ def condition(obj: dict, type_: str) -> dict | None:
 def apply_object(kubectl: Callable[..., Any], namespace: str, kind: str, name: str, spec: dict) -> None:
     manifest = {"apiVersion": "mloop.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=True)
+
+
+def k8s_events(api_client: Any, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(reason, message) of the Kubernetes events about one object."""
+    from kubernetes import client
+
+    found = client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return [(e.reason, e.message) for e in found.items]

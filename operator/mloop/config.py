@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=2.0, description="Seconds between checks of running tasks and schedules.")
     local_dir: str = Field(default="", description="Where the local executor keeps task logs and exit codes.")
     task_ttl_seconds: int = Field(default=86400, description="Finished Jobs are removed after this long.")
+    mlflow_tracking_uri: str = Field(
+        default="", description="MLflow tracking server succeeded TrainingRuns are exported to; empty: none.")
+    mlflow_experiment: str = Field(default="", description="MLflow experiment; empty: spec.experiment or the namespace.")
+    mlflow_retry_max_seconds: float = Field(default=300.0, gt=0, description="Longest wait between export retries.")
+    openlineage_transport: Literal["", "console", "file", "http"] = Field(
+        default="", description="Where OpenLineage run events go; empty sends none.")
+    openlineage_url: str = Field(default="", description="Base URL of the OpenLineage HTTP endpoint (e.g. Marquez).")
+    openlineage_api_key: SecretStr | None = Field(default=None, description="Bearer API key for the HTTP endpoint.")
+    openlineage_file: str = Field(default="", description="File the file transport appends events to, one per line.")
+    openlineage_namespace: str = Field(default="mloop", description="OpenLineage namespace of mloop's jobs.")
+    cloudevents_sink: str = Field(default="", description="URL CloudEvents of transitions are POSTed to; empty: none.")
+    cloudevents_retries: int = Field(default=5, ge=0, le=20, description="Retries of a failed delivery, with backoff.")
+    cloudevents_timeout: float = Field(default=5.0, gt=0, description="Seconds one delivery may take.")
 
     @property
     def watched_namespaces(self) -> list[str]:

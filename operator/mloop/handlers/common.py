@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
 from pydantic import BaseModel
 
 from mloop.api.common import set_condition, utcnow
+from mloop.integrations import cloudevents_sink, lineage
 from mloop.reconcile.outcome import Event, Outcome, dump_conditions
+
+
+log = logging.getLogger("mloop.integrations")
 
 
 def apply_outcome(outcome: Outcome, patch: kopf.Patch, body: kopf.Body) -> None:
@@ -19,6 +24,18 @@ def apply_outcome(outcome: Outcome, patch: kopf.Patch, body: kopf.Body) -> None:
             kopf.warn(body, reason=event.reason, message=event.message)
         else:
             kopf.info(body, reason=event.reason, message=event.message)
+    notify(body, outcome)
+
+
+def notify(body: kopf.Body, outcome: Outcome) -> None:
+    """Hand the pass's transitions to the configured sinks; they send on their own threads, and a sink's
+    trouble is logged, never raised into reconciliation."""
+    kind, meta, old = body["kind"], dict(body["metadata"]), dict(body.get("status") or {})
+    try:
+        cloudevents_sink.publish(kind, meta, old, outcome.status, outcome.events)
+        lineage.observe(kind, meta, dict(body.get("spec") or {}), old, outcome.status)
+    except Exception:
+        log.exception("could not queue notifications for %s %s/%s", kind, meta.get("namespace"), meta.get("name"))
 
 
 class ReconcilePass:

@@ -10,6 +10,7 @@ import kopf
 from mloop.config import get_settings
 from mloop.constants import ANNOTATION_PREFIX, FINALIZER
 from mloop.handlers.metrics import serve_metrics
+from mloop.integrations import cloudevents_sink, lineage
 
 
 @kopf.on.startup()
@@ -46,3 +47,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     kopf's default goes through the kubernetes package, which reads $KUBECONFIG once at import.
     """
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.cleanup()
+def flush_notifications(logger: kopf.Logger, **_: Any) -> None:
+    """Give queued CloudEvents and lineage events a few seconds to go out before the operator exits."""
+    for dispatcher in (cloudevents_sink.dispatcher, lineage.dispatcher):
+        if not dispatcher.drain(timeout=5):
+            logger.warning(f"{dispatcher.sink}: {dispatcher.queue.qsize()} deliveries still queued at shutdown")

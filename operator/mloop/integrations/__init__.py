@@ -1,0 +1,1 @@
+"""Connections to tools teams already use: OpenLineage, CloudEvents sinks, MLflow."""
