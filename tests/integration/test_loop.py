@@ -7,14 +7,14 @@ import json
 
 from sklearn.datasets import load_iris
 
-from tests.helpers import apply_object, condition, get_object, wait_for
+from tests.helpers import apply_object, condition, get_object, k8s_events, wait_for
 from tests.integration.test_cli_runs import mloop
 from tests.integration.test_modelpackage import IRIS_DS, packaged
 from tests.integration.test_serving import get, post
 from tests.integration.test_trainingrun import IRIS_RUN, succeeded
 
 
-def test_full_loop(kubectl, api_client, namespace, operator, kubeconfig) -> None:
+def test_full_loop(kubectl, api_client, namespace, cloudevents_sink, operator, kubeconfig) -> None:
     apply_object(kubectl, namespace, "Dataset", "iris", IRIS_DS)
     apply_object(kubectl, namespace, "Requirement", "species", {
         "title": "Suggest the species", "metrics": [{"metric": "accuracy", "min": 0.6, "primary": True}],
@@ -59,6 +59,11 @@ def test_full_loop(kubectl, api_client, namespace, operator, kubeconfig) -> None
     retrain = wait_for(lambda: (s := get_object(api_client, namespace, "requirements", "species")["status"]).get(
         "retrains") and s["retrains"][0], timeout=60)
     assert retrain["run"] == "species-retrain-1" and retrain["datasetVersion"] == collected["version"]
+    # Users hear of it twice: a Kubernetes event on the Requirement and a CloudEvent at the configured sink.
+    wait_for(lambda: "RetrainTriggered" in [r for r, _ in k8s_events(api_client, namespace, "species")], timeout=30)
+    triggered = wait_for(lambda: cloudevents_sink.of_type("dev.mloop.requirement.retrain.triggered", "species"),
+                         timeout=30)
+    assert triggered[0].get_data()["message"].startswith(f"species-retrain-1 on feedback@{collected['version']}")
     assert "60 new labelled rows" in retrain["reason"]
     run = succeeded(api_client, namespace, "species-retrain-1", timeout=120)
     assert run["status"]["dataset"] == f"feedback@{collected['version']}"

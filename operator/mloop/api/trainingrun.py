@@ -123,6 +123,20 @@ class SearchSpec(ApiModel):
     parallelism: Annotated[int, Field(ge=1, le=64)] = Field(default=2, description="Trials running at once.")
 
 
+class MlflowSpec(ApiModel):
+    """Export of the succeeded run (parameters, metrics, tags, the model) to an MLflow tracking server."""
+
+    enabled: bool = Field(
+        default=True, description="false: never export this run, even when the operator exports every run."
+    )
+    tracking_uri: Annotated[str, Field(max_length=512, pattern=r"^https?://[^\s]+$")] | None = Field(
+        default=None, description="http(s) URL of the tracking server; default the operator's MLOOP_MLFLOW_TRACKING_URI."
+    )
+    experiment: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None, description="MLflow experiment; default spec.experiment, else the operator's, else the namespace."
+    )
+
+
 class TrainingRunSpec(ApiModel):
     """One immutable execution: data, model, split and where it runs."""
 
@@ -166,6 +180,9 @@ class TrainingRunSpec(ApiModel):
     cache_policy: Literal["reuse", "never"] = Field(
         default="never", description="reuse: take the result of an identical succeeded run instead of training again."
     )
+    mlflow: MlflowSpec | None = Field(
+        default=None, description="MLflow export of the succeeded run; on by default when the operator has a tracking URI."
+    )
 
 
 class TrialResult(ApiModel):
@@ -174,6 +191,24 @@ class TrialResult(ApiModel):
     index: Annotated[int, Field(ge=0)] = Field(description="Trial index in the Indexed Job.")
     params: Annotated[dict[ParamName, Any], Field(max_length=64)] = Field(description="Parameters of the trial.")
     score: float = Field(description="Mean CV score of the trial.")
+
+
+class MlflowStatus(ApiModel):
+    """Where the run's MLflow export stands."""
+
+    state: Literal["Pending", "Exported", "Failed", "Disabled"] = Field(
+        description="Pending (retried with backoff), Exported, Failed (will not be retried) or Disabled."
+    )
+    tracking_uri: Annotated[str, Field(max_length=512)] | None = Field(default=None, description="The tracking server.")
+    experiment: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="The MLflow experiment name.")
+    experiment_id: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="The MLflow experiment id.")
+    run_id: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="The MLflow run id.")
+    model_uri: Annotated[str, Field(max_length=512)] | None = Field(
+        default=None, description="URI of the logged MLflow model (models:/<model id>)."
+    )
+    attempts: Annotated[int, Field(ge=0)] = Field(default=0, description="Export attempts so far.")
+    retry_at: datetime | None = Field(default=None, description="When the next attempt is due (state Pending).")
+    exported_at: datetime | None = Field(default=None, description="When the export landed.")
 
 
 class TrainingRunStatus(ApiModel):
@@ -200,8 +235,9 @@ class TrainingRunStatus(ApiModel):
         default=None, description="Name of the task in flight (the Job, or the local process)."
     )
     failure: Annotated[str, Field(max_length=1024)] | None = Field(default=None, description="Why the run failed.")
+    mlflow: MlflowStatus | None = Field(default=None, description="The MLflow export, when one is wanted.")
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
-        default_factory=list, description="Conditions: Succeeded, RequirementsMet, GovernanceBlocked, Ready."
+        default_factory=list, description="Conditions: Succeeded, RequirementsMet, GovernanceBlocked, MLflowExported, Ready."
     )
 
 

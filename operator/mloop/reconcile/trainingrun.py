@@ -13,7 +13,7 @@ from mloop.training.estimators import task_of
 
 # Fields that say how and where a run executes, not what it computes: they do not change the result.
 EXECUTION_ONLY = {"executor", "resources", "deadline_seconds", "retries", "experiment", "requirement_refs",
-                  "cache_policy"}
+                  "cache_policy", "mlflow"}
 
 
 @dataclass(frozen=True)
