@@ -107,8 +107,8 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     policy = spec.retrain
     if policy is None or not policy.enabled:
         return records if records != [r.to_wire() for r in current.retrains or []] else None
-    found = next(iter(datasets_by_name.get(f"{policy.dataset_ref.namespace or namespace}/{policy.dataset_ref.name}", [])),
-                 None)
+    ds_namespace = policy.dataset_ref.namespace or namespace
+    found = next(iter(datasets_by_name.get(f"{ds_namespace}/{policy.dataset_ref.name}", [])), None)
     ds = DatasetStatus.model_validate(found) if found else None
     if ds is None or not ds.version or (records and records[-1]["datasetVersion"] == ds.version):
         return records if records != [r.to_wire() for r in current.retrains or []] else None
@@ -122,7 +122,8 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     if trigger.min_new_rows is not None and new_rows >= trigger.min_new_rows:
         reason = f"{new_rows} new labelled rows (>= {trigger.min_new_rows})"
     elif trigger.drift_threshold is not None and production is not None and ds.digest:
-        column, psi = _drift_against_production(namespace, policy.dataset_ref.name, ds.digest, production)
+        column, psi = _drift_against_production(namespace, ds_namespace, policy.dataset_ref.name, ds.digest,
+                                                 production)
         if psi > trigger.drift_threshold:
             reason = f"drift PSI {psi:.3f} on {column} > {trigger.drift_threshold} against the production model's data"
     if reason is None:
@@ -133,7 +134,8 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
         return None  # nothing to copy, or no model to compete with yet: look again on the next tick
     count = len(records) + 1
     run_name = f"{name}-retrain-{count}"[:63]
-    run_spec = {**template["spec"], "datasetRef": {"name": policy.dataset_ref.name, "version": ds.version}}
+    run_spec = {**template["spec"], "datasetRef": {"name": policy.dataset_ref.name, "version": ds.version,
+                                                   **({"namespace": ds_namespace} if ds_namespace != namespace else {})}}
     labels = {"mloop.dev/retrain-of": name, **({"mloop.dev/experiment": run_spec["experiment"]}
                                               if run_spec.get("experiment") else {})}
     _create("trainingruns", namespace, "TrainingRun", run_name, run_spec, labels)
@@ -149,7 +151,8 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     return records[-50:]
 
 
-def _drift_against_production(namespace: str, dataset: str, digest: str, production: dict) -> tuple[str, float]:
+def _drift_against_production(namespace: str, ds_namespace: str, dataset: str, digest: str,
+                              production: dict) -> tuple[str, float]:
     """Largest PSI of a shared numeric column: the collection version against the production model's training data."""
     from mloop.data.drift import psi
     from mloop.data.tables import read_version
@@ -157,13 +160,14 @@ def _drift_against_production(namespace: str, dataset: str, digest: str, product
 
     run = get_object("trainingruns", namespace, production.get("run") or "") or {}
     status = run.get("status") or {}
-    trained_on = (run.get("spec") or {}).get("datasetRef", {}).get("name")
+    trained_ref = (run.get("spec") or {}).get("datasetRef", {})
+    trained_on, trained_ns = trained_ref.get("name"), trained_ref.get("namespace") or namespace
     if not status.get("datasetDigest") or not trained_on:
         return "", 0.0
     store = operator_store()
 
-    before = read_version(store, dataset_prefix(namespace, trained_on, status["datasetDigest"].removeprefix("sha256:")))
-    after = read_version(store, dataset_prefix(namespace, dataset, digest.removeprefix("sha256:")))
+    before = read_version(store, dataset_prefix(trained_ns, trained_on, status["datasetDigest"].removeprefix("sha256:")))
+    after = read_version(store, dataset_prefix(ds_namespace, dataset, digest.removeprefix("sha256:")))
     scores = {c: psi(before[c].dropna().to_numpy(dtype="float64"), after[c].dropna().to_numpy(dtype="float64"))
               for c in before.columns if c in after.columns and before[c].dtype.kind in "iuf" and after[c].dtype.kind in "iuf"}
     return max(scores.items(), key=lambda kv: kv[1], default=("", 0.0))
