@@ -1,0 +1,66 @@
+"""The background sender and the transition rules that decide what gets sent."""
+
+from __future__ import annotations
+
+import threading
+
+from openlineage.client.event_v2 import RunState
+
+from mloop.integrations.cloudevents_sink import transitions
+from mloop.integrations.dispatch import Dispatcher
+from mloop.integrations.lineage import _terminal, s3_path
+from mloop.reconcile.outcome import Event
+
+
+def test_dispatcher_retries_with_backoff_keeps_order_and_drops_the_oldest_when_full() -> None:
+    dispatcher = Dispatcher("unit", capacity=2, first_backoff=0.01, max_backoff=0.02)
+    gate, sent, tries = threading.Event(), [], {"flaky": 0}
+
+    def send(label: str):
+        def go() -> None:
+            if label == "first":
+                gate.wait(10)
+            if label == "flaky" and tries["flaky"] < 2:
+                tries["flaky"] += 1
+                raise ConnectionError("sink down")
+            sent.append(label)
+        return go
+
+    dispatcher.submit("first", send("first"), attempts=1)
+    while dispatcher.queue.qsize():  # the worker has taken "first" and waits on the gate
+        pass
+    for label in ("dropped", "flaky", "last"):
+        dispatcher.submit(label, send(label), attempts=3)
+    gate.set()
+    assert dispatcher.drain(timeout=10)
+    assert sent == ["first", "flaky", "last"] and tries["flaky"] == 2
+
+
+def test_dispatcher_gives_up_after_its_attempts_without_raising() -> None:
+    dispatcher = Dispatcher("unit-fail", first_backoff=0.001)
+    calls = []
+    dispatcher.submit("doomed", lambda: calls.append(1) or (_ for _ in ()).throw(OSError("refused")), attempts=3)
+    assert dispatcher.drain(timeout=10) and len(calls) == 3
+
+
+def test_a_run_finishes_once_whatever_its_reason() -> None:
+    failed = transitions("TrainingRun", {"phase": "Running"}, {"phase": "Failed", "failure": "TrialFailed: x"},
+                         [Event("Warning", "TrialFailed", "x")])
+    assert [(t, e.reason) for t, e in failed] == [("trainingrun.finished", "TrialFailed")]
+    assert transitions("TrainingRun", {"phase": "Succeeded"}, {"phase": "Succeeded"}, []) == []
+    assert [t for t, _ in transitions("Dataset", {}, {}, [Event("Normal", "VersionCut", "v")])] == ["dataset.version.cut"]
+    assert transitions("Dataset", {}, {}, [Event("Normal", "Unchanged", "same")]) == []
+
+
+def test_lineage_end_states() -> None:
+    ready = {"task": None, "conditions": [{"type": "Ready", "status": "True", "reason": "VersionCut"}]}
+    storage = {"task": None, "conditions": [{"type": "Ready", "status": "Unknown", "reason": "StorageUnavailable"}]}
+    waiting = {"task": None, "conditions": [{"type": "Ready", "status": "Unknown", "reason": "NotEnoughRows"}]}
+    assert _terminal("Dataset", {"task": "ingest-x"}, ready) == RunState.COMPLETE
+    assert _terminal("Dataset", {"task": "ingest-x"}, storage) == RunState.FAIL
+    assert _terminal("Dataset", {"task": "ingest-x"}, waiting) == RunState.COMPLETE
+    assert _terminal("Dataset", {}, ready) is None  # no task ended: a governance-only edit
+    assert _terminal("ModelPackage", {"phase": "Packaging"}, {"phase": "Packaged"}) == RunState.COMPLETE
+    assert _terminal("ModelPackage", {"phase": "Packaged"}, {"phase": "Packaged"}) is None
+    assert _terminal("TrainingRun", {}, {"phase": "Failed"}) == RunState.FAIL
+    assert s3_path("s3://b/datasets/ns/iris/abc/") == ("s3://b", "datasets/ns/iris/abc")
