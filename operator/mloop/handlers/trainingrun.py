@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
@@ -11,13 +12,15 @@ from pydantic import ValidationError
 from mloop.api.dataset import DatasetSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.api.requirement import RequirementSpec
-from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
+from mloop.api.common import get_condition
+from mloop.api.trainingrun import MlflowStatus, TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.constants import LABEL_EXPERIMENT
 from mloop.executors.base import Task, TaskState, task_name
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import ReconcilePass
 from mloop.handlers.metrics import measured
+from mloop.integrations import mlflow_export
 from mloop.k8s.client import get_object
 from mloop.reconcile import requirements as judge
 from mloop.reconcile import trainingrun as decide
@@ -28,6 +31,7 @@ from mloop.training.search import candidates
 from mloop.workloads.train import package_versions
 
 FINISHED = ("Succeeded", "Failed")
+log = logging.getLogger("mloop.trainingrun")
 
 
 def run_prefix(namespace: str, name: str, uid: str) -> str:
@@ -103,6 +107,9 @@ def _finish(run: Run, spec: TrainingRunSpec, result: dict[str, Any], features: l
 def reconcile_run(body: kopf.Body, patch: kopf.Patch) -> None:
     run = Run(body, patch)
     if run.status.phase in FINISHED:
+        if _export_due(run.status, run.now):
+            _export(run, TrainingRunSpec.model_validate(dict(body["spec"])), operator_store())
+            run.commit()
         return
     try:
         spec = TrainingRunSpec.model_validate(dict(body["spec"]))
@@ -119,6 +126,8 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch) -> None:
             _start(run, spec, store, executor)
     except StorageUnavailable as err:
         run.wait("StorageUnavailable", f"{err}; retrying")
+    if run.update.get("phase") == "Succeeded":
+        _export(run, spec, store)  # the first attempt, in the pass that finishes the run
     run.commit()
 
 
@@ -256,8 +265,70 @@ def _start(run: Run, spec: TrainingRunSpec, store: Store, executor: Any) -> None
     run.event("Normal", "RunStarted", f"{first.kind} task {first.name} on {dataset_label}")
 
 
-def _not_finished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in FINISHED
+def _export_due(status: TrainingRunStatus, now: datetime) -> bool:
+    export = status.mlflow
+    return (status.phase == "Succeeded" and export is not None and export.state == "Pending"
+            and (export.retry_at is None or export.retry_at <= now))
+
+
+def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
+    """One attempt at the MLflow export of a succeeded run; on failure the run stays Succeeded and Ready,
+    and the MLflowExported condition says when the next attempt is due."""
+    settings = get_settings()
+    state = run.status.mlflow or MlflowStatus(state="Pending")
+    target = mlflow_export.target_for(spec.mlflow, spec.experiment, run.namespace, settings)
+    if target is None:
+        if run.status.mlflow is not None:  # turned off in the operator settings before it landed
+            run.update["mlflow"] = {**state.to_wire(), "state": "Disabled", "retryAt": None}
+            run.condition("MLflowExported", "False", "ExportDisabled", "MLflow export was turned off before it landed")
+        return
+    current = TrainingRunStatus.model_validate({**dict(run.body.get("status") or {}), **run.update})
+    met = get_condition(run.conditions, "RequirementsMet")
+    record = mlflow_export.RunRecord(
+        namespace=run.namespace, name=run.name, uid=run.uid, estimator=spec.estimator.name,
+        model_uri=current.model_uri or "", model_digest=current.model_digest or "", metrics=current.metrics or {},
+        dataset=current.dataset or "", dataset_digest=current.dataset_digest or "",
+        requirement_refs=[f"{r.namespace}/{r.name}" if r.namespace else r.name for r in spec.requirement_refs or []],
+        requirements_met=None if met is None else met.status == "True", primary_metric=current.primary_metric or "",
+        started_at=current.started_at, finished_at=current.finished_at)
+    wire = {**state.to_wire(), "trackingUri": target.tracking_uri, "experiment": target.experiment}
+    where = f"MLflow at {target.tracking_uri}"
+    try:
+        done = mlflow_export.export_run(target, record, store, known_run_id=state.run_id)
+    except mlflow_export.ExportBusy:
+        retry = run.now + timedelta(seconds=settings.poll_interval)
+        run.update["mlflow"] = {**wire, "state": "Pending", "retryAt": iso(retry)}
+        run.condition("MLflowExported", "False", "ExportPending", f"{where}: waiting for another export to finish")
+        return
+    except mlflow_export.ExportRefused as err:
+        attempts = state.attempts + 1
+        run.update["mlflow"] = {**wire, "state": "Failed", "attempts": attempts, "retryAt": None}
+        message = f"{where}: not exported: {str(err)[:300]}"
+        run.condition("MLflowExported", "False", "ExportFailed", message)
+        run.event("Warning", "ExportFailed", message)
+        return
+    except Exception as err:  # MLflow down, slow or answering with an error; S3 down: all worth a retry
+        attempts = state.attempts + 1
+        delay = mlflow_export.backoff_seconds(attempts, settings.poll_interval, settings.mlflow_retry_max_seconds)
+        retry = run.now + timedelta(seconds=delay)
+        run.update["mlflow"] = {**wire, "state": "Pending", "attempts": attempts, "retryAt": iso(retry)}
+        message = f"{where}: {mlflow_export.short_error(err)}; attempt {attempts}, next at {iso(retry)}"
+        log.warning("TrainingRun %s/%s: MLflow export pending: %s", run.namespace, run.name, str(err)[:500])
+        if run.reason_of("MLflowExported") != "ExportPending":
+            run.event("Warning", "ExportPending", message)
+        run.condition("MLflowExported", "False", "ExportPending", message)
+        return
+    run.update["mlflow"] = {**wire, "state": "Exported", "attempts": state.attempts + 1, "retryAt": None,
+                            "experimentId": done.experiment_id, "runId": done.run_id, "modelUri": done.model_uri,
+                            "exportedAt": iso(run.now)}
+    message = f"MLflow run {done.run_id} in experiment {target.experiment} at {target.tracking_uri}"
+    run.condition("MLflowExported", "True", "Exported", message)
+    run.event("Normal", "Exported", f"{message}; model {done.model_uri}")
+
+
+def _needs_visit(status: kopf.Status, **_: Any) -> bool:
+    """Runs in progress, and succeeded runs whose MLflow export is still pending (status only: cheap)."""
+    return status.get("phase") not in FINISHED or (status.get("mlflow") or {}).get("state") == "Pending"
 
 
 @kopf.on.create(GROUP, VERSION, "trainingruns")
@@ -266,6 +337,6 @@ def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile_run(body, patch)
 
 
-@kopf.timer(GROUP, VERSION, "trainingruns", interval=get_settings().poll_interval, sharp=False, when=_not_finished)
+@kopf.timer(GROUP, VERSION, "trainingruns", interval=get_settings().poll_interval, sharp=False, when=_needs_visit)
 def trainingrun_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile_run(body, patch)
