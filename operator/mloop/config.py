@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     task_ttl_seconds: int = Field(default=86400, description="Finished Jobs are removed after this long.")
     mlflow_tracking_uri: str = Field(
         default="", description="MLflow tracking server succeeded TrainingRuns are exported to; empty: none.")
-    mlflow_experiment: str = Field(default="", description="MLflow experiment; empty: spec.experiment or the namespace.")
+    mlflow_experiment: str = Field(default="", description="Experiment of runs that name none; empty: the namespace.")
     mlflow_retry_max_seconds: float = Field(default=300.0, gt=0, description="Longest wait between export retries.")
     openlineage_transport: Literal["", "console", "file", "http"] = Field(
         default="", description="Where OpenLineage run events go; empty sends none.")

@@ -130,7 +130,7 @@ class MlflowSpec(ApiModel):
         default=True, description="false: never export this run, even when the operator exports every run."
     )
     tracking_uri: Annotated[str, Field(max_length=512, pattern=r"^https?://[^\s]+$")] | None = Field(
-        default=None, description="http(s) URL of the tracking server; default the operator's MLOOP_MLFLOW_TRACKING_URI."
+        default=None, description="http(s) URL of the tracking server; default MLOOP_MLFLOW_TRACKING_URI."
     )
     experiment: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         default=None, description="MLflow experiment; default spec.experiment, else the operator's, else the namespace."
@@ -181,7 +181,7 @@ class TrainingRunSpec(ApiModel):
         default="never", description="reuse: take the result of an identical succeeded run instead of training again."
     )
     mlflow: MlflowSpec | None = Field(
-        default=None, description="MLflow export of the succeeded run; on by default when the operator has a tracking URI."
+        default=None, description="MLflow export of the succeeded run; on when the operator has a tracking URI."
     )
 
 
@@ -200,8 +200,8 @@ class MlflowStatus(ApiModel):
         description="Pending (retried with backoff), Exported, Failed (will not be retried) or Disabled."
     )
     tracking_uri: Annotated[str, Field(max_length=512)] | None = Field(default=None, description="The tracking server.")
-    experiment: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="The MLflow experiment name.")
-    experiment_id: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="The MLflow experiment id.")
+    experiment: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="MLflow experiment name.")
+    experiment_id: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="MLflow experiment id.")
     run_id: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="The MLflow run id.")
     model_uri: Annotated[str, Field(max_length=512)] | None = Field(
         default=None, description="URI of the logged MLflow model (models:/<model id>)."

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
+from mloop.api.common import get_condition
 from mloop.api.dataset import DatasetSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.api.requirement import RequirementSpec
-from mloop.api.common import get_condition
 from mloop.api.trainingrun import MlflowStatus, TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.constants import LABEL_EXPERIMENT
@@ -293,6 +294,7 @@ def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
         started_at=current.started_at, finished_at=current.finished_at)
     wire = {**state.to_wire(), "trackingUri": target.tracking_uri, "experiment": target.experiment}
     where = f"MLflow at {target.tracking_uri}"
+    started = time.monotonic()
     try:
         done = mlflow_export.export_run(target, record, store, known_run_id=state.run_id)
     except mlflow_export.ExportBusy:
@@ -322,6 +324,7 @@ def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
                             "experimentId": done.experiment_id, "runId": done.run_id, "modelUri": done.model_uri,
                             "exportedAt": iso(run.now)}
     message = f"MLflow run {done.run_id} in experiment {target.experiment} at {target.tracking_uri}"
+    log.info("TrainingRun %s/%s exported in %.1fs: %s", run.namespace, run.name, time.monotonic() - started, message)
     run.condition("MLflowExported", "True", "Exported", message)
     run.event("Normal", "Exported", f"{message}; model {done.model_uri}")
 
