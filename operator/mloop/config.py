@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(
         default="", description="MLflow tracking server succeeded TrainingRuns are exported to; empty: none.")
     mlflow_experiment: str = Field(default="", description="Experiment of runs that name none; empty: the namespace.")
+    mlflow_allowed_uris: str = Field(
+        default="", description="Comma-separated URL prefixes a run's own spec.mlflow.trackingUri may start with; "
+                                "empty: runs may use only the operator's tracking server.")
     mlflow_retry_max_seconds: float = Field(default=300.0, gt=0, description="Longest wait between export retries.")
     openlineage_transport: Literal["", "console", "file", "http"] = Field(
         default="", description="Where OpenLineage run events go; empty sends none.")

@@ -100,3 +100,16 @@ def test_a_pending_export_is_due_at_its_retry_time() -> None:
     assert not _export_due(status((now + timedelta(seconds=1)).isoformat()), now)
     assert _export_due(status(None), now)
     assert not _export_due(TrainingRunStatus.model_validate({"phase": "Succeeded"}), now)
+
+
+def test_a_run_names_only_allowed_tracking_servers() -> None:
+    from mloop.integrations.mlflow_export import allowed
+
+    settings = Settings(mlflow_tracking_uri="http://mlflow:5000",
+                        mlflow_allowed_uris="https://mlflow.team-a.example, http://10.0.0.7:5000/")
+    for uri, ok in (("http://mlflow:5000", True), ("https://mlflow.team-a.example", True),
+                    ("https://mlflow.team-a.example/sub", True), ("http://10.0.0.7:5000", True),
+                    ("https://mlflow.team-a.example.evil.test", False), ("http://169.254.169.254", False)):
+        target = target_for(MlflowSpec(tracking_uri=uri), None, "ns", settings)
+        assert allowed(target, settings) is ok, uri
+    assert not allowed(target_for(MlflowSpec(tracking_uri="http://x"), None, "ns", Settings()), Settings())

@@ -283,6 +283,15 @@ def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
             run.update["mlflow"] = {**state.to_wire(), "state": "Disabled", "retryAt": None}
             run.condition("MLflowExported", "False", "ExportDisabled", "MLflow export was turned off before it landed")
         return
+    if not mlflow_export.allowed(target, settings):
+        message = (f"trackingUri {target.tracking_uri} is not the operator's MLflow server nor under "
+                   f"MLOOP_MLFLOW_ALLOWED_URIS; not exported")
+        run.update["mlflow"] = {**state.to_wire(), "state": "Failed", "trackingUri": target.tracking_uri,
+                                "experiment": target.experiment, "retryAt": None}
+        if run.reason_of("MLflowExported") != "TrackingUriNotAllowed":
+            run.event("Warning", "TrackingUriNotAllowed", message)
+        run.condition("MLflowExported", "False", "TrackingUriNotAllowed", message)
+        return
     current = TrainingRunStatus.model_validate({**dict(run.body.get("status") or {}), **run.update})
     met = get_condition(run.conditions, "RequirementsMet")
     record = mlflow_export.RunRecord(

@@ -105,6 +105,13 @@ def target_for(block: MlflowSpec | None, run_experiment: str | None, namespace: 
     return Target(uri, experiment, operators=uri == settings.mlflow_tracking_uri.rstrip("/"))
 
 
+def allowed(target: Target, settings: Settings) -> bool:
+    """A tracking URI a run names is a request the operator makes on its behalf: only to listed servers."""
+    prefixes = [p.strip().rstrip("/") for p in settings.mlflow_allowed_uris.split(",") if p.strip()]
+    uri = target.tracking_uri
+    return target.operators or any(uri == p or uri.startswith(p + "/") for p in prefixes)
+
+
 def backoff_seconds(attempts: int, base: float, cap: float) -> float:
     """Wait after the attempts-th failed attempt: base, 2·base, 4·base … at most cap."""
     if attempts < 1:
