@@ -125,29 +125,21 @@ def operator(stack: Any, namespace: str) -> Iterator[Any]:
 @pytest.fixture
 def cloudevents_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A real HTTP sink the operator sends CloudEvents to; list it before `operator`, which reads settings."""
-    from mloop.config import get_settings
+    from tests.helpers import operator_settings
     from tests.sinks import Sink
 
-    with Sink() as sink:
-        monkeypatch.setenv("MLOOP_CLOUDEVENTS_SINK", sink.url)
-        get_settings.cache_clear()
+    with Sink() as sink, operator_settings(monkeypatch, MLOOP_CLOUDEVENTS_SINK=sink.url):
         yield sink
-    monkeypatch.delenv("MLOOP_CLOUDEVENTS_SINK")
-    get_settings.cache_clear()
 
 
 @pytest.fixture
 def lineage_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """OpenLineage events through the file transport, one JSON object per line; list it before `operator`."""
-    from mloop.config import get_settings
+    from tests.helpers import operator_settings
 
     path = tmp_path / "openlineage.jsonl"
-    monkeypatch.setenv("MLOOP_OPENLINEAGE_TRANSPORT", "file")
-    monkeypatch.setenv("MLOOP_OPENLINEAGE_FILE", str(path))
-    get_settings.cache_clear()
-    yield path
-    monkeypatch.delenv("MLOOP_OPENLINEAGE_TRANSPORT")
-    get_settings.cache_clear()
+    with operator_settings(monkeypatch, MLOOP_OPENLINEAGE_TRANSPORT="file", MLOOP_OPENLINEAGE_FILE=str(path)):
+        yield path
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import yaml
@@ -42,3 +44,20 @@ def k8s_events(api_client: Any, namespace: str, name: str) -> list[tuple[str, st
 
     found = client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
     return [(e.reason, e.message) for e in found.items]
+
+
+@contextmanager
+def operator_settings(monkeypatch: Any, **env: str) -> Iterator[None]:
+    """MLOOP_* (and other) variables for an operator started inside the block; settings are cached, so the
+    cache is cleared on the way in and out."""
+    from mloop.config import get_settings
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for key in env:
+            monkeypatch.delenv(key, raising=False)
+        get_settings.cache_clear()

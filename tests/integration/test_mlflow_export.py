@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import apply_object, condition, get_object, wait_for
+from tests.helpers import apply_object, condition, get_object, operator_settings, wait_for
 from tests.integration.test_trainingrun import IRIS_RUN, succeeded
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
@@ -76,16 +76,11 @@ def mlflow_port() -> int:
 @pytest.fixture
 def mlflow_settings(monkeypatch: pytest.MonkeyPatch, mlflow_port: int) -> Iterator[str]:
     """The operator exports to 127.0.0.1:<mlflow_port>, retrying at most 2s apart; list it before `operator`."""
-    from mloop.config import get_settings
-
     uri = f"http://127.0.0.1:{mlflow_port}"
-    monkeypatch.setenv("MLOOP_MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLOOP_MLFLOW_RETRY_MAX_SECONDS", "2")
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # for the test's own load of the model
-    get_settings.cache_clear()
-    yield uri
-    monkeypatch.delenv("MLOOP_MLFLOW_TRACKING_URI")
-    get_settings.cache_clear()
+    # MLFLOW_ALLOW_PICKLE_DESERIALIZATION: for the test's own load of the model
+    with operator_settings(monkeypatch, MLOOP_MLFLOW_TRACKING_URI=uri, MLOOP_MLFLOW_RETRY_MAX_SECONDS="2",
+                           MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true"):
+        yield uri
 
 
 @pytest.fixture

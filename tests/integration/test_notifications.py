@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mloop.config import get_settings
 from tests.helpers import apply_object, get_object, k8s_events, wait_for
 from tests.integration.test_dataset_sources import ready as dataset_ready
 from tests.integration.test_modelpackage import IRIS_DS, REQUIREMENT, packaged
@@ -106,9 +107,7 @@ def test_a_slow_or_failing_sink_never_holds_up_reconciliation(
     sink = cloudevents_sink
     sink.hold.clear()  # the sink takes every request and answers none, until the test lets it
     sink.refuse = 2  # and then refuses the first two with 503
-    from mloop.config import get_settings
-
-    monkeypatch.setenv("MLOOP_CLOUDEVENTS_TIMEOUT", "120")
+    monkeypatch.setenv("MLOOP_CLOUDEVENTS_TIMEOUT", "120")  # read per delivery: no need to restart the operator
     get_settings.cache_clear()
     apply_object(kubectl, namespace, "Dataset", "iris", IRIS_DS)
     dataset_ready(api_client, namespace, "iris")

@@ -64,3 +64,40 @@ def test_lineage_end_states() -> None:
     assert _terminal("ModelPackage", {"phase": "Packaged"}, {"phase": "Packaged"}) is None
     assert _terminal("TrainingRun", {}, {"phase": "Failed"}) == RunState.FAIL
     assert s3_path("s3://b/datasets/ns/iris/abc/") == ("s3://b", "datasets/ns/iris/abc")
+
+
+def test_openlineage_http_transport_posts_the_event_with_its_api_key() -> None:
+    """A real loopback HTTP endpoint stands in for Marquez: the path, the bearer key and the event body."""
+    import json
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from mloop.config import Settings
+    from mloop.integrations.lineage import build, client
+
+    received: list[tuple[str, str, dict]] = []
+
+    class Lineage(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((self.path, self.headers.get("Authorization", ""), body))
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Lineage)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    settings = Settings(openlineage_transport="http", openlineage_url=f"http://127.0.0.1:{server.server_port}",
+                        openlineage_api_key="k-123", bucket="lake")
+    meta = {"namespace": "team-a", "name": "iris", "uid": "0b6c1a56-3f7e-4a3e-9c55-1f0d1d2b3c4d"}
+    status = {"digest": "sha256:" + "ab" * 32, "rows": 150, "columns": [{"name": "species", "type": "category"}]}
+    event = build("Dataset", meta, {"source": {"builtin": {"name": "iris"}}}, status, RunState.COMPLETE,
+                  "ingest-iris-1", "2026-11-27T00:00:00+00:00", settings)
+    client(settings).emit(event)
+    server.server_close()
+    [(path, auth, body)] = received
+    assert path == "/api/v1/lineage" and auth == "Bearer k-123"
+    assert body["eventType"] == "COMPLETE" and body["job"]["name"] == "team-a/datasets/iris"
+    assert body["inputs"][0]["namespace"] == "builtin://scikit-learn"
+    assert body["outputs"][0]["namespace"] == "s3://lake"

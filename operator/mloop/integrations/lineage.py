@@ -65,8 +65,8 @@ def s3_path(uri: str) -> tuple[str, str]:
     return f"s3://{bucket}", key.rstrip("/")
 
 
-def version_dataset(namespace: str, name: str, digest: str) -> tuple[str, str]:
-    return f"s3://{get_settings().bucket}", dataset_prefix(namespace, name, digest.removeprefix("sha256:")).rstrip("/")
+def version_dataset(bucket: str, namespace: str, name: str, digest: str) -> tuple[str, str]:
+    return f"s3://{bucket}", dataset_prefix(namespace, name, digest.removeprefix("sha256:")).rstrip("/")
 
 
 def schema_facet(columns: list[dict[str, Any]]) -> schema_dataset.SchemaDatasetFacet:
@@ -124,15 +124,15 @@ def build(kind: str, meta: dict[str, Any], spec: dict[str, Any], status: dict[st
     inputs: list[InputDataset] = []
     outputs: list[OutputDataset] = []
     if kind == "Dataset":
-        inputs = _source_inputs(namespace, spec, task)
+        inputs = _source_inputs(settings.bucket, namespace, spec, task)
         if state == RunState.COMPLETE and status.get("digest"):
-            ns, path = version_dataset(namespace, name, status["digest"])
+            ns, path = version_dataset(settings.bucket, namespace, name, status["digest"])
             outputs = [OutputDataset(ns, path, facets={"schema": schema_facet(status.get("columns") or [])},
                                      outputFacets={"outputStatistics": output_statistics_output_dataset.
                                                    OutputStatisticsOutputDatasetFacet(rowCount=status.get("rows"),
                                                                                       producer=PRODUCER)})]
     elif kind == "TrainingRun":
-        inputs = _run_inputs(namespace, spec, status)
+        inputs = _run_inputs(settings.bucket, namespace, spec, status)
         if state == RunState.COMPLETE and status.get("modelUri"):
             outputs = [OutputDataset(*s3_path(status["modelUri"]))]
     elif kind == "ModelPackage":
@@ -156,30 +156,29 @@ def build(kind: str, meta: dict[str, Any], spec: dict[str, Any], status: dict[st
         inputs=inputs, outputs=outputs)
 
 
-def _source_inputs(namespace: str, spec: dict[str, Any], task: str | None) -> list[InputDataset]:
+def _source_inputs(bucket: str, namespace: str, spec: dict[str, Any], task: str | None) -> list[InputDataset]:
     source = spec.get("source") or {}
     if "builtin" in source:
         return [InputDataset(BUILTIN_NAMESPACE, source["builtin"]["name"])]
     if "s3" in source:
         return [InputDataset(*s3_path(source["s3"]["uri"]))]
     if "collection" in source:
-        bucket = f"s3://{get_settings().bucket}"
-        return [InputDataset(bucket, f"collected/{namespace}/{source['collection']['model']}")]
+        return [InputDataset(f"s3://{bucket}", f"collected/{namespace}/{source['collection']['model']}")]
     if "derived" in source and task:
         # The parent version this very task read is in its spec, not in the parent's (moving) status.
         parent = (operator_store().get_json_or_none(task_prefix(namespace, task) + "spec.json") or {}).get("parent")
         if parent:
-            return [InputDataset(*version_dataset(parent["namespace"], parent["name"], parent["digest"]))]
+            return [InputDataset(*version_dataset(bucket, parent["namespace"], parent["name"], parent["digest"]))]
     return []  # inline rows live in the resource itself
 
 
-def _run_inputs(namespace: str, spec: dict[str, Any], status: dict[str, Any]) -> list[InputDataset]:
+def _run_inputs(bucket: str, namespace: str, spec: dict[str, Any], status: dict[str, Any]) -> list[InputDataset]:
     digest = status.get("datasetDigest")
     if not digest:
         return []
     ref = spec.get("datasetRef") or {}
     ds_ns = ref.get("namespace") or namespace
-    ns, path = version_dataset(ds_ns, ref.get("name", ""), digest)
+    ns, path = version_dataset(bucket, ds_ns, ref.get("name", ""), digest)
     dataset = get_object("datasets", ds_ns, ref.get("name", ""))
     ds_status = (dataset or {}).get("status") or {}
     version = next((v for v in ds_status.get("versions") or [] if v.get("digest") == digest), None)
