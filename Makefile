@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit dev demo kind-e2e binaries graphviz crds check-crds clean
+.PHONY: test unit dev demo kind-e2e image-check binaries graphviz crds check-crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ demo: $(STAMP) binaries graphviz
 # The real-cluster path end to end: needs Docker and kind, and says so when they are missing.
 kind-e2e: $(STAMP)
 	bash tests/e2e/kind-e2e.sh
+
+image-check: $(STAMP) binaries
+	bash tests/e2e/image-check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
