@@ -113,3 +113,14 @@ def test_a_run_names_only_allowed_tracking_servers() -> None:
         target = target_for(MlflowSpec(tracking_uri=uri), None, "ns", settings)
         assert allowed(target, settings) is ok, uri
     assert not allowed(target_for(MlflowSpec(tracking_uri="http://x"), None, "ns", Settings()), Settings())
+
+
+def test_credentials_in_a_tracking_uri_never_reach_status_or_events() -> None:
+    from pydantic import ValidationError
+
+    from mloop.integrations.mlflow_export import shown
+
+    assert shown("https://ops:s3cret@mlflow.example:5000/base") == "https://mlflow.example:5000/base"
+    assert shown("http://mlflow:5000") == "http://mlflow:5000"
+    with pytest.raises(ValidationError):  # and a run may not write them into its spec
+        MlflowSpec(tracking_uri="https://ops:s3cret@mlflow.example")

@@ -129,7 +129,7 @@ class MlflowSpec(ApiModel):
     enabled: bool = Field(
         default=True, description="false: never export this run, even when the operator exports every run."
     )
-    tracking_uri: Annotated[str, Field(max_length=512, pattern=r"^https?://[^\s]+$")] | None = Field(
+    tracking_uri: Annotated[str, Field(max_length=512, pattern=r"^https?://[^\s/@]+(/[^\s]*)?$")] | None = Field(
         default=None, description="http(s) URL of the tracking server; default MLOOP_MLFLOW_TRACKING_URI."
     )
     experiment: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(

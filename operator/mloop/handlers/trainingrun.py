@@ -283,10 +283,11 @@ def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
             run.update["mlflow"] = {**state.to_wire(), "state": "Disabled", "retryAt": None}
             run.condition("MLflowExported", "False", "ExportDisabled", "MLflow export was turned off before it landed")
         return
+    shown = mlflow_export.shown(target.tracking_uri)
     if not mlflow_export.allowed(target, settings):
-        message = (f"trackingUri {target.tracking_uri} is not the operator's MLflow server nor under "
-                   f"MLOOP_MLFLOW_ALLOWED_URIS; not exported")
-        run.update["mlflow"] = {**state.to_wire(), "state": "Failed", "trackingUri": target.tracking_uri,
+        message = (f"trackingUri {shown} is not the operator's MLflow server nor under MLOOP_MLFLOW_ALLOWED_URIS; "
+                   f"not exported")
+        run.update["mlflow"] = {**state.to_wire(), "state": "Failed", "trackingUri": shown,
                                 "experiment": target.experiment, "retryAt": None}
         if run.reason_of("MLflowExported") != "TrackingUriNotAllowed":
             run.event("Warning", "TrackingUriNotAllowed", message)
@@ -301,8 +302,8 @@ def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
         requirement_refs=[f"{r.namespace}/{r.name}" if r.namespace else r.name for r in spec.requirement_refs or []],
         requirements_met=None if met is None else met.status == "True", primary_metric=current.primary_metric or "",
         started_at=current.started_at, finished_at=current.finished_at)
-    wire = {**state.to_wire(), "trackingUri": target.tracking_uri, "experiment": target.experiment}
-    where = f"MLflow at {target.tracking_uri}"
+    wire = {**state.to_wire(), "trackingUri": shown, "experiment": target.experiment}
+    where = f"MLflow at {shown}"
     started = time.monotonic()
     try:
         done = mlflow_export.export_run(target, record, store, known_run_id=state.run_id)
@@ -332,7 +333,7 @@ def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
     run.update["mlflow"] = {**wire, "state": "Exported", "attempts": state.attempts + 1, "retryAt": None,
                             "experimentId": done.experiment_id, "runId": done.run_id, "modelUri": done.model_uri,
                             "exportedAt": iso(run.now)}
-    message = f"MLflow run {done.run_id} in experiment {target.experiment} at {target.tracking_uri}"
+    message = f"MLflow run {done.run_id} in experiment {target.experiment} at {shown}"
     log.info("TrainingRun %s/%s exported in %.1fs: %s", run.namespace, run.name, time.monotonic() - started, message)
     run.condition("MLflowExported", "True", "Exported", message)
     run.event("Normal", "Exported", f"{message}; model {done.model_uri}")

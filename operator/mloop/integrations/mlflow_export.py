@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from botocore.exceptions import ClientError
 
@@ -105,6 +106,15 @@ def target_for(block: MlflowSpec | None, run_experiment: str | None, namespace: 
     return Target(uri, experiment, operators=uri == settings.mlflow_tracking_uri.rstrip("/"))
 
 
+def shown(uri: str) -> str:
+    """The URI for status, events and logs: without any user:password@ the operator's setting may carry."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+
+
 def allowed(target: Target, settings: Settings) -> bool:
     """A tracking URI a run names is a request the operator makes on its behalf: only to listed servers."""
     prefixes = [p.strip().rstrip("/") for p in settings.mlflow_allowed_uris.split(",") if p.strip()]
@@ -145,13 +155,6 @@ def short_error(err: BaseException, limit: int = 200) -> str:
             return said
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
     return f"{type(err).__name__}: {line}"[:limit]
-
-
-def http_url(target: Target, exported: Exported) -> str | None:
-    """The run's page in the MLflow UI, when the tracking URI is a web server."""
-    if not target.tracking_uri.startswith(("http://", "https://")):
-        return None
-    return f"{target.tracking_uri}/#/experiments/{exported.experiment_id}/runs/{exported.run_id}"
 
 
 def export_run(target: Target, record: RunRecord, store: Store, known_run_id: str | None = None) -> Exported:
