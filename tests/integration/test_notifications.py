@@ -4,6 +4,7 @@ through the file transport."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from mloop.config import get_settings
@@ -120,3 +121,20 @@ def test_a_slow_or_failing_sink_never_holds_up_reconciliation(
     assert [e.get_type() for e in sink.events] == ["dev.mloop.dataset.version.cut", "dev.mloop.trainingrun.finished"]
     assert sink.attempts == 4  # two refused, then each event once
     assert get_object(api_client, namespace, "trainingruns", "lr")["status"]["phase"] == "Succeeded"
+
+
+def test_a_cache_hit_finishes_once(kubectl, api_client, namespace, cloudevents_sink, operator) -> None:
+    """The create handler and the first timer tick must not both finish a run that trains nothing."""
+    apply_object(kubectl, namespace, "Dataset", "iris", IRIS_DS)
+    dataset_ready(api_client, namespace, "iris")
+    apply_object(kubectl, namespace, "TrainingRun", "first", IRIS_RUN)
+    succeeded(api_client, namespace, "first")
+    for name in ("again-1", "again-2", "again-3"):
+        apply_object(kubectl, namespace, "TrainingRun", name, {**IRIS_RUN, "cachePolicy": "reuse"})
+    for name in ("again-1", "again-2", "again-3"):
+        assert succeeded(api_client, namespace, name)["status"]["cacheSource"] == "first"
+        wait_for(lambda: cloudevents_sink.of_type("dev.mloop.trainingrun.finished", name), timeout=30)
+    time.sleep(3)  # several poll intervals: room for a second finish to show up, if there were one
+    for name in ("again-1", "again-2", "again-3"):
+        assert len(cloudevents_sink.of_type("dev.mloop.trainingrun.finished", name)) == 1
+        assert [r for r, _ in k8s_events(api_client, namespace, name)].count("CacheHit") == 1

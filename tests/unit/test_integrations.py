@@ -101,3 +101,14 @@ def test_openlineage_http_transport_posts_the_event_with_its_api_key() -> None:
     assert body["eventType"] == "COMPLETE" and body["job"]["name"] == "team-a/datasets/iris"
     assert body["inputs"][0]["namespace"] == "builtin://scikit-learn"
     assert body["outputs"][0]["namespace"] == "s3://lake"
+
+
+def test_a_pass_counts_as_written_only_when_its_patch_changes_the_object() -> None:
+    from mloop.handlers.common import _changes
+
+    body = {"status": {"phase": "Running", "task": "train-x", "conditions": [{"type": "Succeeded"}]}}
+    assert not _changes(body, {"status": {"phase": "Running", "conditions": [{"type": "Succeeded"}]}})
+    assert not _changes(body, {"status": {"cacheSource": None}})
+    assert _changes(body, {"status": {"task": None}})
+    assert _changes(body, {"status": {"phase": "Succeeded"}})
+    assert _changes(body, {"metadata": {"labels": {"mloop.dev/experiment": "iris"}}})

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 import kopf
 from pydantic import BaseModel
@@ -14,6 +17,58 @@ from mloop.reconcile.outcome import Event, Outcome, dump_conditions
 
 
 log = logging.getLogger("mloop.integrations")
+
+# kopf runs an object's change handler and its timer concurrently, and hands a timer the body it last saw,
+# which may predate the status the previous pass wrote. Either would let two passes take the same step
+# (finish a cache-hit run twice, post its events twice).
+_busy: set[str] = set()
+_written: dict[str, tuple[str, float]] = {}
+_guard = threading.Lock()
+STALE_SECONDS = 30.0  # after this, a body that never changed is taken as it is (a lost patch, say)
+
+
+def _changes(current: Any, patch: Any) -> bool:
+    """Would this merge patch change the object? (An unchanged object keeps its resourceVersion.)"""
+    for key, value in patch.items():
+        old = current.get(key) if hasattr(current, "get") else None
+        if isinstance(value, dict) and hasattr(old, "get"):
+            if _changes(old, value):
+                return True
+        elif value is None:
+            if old is not None:
+                return True
+        elif old != value:
+            return True
+    return False
+
+
+def serialized(fn: Callable[..., None]) -> Callable[..., None]:
+    """One reconcile pass per object at a time, and none on a body older than the status this process wrote."""
+
+    @functools.wraps(fn)
+    def inner(body: Any, patch: Any, *args: Any, **kwargs: Any) -> None:
+        meta = body["metadata"]
+        uid, version = meta["uid"], meta.get("resourceVersion", "")
+        with _guard:
+            if uid in _busy:
+                return  # another pass over this object is running; the next tick comes soon
+            written = _written.get(uid)
+            if written and written[0] == version and time.monotonic() - written[1] < STALE_SECONDS:
+                return  # the last pass patched this very version: wait for the body that shows it
+            _busy.add(uid)
+        try:
+            fn(body, patch, *args, **kwargs)
+        finally:
+            with _guard:
+                _busy.discard(uid)
+                if _changes(body, patch):
+                    _written[uid] = (version, time.monotonic())
+                if len(_written) > 10_000:  # forget what is long settled
+                    cutoff = time.monotonic() - STALE_SECONDS
+                    for key in [k for k, (_, at) in _written.items() if at < cutoff]:
+                        del _written[key]
+
+    return inner
 
 
 def apply_outcome(outcome: Outcome, patch: kopf.Patch, body: kopf.Body) -> None:

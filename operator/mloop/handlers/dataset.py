@@ -13,7 +13,7 @@ from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.config import get_settings
 from mloop.executors.base import Task, task_name
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import apply_outcome
+from mloop.handlers.common import apply_outcome, serialized
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import dataset as decide
@@ -53,6 +53,7 @@ def _parent(spec: DatasetSpec, namespace: str) -> tuple[dict[str, str] | None, s
 
 
 @measured("Dataset")
+@serialized
 def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
     meta = body["metadata"]
     namespace, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation", 1)

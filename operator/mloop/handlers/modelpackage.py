@@ -16,7 +16,7 @@ from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.base import Task, task_name
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import ReconcilePass
+from mloop.handlers.common import ReconcilePass, serialized
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import custom_objects, get_object
 from mloop.reconcile import promotion
@@ -68,6 +68,7 @@ def _requirements(pkg: Pkg, refs: list[Any]) -> list[tuple[str, RequirementSpec]
 
 
 @measured("ModelPackage")
+@serialized
 def reconcile_package(body: kopf.Body, patch: kopf.Patch) -> None:
     pkg = Pkg(body, patch)
     try:
