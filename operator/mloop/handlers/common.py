@@ -1,4 +1,4 @@
-"""What every handler does after deciding: patch status, post events."""
+"""What every handler shares: one pass per object at a time; after deciding, patch status, post events, notify."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from mloop.api.common import set_condition, utcnow
 from mloop.integrations import cloudevents_sink, lineage
 from mloop.reconcile.outcome import Event, Outcome, dump_conditions
-
 
 log = logging.getLogger("mloop.integrations")
 
