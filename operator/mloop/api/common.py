@@ -117,6 +117,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+def iso(moment: datetime) -> str:
+    """RFC 3339 with a Z, as Kubernetes writes times."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def set_condition(
     conditions: list[Condition],
     type_: str,

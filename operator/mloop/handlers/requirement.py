@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from mloop.api.common import utcnow
+from mloop.api.common import iso, utcnow
 from mloop.api.dataset import DatasetStatus
 from mloop.api.kinds import GROUP, VERSION
 from mloop.api.requirement import RequirementSpec, RequirementStatus
@@ -145,7 +145,7 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
         package_spec["serve"] = production["serve"]
     _create("modelpackages", namespace, "ModelPackage", run_name, package_spec, {"mloop.dev/retrain-of": name})
     records.append({"run": run_name, "datasetVersion": ds.version, "reason": reason[:256], "package": run_name,
-                    "outcome": "pending", "createdAt": utcnow().isoformat().replace("+00:00", "Z")})
+                    "outcome": "pending", "createdAt": iso(utcnow())})
     outcome.events.append(Event("Normal", "RetrainTriggered", f"{run_name} on {policy.dataset_ref.name}@{ds.version}: "
                                                               f"{reason}"))
     return records[-50:]

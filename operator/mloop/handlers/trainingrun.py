@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from mloop.api.common import get_condition
+from mloop.api.common import get_condition, iso
 from mloop.api.dataset import DatasetSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.api.requirement import RequirementSpec
@@ -37,10 +37,6 @@ log = logging.getLogger("mloop.trainingrun")
 
 def run_prefix(namespace: str, name: str, uid: str) -> str:
     return f"runs/{namespace}/{name}/{uid}/"
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 class Run(ReconcilePass):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mloop.api.common import Condition, set_condition
+from mloop.api.common import Condition, iso, set_condition
 from mloop.api.dataset import ColumnStatus, DatasetSpec, DatasetStatus, DatasetVersion
 from mloop.executors.base import TaskState
 from mloop.reconcile.durations import parse_duration
@@ -118,7 +118,7 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
         conditions = set_condition(conditions, "Ready", "True" if has_version else "Unknown", result["reason"],
                                    result.get("message", ""), generation, now)
         patch.update(observedGeneration=generation, conditions=dump_conditions(conditions), retries=0,
-                     phase=status.phase if has_version else "Pending", lastIngestedAt=now.isoformat().replace("+00:00", "Z"))
+                     phase=status.phase if has_version else "Pending", lastIngestedAt=iso(now))
         return Outcome(patch, events)
     if result.get("validation") is not None:
         patch["validation"] = result["validation"][:128]
@@ -128,7 +128,7 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
             conditions = set_condition(conditions, "Validated", "False", reason, message, generation, now)
         conditions = set_condition(conditions, "Ready", "False", reason, message, generation, now)
         patch.update(phase="Failed", observedGeneration=generation, conditions=dump_conditions(conditions), retries=0,
-                     lastIngestedAt=now.isoformat().replace("+00:00", "Z"))
+                     lastIngestedAt=iso(now))
         if flipped(before, conditions, "Ready") or _reason(before) != reason:
             events.append(Event("Warning", reason, message))
         return Outcome(patch, events)
@@ -151,7 +151,7 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
         rows=version.rows, sourceVersion=result.get("sourceVersion"), columns=result.get("columns", [])[:512],
         profile=result.get("profile", [])[:64], versions=[v.to_wire() for v in versions],
         conditions=dump_conditions(conditions), retries=0, ingestKey=ingest_key(spec),
-        lastIngestedAt=now.isoformat().replace("+00:00", "Z"),
+        lastIngestedAt=iso(now),
     )
     if is_new:
         patch["drift"] = (result.get("drift") or [])[:64]

@@ -24,7 +24,7 @@ from mloop.data.tables import load_builtin, load_inline, load_s3, read_version
 from mloop.data.transform import apply_transform
 from mloop.data.validate import apply_rules, apply_schema
 from mloop.storage.artifacts import AlreadyExists, Store, dataset_prefix, sha256_hex
-from mloop.workloads.task import now_iso, run_task
+from mloop.workloads.task import main_for, now_iso
 
 
 def load_source(spec: DatasetSpec, task: dict[str, Any], store: Store) -> tuple[pd.DataFrame, str | None]:
@@ -154,11 +154,7 @@ def ingest(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1:
-        print("usage: python -m mloop.workloads.ingest <task prefix>", file=sys.stderr)
-        return 2
-    return run_task("ingest", args[0], ingest)
+    return main_for("ingest", ingest, argv)
 
 
 if __name__ == "__main__":

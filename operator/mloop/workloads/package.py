@@ -18,7 +18,7 @@ import numpy as np
 
 from mloop.storage.artifacts import AlreadyExists, DigestMismatch, Store, sha256_hex
 from mloop.storage.models import UntrustedModel, load_model
-from mloop.workloads.task import now_iso, run_task
+from mloop.workloads.task import main_for, now_iso
 from mloop.workloads.train import load_xy, split
 
 NUMERIC = ("integer", "float", "boolean")
@@ -153,11 +153,7 @@ def package(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1:
-        print("usage: python -m mloop.workloads.package <task prefix>", file=sys.stderr)
-        return 2
-    return run_task("package", args[0], package)
+    return main_for("package", package, argv)
 
 
 if __name__ == "__main__":

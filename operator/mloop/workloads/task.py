@@ -6,9 +6,9 @@ import io
 import logging
 import sys
 import traceback
-from datetime import datetime, timezone
 from typing import Any, Callable
 
+from mloop.api.common import iso, utcnow
 from mloop.storage.artifacts import Store, StorageUnavailable
 
 # Exit codes: the result says what happened, except when storage could not be reached.
@@ -18,7 +18,7 @@ EXIT_STORAGE = 75  # EX_TEMPFAIL: nothing was written; the operator retries
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return iso(utcnow())
 
 
 def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logging.Logger], dict[str, Any]],
@@ -52,3 +52,13 @@ def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logg
         return EXIT_STORAGE
     log.info("%s task finished: %s %s", name, result.get("status"), result.get("reason", ""))
     return code
+
+
+def main_for(name: str, body: Callable[[dict[str, Any], Store, logging.Logger], dict[str, Any]],
+             argv: list[str] | None = None) -> int:
+    """`python -m mloop.workloads.<name> <task prefix>` for a workload that is one task."""
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print(f"usage: python -m mloop.workloads.{name} <task prefix>", file=sys.stderr)
+        return 2
+    return run_task(name, args[0], body)
