@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from botocore.exceptions import ClientError
 
-from mloop.storage.artifacts import DigestMismatch, Store, dataset_prefix
+from mloop.storage.artifacts import DigestMismatch, Store, dataset_prefix, missing
 from mloop.storage.models import TRUSTED_TYPES, UntrustedModel, load_model
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def _read(store: Store, key: str) -> bytes:
     try:
         return store.get(key)
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        if missing(err):
             raise ExportRefused(f"{store.uri(key)} is gone") from err
         raise
 

@@ -98,7 +98,7 @@ class Store:
         try:
             return self.get_json(key)
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if missing(err):
                 return None
             raise
 
@@ -107,7 +107,7 @@ class Store:
             self._call(self.client.head_object, Key=key)
             return True
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if missing(err):
                 return False
             raise
 
@@ -148,6 +148,11 @@ def operator_store() -> Store:
     if _operator_store is None or _operator_store[0] != id(settings):
         _operator_store = (id(settings), Store.from_settings(settings, timeout=5, retries=1))
     return _operator_store[1]
+
+
+def missing(err: ClientError) -> bool:
+    """The object is not there (GET says NoSuchKey, HEAD a bare 404)."""
+    return err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
 def dataset_prefix(namespace: str, name: str, digest_hex: str) -> str:
