@@ -12,6 +12,7 @@ import kopf
 from pydantic import BaseModel
 
 from mloop.api.common import set_condition, utcnow
+from mloop.config import get_settings
 from mloop.integrations import cloudevents_sink, lineage
 from mloop.reconcile.outcome import Event, Outcome, dump_conditions
 
@@ -84,6 +85,9 @@ def apply_outcome(outcome: Outcome, patch: kopf.Patch, body: kopf.Body) -> None:
 def notify(body: kopf.Body, outcome: Outcome) -> None:
     """Hand the pass's transitions to the configured sinks; they send on their own threads, and a sink's
     trouble is logged, never raised into reconciliation."""
+    settings = get_settings()
+    if not (settings.cloudevents_sink or settings.openlineage_transport):
+        return
     kind, meta, old = body["kind"], dict(body["metadata"]), dict(body.get("status") or {})
     try:
         cloudevents_sink.publish(kind, meta, old, outcome.status, outcome.events)

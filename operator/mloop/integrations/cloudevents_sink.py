@@ -10,7 +10,7 @@ from typing import Any
 from cloudevents.core.bindings.http import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 
-from mloop.api.kinds import GROUP, VERSION
+from mloop.api.kinds import GROUP, VERSION, kind_by_name
 from mloop.config import get_settings
 from mloop.integrations.dispatch import Dispatcher
 from mloop.reconcile.outcome import Event
@@ -38,10 +38,6 @@ FIELDS = {
 dispatcher = Dispatcher("cloudevents")
 
 
-def plural(kind: str) -> str:
-    return kind.lower() + "s"
-
-
 def transitions(kind: str, old: dict[str, Any], patch: dict[str, Any], events: list[Event]) -> list[tuple[str, Event]]:
     """The (type suffix, event) pairs one reconcile pass produced."""
     found = [(TYPES[(kind, e.reason)], e) for e in events if (kind, e.reason) in TYPES]
@@ -58,7 +54,7 @@ def build(kind: str, meta: dict[str, Any], status: dict[str, Any], suffix: str, 
     data.update({key: status[key] for key in FIELDS.get(kind, ()) if status.get(key) is not None})
     return CloudEvent({
         "id": str(uuid.uuid4()),
-        "source": f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural(kind)}/{name}",
+        "source": f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{kind_by_name(kind).plural}/{name}",
         "type": f"{TYPE_PREFIX}.{suffix}",
         "subject": name,
         "time": datetime.now(timezone.utc),

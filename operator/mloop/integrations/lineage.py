@@ -25,6 +25,7 @@ from openlineage.client.facet_v2 import (
     source_code_location_job,
 )
 
+from mloop.api.kinds import kind_by_name
 from mloop.config import Settings, get_settings
 from mloop.integrations.dispatch import Dispatcher
 from mloop.k8s.client import get_object
@@ -148,7 +149,7 @@ def build(kind: str, meta: dict[str, Any], spec: dict[str, Any], status: dict[st
             "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
                 version=VERSION, name="mloop", openlineageAdapterVersion=package_version("openlineage-python"),
                 producer=PRODUCER)}),
-        job=Job(namespace=settings.openlineage_namespace, name=f"{namespace}/{kind.lower()}s/{name}", facets={
+        job=Job(namespace=settings.openlineage_namespace, name=f"{namespace}/{kind_by_name(kind).plural}/{name}", facets={
             "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="MLOOP",
                                                     jobType=JOB_TYPES[kind], producer=PRODUCER),
             "sourceCodeLocation": source_code_location_job.SourceCodeLocationJobFacet(
