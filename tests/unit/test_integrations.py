@@ -112,3 +112,17 @@ def test_a_pass_counts_as_written_only_when_its_patch_changes_the_object() -> No
     assert _changes(body, {"status": {"task": None}})
     assert _changes(body, {"status": {"phase": "Succeeded"}})
     assert _changes(body, {"metadata": {"labels": {"mloop.dev/experiment": "iris"}}})
+
+
+def test_a_body_is_behind_until_it_shows_the_phase_and_task_the_last_pass_wrote() -> None:
+    import time
+
+    from mloop.handlers.common import STALE_SECONDS, _behind
+
+    wrote = ("41", {"phase": "Succeeded", "task": None}, time.monotonic())
+    old = {"metadata": {"resourceVersion": "41"}, "status": {}}
+    finalizer_added = {"metadata": {"resourceVersion": "42"}, "status": {}}  # kopf's patch, not ours
+    shows_it = {"metadata": {"resourceVersion": "43"}, "status": {"phase": "Succeeded"}}
+    assert _behind(old, wrote) and _behind(finalizer_added, wrote) and not _behind(shows_it, wrote)
+    assert not _behind(old, None)
+    assert not _behind(old, ("41", {"phase": "Succeeded"}, time.monotonic() - STALE_SECONDS))  # a lost patch

@@ -18,11 +18,14 @@ from mloop.reconcile.outcome import Event, Outcome, dump_conditions
 
 log = logging.getLogger("mloop.integrations")
 
-# kopf runs an object's change handler and its timer concurrently, and hands a timer the body it last saw,
-# which may predate the status the previous pass wrote. Either would let two passes take the same step
-# (finish a cache-hit run twice, post its events twice).
+# kopf runs an object's change handler and its timer concurrently, and hands either the body it last saw,
+# which may predate the status the previous pass wrote (kopf's own finalizer patch can even give that old
+# status a new resourceVersion). Either would let two passes take the same step (finish a cache-hit run
+# twice, post its events twice). So: per object, the resourceVersion a pass patched and the phase/task it
+# wrote, the fields that decide the next step; only this object's own passes write those.
+STEPS = ("phase", "task")
 _busy: set[str] = set()
-_written: dict[str, tuple[str, float]] = {}
+_written: dict[str, tuple[str, dict[str, Any], float]] = {}
 _guard = threading.Lock()
 STALE_SECONDS = 30.0  # after this, a body that never changed is taken as it is (a lost patch, say)
 
@@ -42,6 +45,15 @@ def _changes(current: Any, patch: Any) -> bool:
     return False
 
 
+def _behind(body: Any, written: tuple[str, dict[str, Any], float] | None) -> bool:
+    if written is None or time.monotonic() - written[2] >= STALE_SECONDS:
+        return False  # nothing written lately, or a patch that was lost: take the body as it is
+    version, steps, _ = written
+    status = body.get("status") or {}
+    return body["metadata"].get("resourceVersion", "") == version or any(
+        status.get(key) != value for key, value in steps.items())
+
+
 def serialized(fn: Callable[..., None]) -> Callable[..., None]:
     """One reconcile pass per object at a time, and none on a body older than the status this process wrote."""
 
@@ -52,9 +64,8 @@ def serialized(fn: Callable[..., None]) -> Callable[..., None]:
         with _guard:
             if uid in _busy:
                 return  # another pass over this object is running; the next tick comes soon
-            written = _written.get(uid)
-            if written and written[0] == version and time.monotonic() - written[1] < STALE_SECONDS:
-                return  # the last pass patched this very version: wait for the body that shows it
+            if _behind(body, _written.get(uid)):
+                return  # the body does not show what the last pass wrote yet: wait for the one that does
             _busy.add(uid)
         try:
             fn(body, patch, *args, **kwargs)
@@ -62,10 +73,11 @@ def serialized(fn: Callable[..., None]) -> Callable[..., None]:
             with _guard:
                 _busy.discard(uid)
                 if _changes(body, patch):
-                    _written[uid] = (version, time.monotonic())
+                    wrote = patch.get("status") or {}
+                    _written[uid] = (version, {k: wrote[k] for k in STEPS if k in wrote}, time.monotonic())
                 if len(_written) > 10_000:  # forget what is long settled
                     cutoff = time.monotonic() - STALE_SECONDS
-                    for key in [k for k, (_, at) in _written.items() if at < cutoff]:
+                    for key in [k for k, (_, _, at) in _written.items() if at < cutoff]:
                         del _written[key]
 
     return inner
