@@ -7,7 +7,7 @@ from typing import Any
 from mloop.builders.security import container_security_context, pod_security_context
 from mloop.config import Settings
 from mloop.constants import LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, MANAGER
-from mloop.executors.base import Task
+from mloop.api.tasks import Task
 
 
 def task_labels(task: Task) -> dict[str, str]:

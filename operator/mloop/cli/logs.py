@@ -10,12 +10,13 @@ def logs(name: str, namespace: str) -> int:
     from mloop.executors.local import LocalExecutor
     from mloop.k8s.client import get_object
     from mloop.storage.artifacts import Store
+    from mloop.storage.layout import run_prefix
 
     run = get_object("trainingruns", namespace, name)
     if run is None:
         print(f"no TrainingRun {name} in {namespace}", file=sys.stderr)
         return 1
-    prefix = f"runs/{namespace}/{name}/{run['metadata']['uid']}/"
+    prefix = run_prefix(namespace, name, run["metadata"]["uid"])
     store = Store.from_settings()
     text = None
     if store.exists(prefix + "log.txt"):

@@ -18,7 +18,8 @@ from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import dataset as decide
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
-from mloop.storage.artifacts import StorageUnavailable, dataset_prefix, operator_store, task_prefix
+from mloop.storage.artifacts import StorageUnavailable, operator_store
+from mloop.storage.layout import dataset_prefix, task_prefix
 
 
 def ingest_task(namespace: str, name: str, uid: str, task: str, spec: DatasetSpec) -> Task:

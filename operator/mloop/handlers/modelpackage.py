@@ -25,7 +25,8 @@ from mloop.reconcile.outcome import Event, describe_validation_error, dump_condi
 from mloop.builders.server import build_deployment, build_service, cluster_url
 from mloop.serving.local import LocalServers, ready
 from mloop.training.metrics import LOWER_IS_BETTER
-from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store, task_prefix
+from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
+from mloop.storage.layout import task_prefix
 
 MAX_VERSIONS = 10_000
 

@@ -156,7 +156,8 @@ def _drift_against_production(namespace: str, ds_namespace: str, dataset: str, d
     """Largest PSI of a shared numeric column: the collection version against the production model's training data."""
     from mloop.data.drift import psi
     from mloop.data.tables import read_version
-    from mloop.storage.artifacts import dataset_prefix, operator_store
+    from mloop.storage.artifacts import operator_store
+    from mloop.storage.layout import dataset_prefix
 
     run = get_object("trainingruns", namespace, production.get("run") or "") or {}
     status = run.get("status") or {}

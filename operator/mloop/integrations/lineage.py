@@ -29,7 +29,8 @@ from mloop.api.kinds import kind_by_name
 from mloop.config import Settings, get_settings
 from mloop.integrations.dispatch import Dispatcher
 from mloop.k8s.client import get_object
-from mloop.storage.artifacts import dataset_prefix, operator_store, task_prefix
+from mloop.storage.artifacts import operator_store
+from mloop.storage.layout import collected_prefix, dataset_prefix, task_prefix
 
 VERSION = package_version("mloop")
 PRODUCER = f"https://mloop.dev/operator/v{VERSION}"
@@ -164,7 +165,7 @@ def _source_inputs(bucket: str, namespace: str, spec: dict[str, Any], task: str 
     if "s3" in source:
         return [InputDataset(*s3_path(source["s3"]["uri"]))]
     if "collection" in source:
-        return [InputDataset(f"s3://{bucket}", f"collected/{namespace}/{source['collection']['model']}")]
+        return [InputDataset(f"s3://{bucket}", collected_prefix(namespace, source["collection"]["model"]).rstrip("/"))]
     if "derived" in source and task:
         # The parent version this very task read is in its spec, not in the parent's (moving) status.
         parent = (operator_store().get_json_or_none(task_prefix(namespace, task) + "spec.json") or {}).get("parent")

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from botocore.exceptions import ClientError
 
-from mloop.storage.artifacts import DigestMismatch, Store, dataset_prefix, missing
+from mloop.storage.artifacts import DigestMismatch, Store, missing
+from mloop.storage.layout import dataset_prefix
 from mloop.storage.models import TRUSTED_TYPES, UntrustedModel, load_model
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import Any
 
 from mloop.api.common import Condition, iso, set_condition
 from mloop.api.dataset import ColumnStatus, DatasetSpec, DatasetStatus, DatasetVersion
-from mloop.executors.base import TaskState
+from mloop.api.tasks import TaskState
 from mloop.reconcile.durations import parse_duration
 from mloop.reconcile.governance import check_tags
 from mloop.reconcile.outcome import Event, Outcome, camel_reason, dump_conditions, flipped

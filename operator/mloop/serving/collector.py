@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mloop.storage.artifacts import Store
+from mloop.storage.layout import collected_prefix, feedback_prefix
 
 log = logging.getLogger("mloop.serve.collector")
 
@@ -55,8 +56,8 @@ class Collector:
                  capacity: int = 50_000, batch_rows: int = 5_000, interval: float = 5.0):
         self.store, self.sampling_rate = store, sampling_rate
         self.batch_rows, self.interval = batch_rows, interval
-        self.predictions = Buffer("predictions", f"collected/{namespace}/{model}/{version}", capacity)
-        self.feedback = Buffer("feedback", f"feedback/{namespace}/{model}", capacity)
+        self.predictions = Buffer("predictions", collected_prefix(namespace, model, version).rstrip("/"), capacity)
+        self.feedback = Buffer("feedback", feedback_prefix(namespace, model).rstrip("/"), capacity)
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()

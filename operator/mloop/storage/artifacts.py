@@ -153,11 +153,3 @@ def operator_store() -> Store:
 def missing(err: ClientError) -> bool:
     """The object is not there (GET says NoSuchKey, HEAD a bare 404)."""
     return err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
-
-
-def dataset_prefix(namespace: str, name: str, digest_hex: str) -> str:
-    return f"datasets/{namespace}/{name}/{digest_hex}/"
-
-
-def task_prefix(namespace: str, task: str) -> str:
-    return f"tasks/{namespace}/{task}/"

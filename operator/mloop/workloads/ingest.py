@@ -23,7 +23,8 @@ from mloop.data.profile import profile_frame, summary
 from mloop.data.tables import load_builtin, load_inline, load_s3, read_version
 from mloop.data.transform import apply_transform
 from mloop.data.validate import apply_rules, apply_schema
-from mloop.storage.artifacts import AlreadyExists, Store, dataset_prefix, sha256_hex
+from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
+from mloop.storage.layout import collected_prefix, dataset_prefix, feedback_prefix, package_prefix
 from mloop.workloads.task import main_for, now_iso
 
 
@@ -53,8 +54,8 @@ def _read_batches(store: Store, prefix: str) -> pd.DataFrame:
 
 def load_collection(source: Any, namespace: str, store: Store) -> tuple[pd.DataFrame, str]:
     """Served predictions joined with the labels that came back, one row per labelled prediction."""
-    predictions = _read_batches(store, f"collected/{namespace}/{source.model}/")
-    feedback = _read_batches(store, f"feedback/{namespace}/{source.model}/")
+    predictions = _read_batches(store, collected_prefix(namespace, source.model))
+    feedback = _read_batches(store, feedback_prefix(namespace, source.model))
     if predictions.empty or feedback.empty:
         return pd.DataFrame(), f"collected:{source.model}:"
     if source.stage:
@@ -64,7 +65,7 @@ def load_collection(source: Any, namespace: str, store: Store) -> tuple[pd.DataF
     if joined.empty:
         return pd.DataFrame(), f"collected:{source.model}:"
     latest = joined.sort_values("version").iloc[-1]
-    signature = store.get_json(f"packages/{namespace}/{source.model}/{int(latest['version'])}/signature.json")
+    signature = store.get_json(package_prefix(namespace, source.model, int(latest["version"])) + "signature.json")
     target = signature["output"]["name"]
     inputs = pd.DataFrame([json.loads(x) for x in joined["inputs"]])
     frame = pd.concat([joined[["row_id"]].reset_index(drop=True),

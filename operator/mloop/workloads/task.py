@@ -9,12 +9,8 @@ import traceback
 from typing import Any, Callable
 
 from mloop.api.common import iso, utcnow
+from mloop.api.tasks import EXIT_CRASH, EXIT_OK, EXIT_STORAGE
 from mloop.storage.artifacts import Store, StorageUnavailable
-
-# Exit codes: the result says what happened, except when storage could not be reached.
-EXIT_OK = 0
-EXIT_CRASH = 1
-EXIT_STORAGE = 75  # EX_TEMPFAIL: nothing was written; the operator retries
 
 
 def now_iso() -> str:

@@ -23,7 +23,8 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, trai
 
 from mloop.api.trainingrun import TrainingRunSpec
 from mloop.data.tables import read_version
-from mloop.storage.artifacts import AlreadyExists, Store, dataset_prefix, sha256_hex
+from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
+from mloop.storage.layout import dataset_prefix
 from mloop.training.estimators import ParameterError, make_estimator
 from mloop.training.metrics import PRIMARY, cv_scorers, heldout
 from mloop.training.pipeline import build_pipeline

@@ -1,0 +1,51 @@
+"""Where everything lives in the bucket: the one place that builds object keys (DESIGN §3).
+
+Version folders (datasets/, runs/, packages/) are write-once; manifest.json is written last.
+"""
+
+from __future__ import annotations
+
+
+def dataset_prefix(namespace: str, name: str, digest_hex: str) -> str:
+    return f"datasets/{namespace}/{name}/{digest_hex.removeprefix('sha256:')}/"
+
+
+def run_prefix(namespace: str, name: str, uid: str) -> str:
+    return f"runs/{namespace}/{name}/{uid}/"
+
+
+def package_prefix(namespace: str, model: str, version: int) -> str:
+    return f"packages/{namespace}/{model}/{version}/"
+
+
+def package_claim(namespace: str, model: str, version: int) -> str:
+    """The write-once object that gives one package a model's version number."""
+    return package_prefix(namespace, model, version) + "claim.json"
+
+
+def task_prefix(namespace: str, task: str) -> str:
+    return f"tasks/{namespace}/{task}/"
+
+
+def cache_entry(namespace: str, key: str) -> str:
+    """A succeeded run recorded under its cache key, for later runs with cachePolicy: reuse."""
+    return f"cache/{namespace}/{key}.json"
+
+
+def collected_prefix(namespace: str, model: str, version: int | None = None) -> str:
+    """Predictions a model server logged: all versions of a model, or one."""
+    return f"collected/{namespace}/{model}/" + (f"{version}/" if version is not None else "")
+
+
+def feedback_prefix(namespace: str, model: str) -> str:
+    return f"feedback/{namespace}/{model}/"
+
+
+def drift_entry(namespace: str, before_hex: str, after_hex: str) -> str:
+    """Drift between two dataset versions, computed once per pair (versions are immutable)."""
+    return f"drift/{namespace}/{before_hex[:24]}-{after_hex[:24]}.json"
+
+
+def key_of(uri: str) -> str:
+    """The object key of an s3://bucket/key URI."""
+    return uri.split("/", 3)[3]
