@@ -103,26 +103,25 @@ def test_openlineage_http_transport_posts_the_event_with_its_api_key() -> None:
     assert body["outputs"][0]["namespace"] == "s3://lake"
 
 
-def test_a_pass_counts_as_written_only_when_its_patch_changes_the_object() -> None:
-    from mloop.handlers.common import _changes
+def test_a_pass_writes_only_when_its_patch_changes_the_object() -> None:
+    from mloop.handlers.common import changes
 
     body = {"status": {"phase": "Running", "task": "train-x", "conditions": [{"type": "Succeeded"}]}}
-    assert not _changes(body, {"status": {"phase": "Running", "conditions": [{"type": "Succeeded"}]}})
-    assert not _changes(body, {"status": {"cacheSource": None}})
-    assert _changes(body, {"status": {"task": None}})
-    assert _changes(body, {"status": {"phase": "Succeeded"}})
-    assert _changes(body, {"metadata": {"labels": {"mloop.dev/experiment": "iris"}}})
+    assert not changes(body, {"status": {"phase": "Running", "conditions": [{"type": "Succeeded"}]}})
+    assert not changes(body, {"status": {"cacheSource": None}})
+    assert changes(body, {"status": {"task": None}})
+    assert changes(body, {"status": {"phase": "Succeeded"}})
+    assert changes(body, {"metadata": {"labels": {"mloop.dev/experiment": "iris"}}})
 
 
-def test_a_body_is_behind_until_it_shows_the_phase_and_task_the_last_pass_wrote() -> None:
-    import time
+def test_what_a_transition_owes_is_named_by_the_version_it_was_decided_on() -> None:
+    """Two passes on the same body owe the same entries (one write can win); a later body owes new ones."""
+    from mloop.handlers.common import owed
+    from mloop.reconcile.outcome import Event, Outcome
 
-    from mloop.handlers.common import STALE_SECONDS, _behind
-
-    wrote = ("41", {"phase": "Succeeded", "task": None}, time.monotonic())
-    old = {"metadata": {"resourceVersion": "41"}, "status": {}}
-    finalizer_added = {"metadata": {"resourceVersion": "42"}, "status": {}}  # kopf's patch, not ours
-    shows_it = {"metadata": {"resourceVersion": "43"}, "status": {"phase": "Succeeded"}}
-    assert _behind(old, wrote) and _behind(finalizer_added, wrote) and not _behind(shows_it, wrote)
-    assert not _behind(old, None)
-    assert not _behind(old, ("41", {"phase": "Succeeded"}, time.monotonic() - STALE_SECONDS))  # a lost patch
+    outcome = Outcome({"phase": "Running"}, [Event("Normal", "RunStarted", "train task on iris@abc")])
+    meta = {"uid": "u-1", "resourceVersion": "41", "namespace": "ns", "name": "r"}
+    first, again = owed("TrainingRun", meta, {}, outcome), owed("TrainingRun", meta, {}, outcome)
+    later = owed("TrainingRun", {**meta, "resourceVersion": "42"}, {}, outcome)
+    assert first == again and [e["reason"] for e in first] == ["RunStarted"]
+    assert first[0]["id"] != later[0]["id"]

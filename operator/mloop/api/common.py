@@ -113,6 +113,28 @@ class Condition(ApiModel):
     )
 
 
+class OutboxEntry(ApiModel):
+    """A side effect a status write owes: a Kubernetes event, a CloudEvent or a lineage event. It is written in
+    the same status update as the transition that causes it and removed once sent, under a name derived from
+    its id, so a crash or a second replica can neither lose nor repeat it."""
+
+    id: Annotated[str, Field(max_length=32, pattern=r"^[a-z0-9]+$")] = Field(
+        description="Deterministic id: the object's uid, the resourceVersion the transition was decided on, its index.")
+    type: Literal["Normal", "Warning"] | None = Field(
+        default=None, description="Kubernetes event type; empty when the entry is a notification only.")
+    reason: Annotated[str, Field(max_length=128)] = Field(default="", description="CamelCase reason.")
+    message: Annotated[str, Field(max_length=1024)] = Field(default="", description="What happened.")
+    cloud_event: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="CloudEvent type suffix to send, e.g. dataset.version.cut.")
+    lineage: Literal["START", "COMPLETE", "FAIL"] | None = Field(
+        default=None, description="OpenLineage run state to send.")
+    task: Annotated[str, Field(max_length=63)] | None = Field(default=None, description="The task a lineage event is about.")
+
+
+OUTBOX_DESCRIPTION = ("Events and notifications this object's last transitions still owe; the operator sends "
+                      "them and clears the list.")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 

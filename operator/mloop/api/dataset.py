@@ -8,19 +8,21 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from mloop.api.common import (
-    DIGEST_PATTERN,
-    DURATION_PATTERN,
-    S3_URI_PATTERN,
-    VERSION_PATTERN,
     ApiModel,
     ColumnName,
     Condition,
+    DIGEST_PATTERN,
+    DURATION_PATTERN,
     Executor,
     GovernanceTags,
     Name,
     ObjectRef,
+    OUTBOX_DESCRIPTION,
+    OutboxEntry,
     PiiLevel,
+    S3_URI_PATTERN,
     Stage,
+    VERSION_PATTERN,
     VersionedRef,
 )
 
@@ -311,6 +313,8 @@ class DatasetStatus(ApiModel):
         default=None, description="Hash of source, schema and rules of the last ingestion; governance-only changes keep it."
     )
     last_ingested_at: datetime | None = Field(default=None, description="When the source was last read.")
+    outbox: Annotated[list[OutboxEntry], Field(max_length=64)] | None = Field(
+        default=None, description=OUTBOX_DESCRIPTION)
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
         default_factory=list, description="Conditions: Ready, Validated, GovernanceOK."
     )

@@ -7,12 +7,14 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from mloop.api.common import (
-    DIGEST_PATTERN,
     ApiModel,
     Condition,
     CriterionResult,
+    DIGEST_PATTERN,
     Name,
     ObjectRef,
+    OUTBOX_DESCRIPTION,
+    OutboxEntry,
     Resources,
     Stage,
 )
@@ -75,6 +77,8 @@ class ModelPackageStatus(ApiModel):
     requirements: Annotated[list[CriterionResult], Field(max_length=64)] | None = Field(
         default=None, description="Each criterion of each gating Requirement."
     )
+    outbox: Annotated[list[OutboxEntry], Field(max_length=64)] | None = Field(
+        default=None, description=OUTBOX_DESCRIPTION)
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
         default_factory=list, description="Conditions: Packaged, Promoted, Serving, Ready."
     )

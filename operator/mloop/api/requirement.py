@@ -8,15 +8,17 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from mloop.api.common import (
-    DURATION_PATTERN,
     ApiModel,
     Classification,
     ColumnName,
     Condition,
     CriterionResult,
+    DURATION_PATTERN,
     MetricName,
     Name,
     ObjectRef,
+    OUTBOX_DESCRIPTION,
+    OutboxEntry,
     PiiLevel,
     SPDX_PATTERN,
     Stage,
@@ -189,6 +191,8 @@ class RequirementStatus(ApiModel):
     retrains: Annotated[list[RetrainRecord], Field(max_length=50)] | None = Field(
         default=None, description="Retrainings started by the retrain policy, newest last."
     )
+    outbox: Annotated[list[OutboxEntry], Field(max_length=64)] | None = Field(
+        default=None, description=OUTBOX_DESCRIPTION)
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
         default_factory=list, description="Conditions: Satisfied, Ready."
     )

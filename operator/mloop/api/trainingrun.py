@@ -8,14 +8,16 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 
 from mloop.api.common import (
-    DIGEST_PATTERN,
     ApiModel,
     ColumnName,
     Condition,
     CriterionResult,
+    DIGEST_PATTERN,
     Executor,
     MetricName,
     ObjectRef,
+    OUTBOX_DESCRIPTION,
+    OutboxEntry,
     Resources,
     VersionedRef,
 )
@@ -236,6 +238,8 @@ class TrainingRunStatus(ApiModel):
     )
     failure: Annotated[str, Field(max_length=1024)] | None = Field(default=None, description="Why the run failed.")
     mlflow: MlflowStatus | None = Field(default=None, description="The MLflow export, when one is wanted.")
+    outbox: Annotated[list[OutboxEntry], Field(max_length=64)] | None = Field(
+        default=None, description=OUTBOX_DESCRIPTION)
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
         default_factory=list, description="Conditions: Succeeded, RequirementsMet, GovernanceBlocked, MLflowExported, Ready."
     )

@@ -1,41 +1,48 @@
-"""What every handler shares: one pass per object at a time; after deciding, patch status, post events, notify."""
+"""How every handler writes what it decided, so that each side effect happens once per transition with nothing
+held in process memory:
+
+- status is written as a merge patch carrying the body's resourceVersion, so a pass that decided on a stale
+  body, or lost a race to another pass or replica, gets a 409 and changes nothing (it is not repeated: the
+  winner did the step);
+- events and notifications are not sent during the pass: they go into `status.outbox` in that same write, and
+  are sent after it under names derived from (uid, resourceVersion, index). A crash before the write sends
+  nothing; a crash after it leaves the outbox for the next pass (every object gets one on start-up), and a
+  resend of the same entry is refused by name (409) or carries the same CloudEvent id.
+"""
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
-import threading
-import time
-from typing import Any, Callable
+import socket
+from collections.abc import Mapping
+from typing import Any
 
-import kopf
-from pydantic import BaseModel
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
-from mloop.api.common import set_condition, utcnow
-from mloop.config import get_settings
+from mloop.api.common import iso, set_condition, utcnow
+from mloop.api.kinds import API_VERSION, GROUP, VERSION, kind_by_name
 from mloop.integrations import cloudevents_sink, lineage
+from mloop.k8s.client import api_client, custom_objects
 from mloop.reconcile.outcome import Event, Outcome, dump_conditions
 
-log = logging.getLogger("mloop.integrations")
+log = logging.getLogger("mloop.handlers")
 
-# kopf runs an object's change handler and its timer concurrently, and hands either the body it last saw,
-# which may predate the status the previous pass wrote (kopf's own finalizer patch can even give that old
-# status a new resourceVersion). Either would let two passes take the same step (finish a cache-hit run
-# twice, post its events twice). So: per object, the resourceVersion a pass patched and the phase/task it
-# wrote, the fields that decide the next step; only this object's own passes write those.
-STEPS = ("phase", "task")
-_busy: set[str] = set()
-_written: dict[str, tuple[str, dict[str, Any], float]] = {}
-_guard = threading.Lock()
-STALE_SECONDS = 30.0  # after this, a body that never changed is taken as it is (a lost patch, say)
+OUTBOX_LIMIT = 64
+REPORTER = "mloop-operator"
 
 
-def _changes(current: Any, patch: Any) -> bool:
-    """Would this merge patch change the object? (An unchanged object keeps its resourceVersion.)"""
+def entry_id(uid: str, resource_version: str, index: int) -> str:
+    return hashlib.sha256(f"{uid}/{resource_version}/{index}".encode()).hexdigest()[:20]
+
+
+def changes(current: Any, patch: Mapping[str, Any]) -> bool:
+    """Would this merge patch change the object? An unchanged status is not written at all."""
     for key, value in patch.items():
         old = current.get(key) if hasattr(current, "get") else None
-        if isinstance(value, dict) and hasattr(old, "get"):
-            if _changes(old, value):
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            if changes(old, value):
                 return True
         elif value is None:
             if old is not None:
@@ -45,67 +52,106 @@ def _changes(current: Any, patch: Any) -> bool:
     return False
 
 
-def _behind(body: Any, written: tuple[str, dict[str, Any], float] | None) -> bool:
-    if written is None or time.monotonic() - written[2] >= STALE_SECONDS:
-        return False  # nothing written lately, or a patch that was lost: take the body as it is
-    version, steps, _ = written
-    status = body.get("status") or {}
-    return body["metadata"].get("resourceVersion", "") == version or any(
-        status.get(key) != value for key, value in steps.items())
+def owed(kind: str, meta: Mapping[str, Any], old: dict[str, Any], outcome: Outcome) -> list[dict[str, Any]]:
+    """The outbox entries a transition owes: its Kubernetes events, then its CloudEvents and lineage events."""
+    entries: list[dict[str, Any]] = [
+        {"type": e.type, "reason": e.reason[:128], "message": e.message[:1024]} for e in outcome.events]
+    entries += cloudevents_sink.outbox_entries(kind, old, outcome.status, outcome.events)
+    entries += lineage.outbox_entries(kind, old, outcome.status)
+    version = str(meta.get("resourceVersion", ""))
+    return [{"id": entry_id(str(meta["uid"]), version, i), **entry} for i, entry in enumerate(entries)]
 
 
-def serialized(fn: Callable[..., None]) -> Callable[..., None]:
-    """One reconcile pass per object at a time, and none on a body older than the status this process wrote."""
-
-    @functools.wraps(fn)
-    def inner(body: Any, patch: Any, *args: Any, **kwargs: Any) -> None:
-        meta = body["metadata"]
-        uid, version = meta["uid"], meta.get("resourceVersion", "")
-        with _guard:
-            if uid in _busy:
-                return  # another pass over this object is running; the next tick comes soon
-            if _behind(body, _written.get(uid)):
-                return  # the body does not show what the last pass wrote yet: wait for the one that does
-            _busy.add(uid)
-        try:
-            fn(body, patch, *args, **kwargs)
-        finally:
-            with _guard:
-                _busy.discard(uid)
-                if _changes(body, patch):
-                    wrote = patch.get("status") or {}
-                    _written[uid] = (version, {k: wrote[k] for k in STEPS if k in wrote}, time.monotonic())
-                if len(_written) > 10_000:  # forget what is long settled
-                    cutoff = time.monotonic() - STALE_SECONDS
-                    for key in [k for k, (_, _, at) in _written.items() if at < cutoff]:
-                        del _written[key]
-
-    return inner
-
-
-def apply_outcome(outcome: Outcome, patch: kopf.Patch, body: kopf.Body) -> None:
-    for key, value in outcome.status.items():
-        patch.status[key] = value
-    for event in outcome.events:
-        if event.type == "Warning":
-            kopf.warn(body, reason=event.reason, message=event.message)
-        else:
-            kopf.info(body, reason=event.reason, message=event.message)
-    notify(body, outcome)
-
-
-def notify(body: kopf.Body, outcome: Outcome) -> None:
-    """Hand the pass's transitions to the configured sinks; they send on their own threads, and a sink's
-    trouble is logged, never raised into reconciliation."""
-    settings = get_settings()
-    if not (settings.cloudevents_sink or settings.openlineage_transport):
-        return
-    kind, meta, old = body["kind"], dict(body["metadata"]), dict(body.get("status") or {})
+def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any],
+                 resource_version: str | None) -> dict[str, Any] | None:
+    """Merge-patch status, on condition that the object is still at resource_version. None: it moved on or is gone."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
     try:
-        cloudevents_sink.publish(kind, meta, old, outcome.status, outcome.events)
-        lineage.observe(kind, meta, dict(body.get("spec") or {}), old, outcome.status)
-    except Exception:
-        log.exception("could not queue notifications for %s %s/%s", kind, meta.get("namespace"), meta.get("name"))
+        return custom_objects().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body)
+    except ApiException as err:
+        if err.status in (404, 409):
+            return None
+        raise
+
+
+def commit(body: Mapping[str, Any], outcome: Outcome) -> dict[str, Any] | None:
+    """Write the pass's status with its events in the outbox, then send them. Returns the object as written,
+    the body itself when there was nothing to write, or None when someone else moved the object first."""
+    kind, meta = body["kind"], body["metadata"]
+    plural = kind_by_name(kind).plural
+    old = dict(body.get("status") or {})
+    new_entries = owed(kind, meta, old, outcome)
+    status = dict(outcome.status)
+    if new_entries:
+        status["outbox"] = [*(old.get("outbox") or []), *new_entries][-OUTBOX_LIMIT:]
+    if not changes(old, status):
+        if old.get("outbox"):
+            drain(dict(body))
+        return dict(body)
+    written = patch_status(plural, meta["namespace"], meta["name"], status, meta.get("resourceVersion"))
+    if written is None:
+        log.debug("%s %s/%s moved on before this pass wrote; its step is left to the pass that sees it",
+                  kind, meta["namespace"], meta["name"])
+        return None
+    if written.get("status", {}).get("outbox"):
+        drain(written)
+    return written
+
+
+def drain(obj: dict[str, Any]) -> None:
+    """Send what the object's outbox owes, then remove exactly those entries (on condition, like every write)."""
+    kind, meta = obj["kind"], obj["metadata"]
+    status = dict(obj.get("status") or {})
+    entries = list(status.get("outbox") or [])
+    for entry in entries:
+        try:
+            if entry.get("type"):
+                post_event(obj, entry)
+            if entry.get("cloudEvent"):
+                cloudevents_sink.send(kind, dict(meta), status, entry)
+            if entry.get("lineage"):
+                lineage.send(kind, dict(meta), dict(obj.get("spec") or {}), status, entry)
+        except Exception:
+            log.exception("could not send %s for %s %s/%s; it stays owed", entry.get("reason") or entry.get("lineage"),
+                          kind, meta["namespace"], meta["name"])
+            return
+    sent = {e["id"] for e in entries}
+    plural = kind_by_name(kind).plural
+    for _ in range(3):
+        left = [e for e in status.get("outbox") or [] if e["id"] not in sent]
+        written = patch_status(plural, meta["namespace"], meta["name"], {"outbox": left or None},
+                               meta.get("resourceVersion"))
+        if written is not None:
+            return
+        try:  # a newer write came first (perhaps with entries of its own): keep those
+            fresh = custom_objects().get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, meta["name"])
+        except ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        meta, status = fresh["metadata"], dict(fresh.get("status") or {})
+
+
+def post_event(obj: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
+    """A Kubernetes event named after the outbox entry: a second attempt is a 409, not a second event."""
+    meta = obj["metadata"]
+    now = iso(utcnow())
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{entry['id']}", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": obj.get("apiVersion", API_VERSION), "kind": obj["kind"], "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta["uid"]},
+        "reason": entry["reason"], "message": entry.get("message", ""), "type": entry["type"],
+        "source": {"component": REPORTER}, "reportingComponent": REPORTER, "reportingInstance": socket.gethostname()[:128],
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+    try:
+        client.CoreV1Api(api_client()).create_namespaced_event(meta["namespace"], event)
+    except ApiException as err:
+        if err.status != 409:
+            raise
 
 
 class ReconcilePass:
@@ -116,9 +162,9 @@ class ReconcilePass:
 
     main = "Ready"
 
-    def __init__(self, body: kopf.Body, patch: kopf.Patch, status_model: type[BaseModel]):
+    def __init__(self, body: Mapping[str, Any], status_model: Any):
         meta = body["metadata"]
-        self.body, self.patch = body, patch
+        self.body = body
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.generation = meta.get("generation", 1)
         self.labels = dict(meta.get("labels") or {})
@@ -152,7 +198,10 @@ class ReconcilePass:
         self.condition(self.main, "False", reason, message)
         self.condition("Ready", "False", reason, message)
 
-    def commit(self) -> None:
+    def outcome(self) -> Outcome:
         self.update.setdefault("observedGeneration", self.generation)
         self.update["conditions"] = dump_conditions(self.conditions)
-        apply_outcome(Outcome(self.update, self.events), self.patch, self.body)
+        return Outcome(self.update, self.events)
+
+    def commit(self) -> dict[str, Any] | None:
+        return commit(self.body, self.outcome())

@@ -13,7 +13,7 @@ from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.config import get_settings
 from mloop.executors.base import Task, task_name
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import apply_outcome, serialized
+from mloop.handlers.common import commit
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import dataset as decide
@@ -54,7 +54,6 @@ def _parent(spec: DatasetSpec, namespace: str) -> tuple[dict[str, str] | None, s
 
 
 @measured("Dataset")
-@serialized
 def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
     meta = body["metadata"]
     namespace, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation", 1)
@@ -66,8 +65,8 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
         message = describe_validation_error(err)
         conditions = set_condition(list(status.conditions), "Ready", "False", "InvalidSpec", message, generation, now)
         events = [] if status.observed_generation == generation else [Event("Warning", "InvalidSpec", message)]
-        apply_outcome(Outcome({"phase": "Failed", "observedGeneration": generation,
-                               "conditions": dump_conditions(conditions)}, events), patch, body)
+        commit(body, Outcome({"phase": "Failed", "observedGeneration": generation,
+                               "conditions": dump_conditions(conditions)}, events))
         return
     executor = executor_for(spec.executor)
     store = operator_store()
@@ -84,27 +83,27 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
                     store.ping()
                 except StorageUnavailable:
                     storage_ok = False
-            apply_outcome(decide.fold_result(spec, status, generation, state, result, now, storage_ok), patch, body)
+            commit(body, decide.fold_result(spec, status, generation, state, result, now, storage_ok))
             return
 
         if (status.observed_generation != generation and status.version and spec.source.s3 is None
                 and status.ingest_key == decide.ingest_key(spec)):
-            apply_outcome(decide.governance_only(spec, status, generation, now), patch, body)
+            commit(body, decide.governance_only(spec, status, generation, now))
             return
 
         parent, parent_digest = None, None
         if spec.source.derived is not None:
             parent, why = _parent(spec, namespace)
             if parent is None:
-                apply_outcome(decide.waiting(status, "WaitingForParent", why or "", generation, now), patch, body)
+                commit(body, decide.waiting(status, "WaitingForParent", why or "", generation, now))
                 return
             parent_digest = parent["digest"]
 
         plan = decide.plan_ingest(spec, status, generation, now, parent_digest, status.retries or 0)
         if plan is not None:
             if (status.retries or 0) >= decide.MAX_STORAGE_RETRIES:
-                apply_outcome(decide.waiting(status, "StorageUnavailable", "gave up after repeated storage outages; "
-                                             "edit the Dataset to try again", generation, now), patch, body)
+                commit(body, decide.waiting(status, "StorageUnavailable", "gave up after repeated storage outages; "
+                                             "edit the Dataset to try again", generation, now))
                 return
             task = ingest_task(namespace, name, uid, task_name("ingest", name, uid, plan.trigger), spec)
             store.put_json(task.prefix + "spec.json", {
@@ -113,7 +112,7 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
                 "previousRows": status.rows or 0,
             }, overwrite=True)
             executor.submit(task)
-            apply_outcome(decide.started(status, task.name, plan.reason, generation, now), patch, body)
+            commit(body, decide.started(status, task.name, plan.reason, generation, now))
             return
 
         retention = spec.governance.retention_days if spec.governance else None
@@ -121,9 +120,9 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
         if gone:
             for version in gone:
                 store.delete_prefix(dataset_prefix(namespace, name, version.digest.removeprefix("sha256:")))
-            apply_outcome(decide.mark_expired(status, [v.version for v in gone], now), patch, body)
+            commit(body, decide.mark_expired(status, [v.version for v in gone], now))
     except StorageUnavailable as err:
-        apply_outcome(decide.waiting(status, "StorageUnavailable", f"{err}; retrying", generation, now), patch, body)
+        commit(body, decide.waiting(status, "StorageUnavailable", f"{err}; retrying", generation, now))
 
 
 @kopf.on.create(GROUP, VERSION, "datasets")

@@ -16,7 +16,7 @@ from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.base import Task, task_name
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import ReconcilePass, serialized
+from mloop.handlers.common import ReconcilePass
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import custom_objects, get_object
 from mloop.reconcile import promotion
@@ -41,7 +41,7 @@ class Pkg(ReconcilePass):
     main = "Packaged"
 
     def __init__(self, body: kopf.Body, patch: kopf.Patch):
-        super().__init__(body, patch, ModelPackageStatus)
+        super().__init__(body, ModelPackageStatus)
 
 
 def _claim_version(store: Store, pkg: Pkg, model: str) -> int:
@@ -69,7 +69,6 @@ def _requirements(pkg: Pkg, refs: list[Any]) -> list[tuple[str, RequirementSpec]
 
 
 @measured("ModelPackage")
-@serialized
 def reconcile_package(body: kopf.Body, patch: kopf.Patch) -> None:
     pkg = Pkg(body, patch)
     try:

@@ -11,7 +11,7 @@ from mloop.api.dataset import DatasetStatus
 from mloop.api.kinds import GROUP, VERSION
 from mloop.api.requirement import RequirementSpec, RequirementStatus
 from mloop.config import get_settings
-from mloop.handlers.common import apply_outcome
+from mloop.handlers.common import commit
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile.requirement import requirement_status
@@ -87,7 +87,7 @@ def requirement_tick(body: kopf.Body, patch: kopf.Patch, spec: kopf.Spec, status
     unchanged = all(status.get(k) == v for k, v in comparable.items() if v is not None) and not outcome.events
     if unchanged and all(status.get(k) is None for k, v in comparable.items() if v is None):
         return
-    apply_outcome(outcome, patch, body)
+    commit(body, outcome)
 
 
 def _retrain(name: str, namespace: str, spec: RequirementSpec, current: RequirementStatus, packages: list[dict],

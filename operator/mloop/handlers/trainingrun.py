@@ -19,7 +19,7 @@ from mloop.config import get_settings
 from mloop.constants import LABEL_EXPERIMENT
 from mloop.executors.base import Task, TaskState, task_name
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import ReconcilePass, serialized
+from mloop.handlers.common import ReconcilePass
 from mloop.handlers.metrics import measured
 from mloop.integrations import mlflow_export
 from mloop.k8s.client import get_object
@@ -45,7 +45,8 @@ class Run(ReconcilePass):
     main = "Succeeded"
 
     def __init__(self, body: kopf.Body, patch: kopf.Patch):
-        super().__init__(body, patch, TrainingRunStatus)
+        super().__init__(body, TrainingRunStatus)
+        self.patch = patch
         self.prefix = run_prefix(self.namespace, self.name, self.uid)
 
     def fail(self, reason: str, message: str) -> None:
@@ -101,7 +102,6 @@ def _finish(run: Run, spec: TrainingRunSpec, result: dict[str, Any], features: l
 
 
 @measured("TrainingRun")
-@serialized
 def reconcile_run(body: kopf.Body, patch: kopf.Patch) -> None:
     run = Run(body, patch)
     if run.status.phase in FINISHED:

@@ -47,13 +47,14 @@ def transitions(kind: str, old: dict[str, Any], patch: dict[str, Any], events: l
     return found
 
 
-def build(kind: str, meta: dict[str, Any], status: dict[str, Any], suffix: str, event: Event) -> CloudEvent:
+def build(kind: str, meta: dict[str, Any], status: dict[str, Any], suffix: str, event: Event,
+          event_id: str | None = None) -> CloudEvent:
     namespace, name = meta["namespace"], meta["name"]
     data: dict[str, Any] = {"kind": kind, "namespace": namespace, "name": name, "uid": meta.get("uid"),
                             "reason": event.reason, "message": event.message}
     data.update({key: status[key] for key in FIELDS.get(kind, ()) if status.get(key) is not None})
     return CloudEvent({
-        "id": str(uuid.uuid4()),
+        "id": event_id or str(uuid.uuid4()),
         "source": f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{kind_by_name(kind).plural}/{name}",
         "type": f"{TYPE_PREFIX}.{suffix}",
         "subject": name,
@@ -69,13 +70,21 @@ def post(url: str, event: CloudEvent, timeout: float) -> None:
         response.read()
 
 
-def publish(kind: str, meta: dict[str, Any], old: dict[str, Any], patch: dict[str, Any], events: list[Event]) -> None:
+def outbox_entries(kind: str, old: dict[str, Any], patch: dict[str, Any], events: list[Event]) -> list[dict[str, Any]]:
+    """The CloudEvents a transition owes, as outbox entries (written with the transition, sent after it)."""
+    if not get_settings().cloudevents_sink:
+        return []
+    return [{"cloudEvent": suffix, "reason": event.reason, "message": event.message[:1024]}
+            for suffix, event in transitions(kind, old, patch, events)]
+
+
+def send(kind: str, meta: dict[str, Any], status: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Queue one owed CloudEvent; its id is the outbox entry's, so a resend after a crash is recognisable."""
     settings = get_settings()
     if not settings.cloudevents_sink:
         return
-    status = {**old, **patch}
-    url, timeout, attempts = settings.cloudevents_sink, settings.cloudevents_timeout, settings.cloudevents_retries + 1
-    for suffix, event in transitions(kind, old, patch, events):
-        cloud_event = build(kind, meta, status, suffix, event)
-        label = f"{cloud_event.get_type()} for {meta['namespace']}/{meta['name']}"
-        dispatcher.submit(label, lambda e=cloud_event: post(url, e, timeout), attempts)
+    event = Event("Normal", entry.get("reason", ""), entry.get("message", ""))
+    cloud_event = build(kind, meta, status, entry["cloudEvent"], event, event_id=entry["id"])
+    url, timeout = settings.cloudevents_sink, settings.cloudevents_timeout
+    label = f"{cloud_event.get_type()} for {meta['namespace']}/{meta['name']}"
+    dispatcher.submit(label, lambda: post(url, cloud_event, timeout), settings.cloudevents_retries + 1)

@@ -98,26 +98,32 @@ def _run_id(kind: str, uid: str, task: str | None) -> str:
     return str(uuid.uuid5(uuid.UUID(uid), task))
 
 
-def observe(kind: str, meta: dict[str, Any], spec: dict[str, Any], old: dict[str, Any], patch: dict[str, Any]) -> None:
-    """Queue the lineage events of one reconcile pass, if it started or ended a run."""
-    settings = get_settings()
-    if kind not in JOB_TYPES or not settings.openlineage_transport:
-        return
+def outbox_entries(kind: str, old: dict[str, Any], patch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lineage event a transition owes (START of a task, or COMPLETE/FAIL of the kind's work), if any."""
+    if kind not in JOB_TYPES or not get_settings().openlineage_transport:
+        return []
     if patch.get("task") and not old.get("task"):
-        state, task = RunState.START, patch["task"]
-    else:
-        state, task = _terminal(kind, old, patch), old.get("task")
-        if state is None:
-            return
-    status = {**old, **patch}
+        return [{"lineage": RunState.START.value, "task": patch["task"]}]
+    state = _terminal(kind, old, patch)
+    if state is None:
+        return []
+    return [{"lineage": state.value, **({"task": old["task"]} if old.get("task") else {})}]
+
+
+def send(kind: str, meta: dict[str, Any], spec: dict[str, Any], status: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Queue one owed lineage event; it is built on the sender's thread."""
+    settings = get_settings()
+    if not settings.openlineage_transport:
+        return
+    state, task = RunState(entry["lineage"]), entry.get("task")
     now = datetime.now(timezone.utc).isoformat()
     event_client = client(settings)
     label = f"{state.value} {kind} {meta['namespace']}/{meta['name']}"
 
-    def send() -> None:
+    def deliver() -> None:
         event_client.emit(build(kind, meta, spec, status, state, task, now, settings))
 
-    dispatcher.submit(label, send, attempts=3)  # the HTTP transport retries on its own as well
+    dispatcher.submit(label, deliver, attempts=3)  # the HTTP transport retries on its own as well
 
 
 def build(kind: str, meta: dict[str, Any], spec: dict[str, Any], status: dict[str, Any], state: RunState,
