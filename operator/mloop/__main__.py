@@ -18,8 +18,15 @@ def main() -> None:
         namespaces=namespaces,
         standalone=not cfg.peering,
         peering_name=cfg.peering or None,
-        liveness_endpoint=f"http://0.0.0.0:{cfg.liveness_port}/healthz" if cfg.liveness_port else None,
+        liveness_endpoint=liveness_url(cfg.liveness_host, cfg.liveness_port),
     )
+
+
+def liveness_url(host: str, port: int) -> str | None:
+    """Loopback unless configured: in a pod the manifest sets the pod IP, which the kubelet's probe reaches."""
+    if not port:
+        return None
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
 
 
 if __name__ == "__main__":

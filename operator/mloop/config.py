@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -27,11 +29,15 @@ class Settings(BaseSettings):
         default="INFO", description="Lowest log level kopf posts as a Kubernetes event."
     )
     peering: str = Field(default="", description="kopf peering name; empty runs standalone (one replica).")
+    liveness_host: str = Field(
+        default="127.0.0.1", description="Address the /healthz endpoint listens on; in a pod, the pod IP.")
     liveness_port: int = Field(default=8080, description="Port of the /healthz endpoint; 0 turns it off.")
     metrics_port: int = Field(default=0, description="Port of the Prometheus /metrics endpoint; 0 turns it off.")
     max_workers: int = Field(default=20, description="Threads for the synchronous handlers.")
     poll_interval: float = Field(default=2.0, description="Seconds between checks of running tasks and schedules.")
-    local_dir: str = Field(default="", description="Where the local executor keeps task logs and exit codes.")
+    local_dir: str = Field(
+        default="", description="Where the local executor keeps task records and logs and local model servers their "
+                                "state; empty: `local` in the dev stack's folder.")
     task_ttl_seconds: int = Field(default=86400, description="Finished Jobs are removed after this long.")
     mlflow_tracking_uri: str = Field(
         default="", description="MLflow tracking server succeeded TrainingRuns are exported to; empty: none.")
@@ -53,6 +59,21 @@ class Settings(BaseSettings):
     @property
     def watched_namespaces(self) -> list[str]:
         return [ns.strip() for ns in self.namespaces.split(",") if ns.strip()]
+
+    @property
+    def local_path(self) -> Path:
+        return Path(self.local_dir) if self.local_dir else stack_local_dir(dev_dir())
+
+
+def dev_dir() -> Path:
+    """The folder of the dev stack (`mloop dev`): $MLOOP_DEV_DIR, else under the user's state directory."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(os.environ.get("MLOOP_DEV_DIR") or Path(base) / "mloop" / "dev")
+
+
+def stack_local_dir(stack_dir: Path) -> Path:
+    """Local tasks and model servers of one dev stack: one stack's `mloop dev down` must not stop another's."""
+    return stack_dir / "local"
 
 
 @lru_cache(maxsize=1)

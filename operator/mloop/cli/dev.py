@@ -12,14 +12,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mloop.localcluster.stack import LocalStack, StackInfo, stop_processes, _alive
+from mloop.config import dev_dir as state_dir, stack_local_dir
+from mloop.localcluster.stack import LocalStack, StackInfo, stop_processes
+from mloop.procs import alive
 
 console = Console(stderr=True)
-
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(os.environ.get("MLOOP_DEV_DIR") or Path(base) / "mloop" / "dev")
 
 
 def running_stack() -> StackInfo | None:
@@ -27,7 +24,12 @@ def running_stack() -> StackInfo | None:
     if not path.exists():
         return None
     info = StackInfo.load(path)
-    return info if all(_alive(pid) for name, pid in info.pids.items() if name != "operator") else None
+    return info if all(alive(pid) for name, pid in info.pids.items() if name != "operator") else None
+
+
+def stack_env(info: StackInfo) -> dict[str, str]:
+    """The stack's settings, with a local-task and model-server folder of its own inside the stack's folder."""
+    return {**info.env(), "MLOOP_LOCAL_DIR": str(stack_local_dir(Path(info.directory)))}
 
 
 def up(with_operator: bool = False) -> int:
@@ -55,7 +57,7 @@ def ensure_stack(with_operator: bool = False) -> StackInfo:
         console.print(f"[green]Local stack up[/] in {time.monotonic() - started:.1f}s; CRDs installed.")
     else:
         console.print("Local stack already running.")
-    if with_operator and not _alive(info.pids.get("operator", 0) or 0):
+    if with_operator and not alive(info.pids.get("operator", 0) or 0):
         info.pids["operator"] = start_operator(info)
         info.save(state_dir() / "state.json")
         console.print(f"Operator started (pid {info.pids['operator']}), log: {state_dir() / 'logs' / 'operator.log'}")
@@ -64,7 +66,8 @@ def ensure_stack(with_operator: bool = False) -> StackInfo:
 
 def start_operator(info: StackInfo) -> int:
     log = open(state_dir() / "logs" / "operator.log", "ab")  # noqa: SIM115 - handed to the child
-    env = {**os.environ, **info.env(), "MLOOP_EXECUTOR": "local", "MLOOP_LIVENESS_PORT": "0",
+    env = {**os.environ, **stack_env(info), "MLOOP_EXECUTOR": "local",
+           "MLOOP_LIVENESS_PORT": os.environ.get("MLOOP_LIVENESS_PORT", "0"),
            "MLOOP_POLL_INTERVAL": os.environ.get("MLOOP_POLL_INTERVAL", "1")}
     proc = subprocess.Popen([sys.executable, "-m", "mloop"], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -78,18 +81,18 @@ def down(quiet: bool = False) -> int:
     was_running = path.exists()
     if was_running:
         stop_processes(StackInfo.load(path).pids)
-        stop_model_servers()
+        stop_model_servers(stack_local_dir(directory))
     shutil.rmtree(directory, ignore_errors=True)
     if not quiet:
         console.print("Local stack stopped." if was_running else "No local stack was running.")
     return 0
 
 
-def stop_model_servers() -> None:
-    """Model servers the local executor started outlive the operator by design; `dev down` ends them too."""
+def stop_model_servers(directory: Path) -> None:
+    """Model servers the local executor started outlive the operator by design; `dev down` ends this stack's."""
     from mloop.serving.local import LocalServers
 
-    servers = LocalServers()
+    servers = LocalServers(local_dir=directory)
     for state in servers.dir.glob("*.json"):
         namespace, model, stage = state.name.removesuffix(".json").split(".", 2)
         servers.stop(namespace, model, stage)
@@ -100,6 +103,6 @@ def print_env(info: StackInfo | None = None) -> int:
     if info is None:
         console.print("[red]No local stack is running[/]: start one with `mloop dev up`.")
         return 1
-    for key, value in info.env().items():
+    for key, value in stack_env(info).items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

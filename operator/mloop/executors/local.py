@@ -1,7 +1,7 @@
 """The local executor: each task a subprocess on the operator's host, for a laptop with no kubelet.
 
-A small supervisor (`python -m mloop.executors.localrun`) runs the command and writes its
-exit code to a file, so an operator restarted mid-task still learns how the task ended.
+A small supervisor (`python -m mloop.executors.localrun`) claims the task by recording its own pid, runs the
+command and writes its exit code to a file, so an operator restarted mid-task still learns how the task ended.
 """
 
 from __future__ import annotations
@@ -16,12 +16,21 @@ from pathlib import Path
 
 from mloop.config import Settings, get_settings
 from mloop.executors.base import Task, TaskState
-from mloop.localcluster.stack import _alive
+from mloop.procs import alive
+
+CLAIM_TIMEOUT = 60.0  # a supervisor is a fresh Python process; on a loaded laptop it may take seconds to start
 
 
-def default_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mloop" / "local-tasks"
+def task_env(settings: Settings) -> dict[str, str]:
+    """The environment of local tasks and local model servers: the operator's, with its storage settings."""
+    s = settings
+    env = {**os.environ, "MLOOP_BUCKET": s.bucket, "MLOOP_S3_REGION": s.s3_region, "MLOOP_EXECUTOR": "local"}
+    if s.s3_endpoint:
+        env["MLOOP_S3_ENDPOINT"] = s.s3_endpoint
+    if s.s3_access_key and s.s3_secret_key:
+        env["MLOOP_S3_ACCESS_KEY"] = s.s3_access_key.get_secret_value()
+        env["MLOOP_S3_SECRET_KEY"] = s.s3_secret_key.get_secret_value()
+    return env
 
 
 class LocalExecutor:
@@ -29,42 +38,48 @@ class LocalExecutor:
 
     def __init__(self, settings: Settings | None = None, directory: Path | None = None):
         self.settings = settings or get_settings()
-        self.dir = directory or Path(self.settings.local_dir or default_dir())
+        self.dir = directory or self.settings.local_path
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _paths(self, task: Task) -> tuple[Path, Path, Path]:
         stem = f"{task.namespace}.{task.name}"
         return self.dir / f"{stem}.json", self.dir / f"{stem}.exit", self.dir / f"{stem}.log"
 
-    def env(self) -> dict[str, str]:
-        s = self.settings
-        env = {**os.environ, "MLOOP_BUCKET": s.bucket, "MLOOP_S3_REGION": s.s3_region, "MLOOP_EXECUTOR": "local"}
-        if s.s3_endpoint:
-            env["MLOOP_S3_ENDPOINT"] = s.s3_endpoint
-        if s.s3_access_key and s.s3_secret_key:
-            env["MLOOP_S3_ACCESS_KEY"] = s.s3_access_key.get_secret_value()
-            env["MLOOP_S3_SECRET_KEY"] = s.s3_secret_key.get_secret_value()
-        return env
-
     def command(self, task: Task) -> list[str]:
         # The image's `python` is this interpreter on a laptop.
         return [sys.executable if part == "python" else part for part in task.command]
 
     def submit(self, task: Task) -> None:
+        """Start a supervisor and wait until a supervisor has claimed the task.
+
+        The supervisor writes the record itself, atomically and only if none exists, so no moment leaves a
+        claimed task without a pid: an operator killed anywhere in here leaves either nothing (the task is
+        `Missing` and submitted again) or a recorded, running task. Racing submits start one run.
+        """
         record, exit_file, log_file = self._paths(task)
-        try:  # claim the name atomically: a handler and a timer may submit the same task at once
-            os.close(os.open(record.with_name(record.name + ".claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
+        if record.exists() or exit_file.exists():
             return
-        runs = task.completions or 1
-        argv = [sys.executable, "-m", "mloop.executors.localrun", str(exit_file), str(runs), str(task.parallelism),
+        proc = self._spawn(task)
+        deadline = time.monotonic() + CLAIM_TIMEOUT
+        while not record.exists():
+            code = proc.poll()
+            if code is not None and not record.exists():
+                raise RuntimeError(f"the supervisor of local task {task.name} exited with code {code} before "
+                                   f"claiming it: {_tail(log_file)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the supervisor of local task {task.name} did not claim it in {CLAIM_TIMEOUT:.0f}s")
+            time.sleep(0.01)
+        if json.loads(record.read_text())["pid"] != proc.pid:
+            proc.wait()  # another submit won; this supervisor exits without running anything
+
+    def _spawn(self, task: Task) -> subprocess.Popen[bytes]:
+        record, exit_file, log_file = self._paths(task)
+        argv = [sys.executable, "-m", "mloop.executors.localrun", str(record), str(exit_file),
+                str(task.deadline_seconds), str(task.completions or 1), str(task.parallelism),
                 "--", *self.command(task)]
         with open(log_file, "ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self.env(), start_new_session=True)
-        tmp = record.with_name(record.name + ".tmp")
-        tmp.write_text(json.dumps({"pid": proc.pid, "started": time.time(), "deadline": task.deadline_seconds}))
-        os.replace(tmp, record)
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=task_env(self.settings), start_new_session=True)
 
     def state(self, task: Task) -> TaskState:
         record, exit_file, log_file = self._paths(task)
@@ -77,11 +92,10 @@ class LocalExecutor:
                 return TaskState("Failed", "DeadlineExceeded", "the task ran past its deadline", code)
             return TaskState("Failed", "Error", f"the task exited with code {code}: {_tail(log_file)}", code)
         if not record.exists():
-            claimed = record.with_name(record.name + ".claim").exists()
-            return TaskState("Pending") if claimed else TaskState("Missing")
+            return TaskState("Missing")
         info = json.loads(record.read_text())
         pid = info["pid"]
-        if _alive(pid):
+        if alive(pid):
             if time.time() - info["started"] > info["deadline"]:
                 with open(log_file, "a") as log:
                     log.write("DeadlineExceeded: stopping the task\n")

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 from typing import Any
 
 from kubernetes import client, config
 
+_building = threading.Lock()
+
+
+def api_client() -> Any:
+    """The one shared client, built under a lock: the kubernetes package registers a certificate's temporary
+    file before writing it, so a second thread building at the same moment could load it empty (PEM lib)."""
+    with _building:
+        return _shared_client()
+
 
 @lru_cache(maxsize=1)
-def api_client() -> Any:
+def _shared_client() -> Any:
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()
         return client.ApiClient()

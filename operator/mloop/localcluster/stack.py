@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -23,6 +22,7 @@ import yaml
 
 from mloop.localcluster.binaries import Binaries, find_binaries
 from mloop.localcluster.certs import CertFiles, generate
+from mloop.procs import alive as _alive, free_port
 
 DEFAULT_BUCKET = "mloop"
 REGION = "us-east-1"
@@ -30,12 +30,6 @@ REGION = "us-east-1"
 
 class StackError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -306,18 +300,3 @@ def stop_processes(pids: dict[str, int], timeout: float = 15.0) -> None:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie: processes left by `mloop dev up` are reaped by whoever adopted them."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")

@@ -16,14 +16,15 @@ import urllib.request
 from pathlib import Path
 
 from mloop.config import Settings, get_settings
-from mloop.executors.local import LocalExecutor, _alive, default_dir
-from mloop.localcluster.stack import free_port
+from mloop.executors.local import task_env
+from mloop.procs import alive, free_port
 
 
 class LocalServers:
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, local_dir: Path | None = None):
+        """Servers recorded under `local_dir` (default: the settings' local folder, one per dev stack)."""
         self.settings = settings or get_settings()
-        self.dir = Path(self.settings.local_dir or default_dir()) / "servers"
+        self.dir = (local_dir or self.settings.local_path) / "servers"
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _state_path(self, namespace: str, model: str, stage: str) -> Path:
@@ -37,10 +38,10 @@ class LocalServers:
         """(endpoint, what happened): started, restarted, rolled, or running."""
         path = self._state_path(namespace, model, stage)
         state = self.state(namespace, model, stage)
-        if state and _alive(state["pid"]) and state["digest"] == digest:
+        if state and alive(state["pid"]) and state["digest"] == digest:
             return f"http://127.0.0.1:{state['port']}", "running"
         what = "started"
-        if state and _alive(state["pid"]):
+        if state and alive(state["pid"]):
             self._terminate(state["pid"])
             what = "rolled"
         elif state:
@@ -50,7 +51,7 @@ class LocalServers:
         argv = [sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest, "--port", str(port),
                 "--stage", stage, "--sampling-rate", str(sampling), "--flush-seconds", "2"]
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=LocalExecutor(self.settings).env(), start_new_session=True)
+                                env=task_env(self.settings), start_new_session=True)
         log.close()
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps({"pid": proc.pid, "port": port, "digest": digest, "started": time.time()}))
@@ -63,7 +64,7 @@ class LocalServers:
         state = self.state(namespace, model, stage)
         if state is None or (digest is not None and state["digest"] != digest):
             return False
-        if _alive(state["pid"]):
+        if alive(state["pid"]):
             self._terminate(state["pid"])
         path.unlink(missing_ok=True)
         return True
@@ -76,13 +77,13 @@ class LocalServers:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(0.1)
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
-        if _alive(pid):
+        if alive(pid):
             os.killpg(pid, signal.SIGKILL)
 
 
