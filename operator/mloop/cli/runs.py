@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from mloop.training.metrics import LOWER_IS_BETTER
+from mloop.api.metrics import LOWER_IS_BETTER
 
 
 def list_runs(selector: str | None, namespace: str | None) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from mloop.api.dataset import DatasetStatus
 from mloop.api.requirement import RequirementSpec
 from mloop.reconcile.outcome import Event, Outcome, dump_conditions
 from mloop.reconcile.requirements import evaluate, primary_metric, verdict
-from mloop.training.metrics import LOWER_IS_BETTER
+from mloop.api.metrics import LOWER_IS_BETTER
 
 
 def _evaluation(name: str, spec: RequirementSpec, subject: str, metrics: dict[str, float] | None,

@@ -7,11 +7,10 @@ from typing import Any
 import numpy as np
 from sklearn import metrics
 
+from mloop.api.metrics import LOWER_IS_BETTER, PRIMARY  # noqa: F401 - re-exported for the trainer
+
 CLASSIFICATION_CV = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy", "f1_macro": "f1_macro"}
 REGRESSION_CV = {"r2": "r2", "rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error"}
-PRIMARY = {"classification": "accuracy", "regression": "r2"}
-# Lower is better for these; everything else is higher-is-better.
-LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
 
 
 def cv_scorers(task: str) -> dict[str, str]:
