@@ -47,12 +47,17 @@ def plan_features(spec: TrainingRunSpec, columns: list[ColumnStatus], dataset: s
     return Plan(task, features, {c.name: c.type for c in columns})
 
 
-def cache_key(spec: TrainingRunSpec, dataset_digest: str, packages: dict[str, str]) -> str:
-    """Same computation, same data, same code: the same key."""
+def cache_key(spec: TrainingRunSpec, dataset_digest: str, packages: dict[str, str],
+              numeric: dict[str, Any] | None = None) -> str:
+    """Same computation, same data, same code, same numeric environment: the same key.
+
+    `numeric` is the environment a new run is expected to get, as the operator can know it before any
+    pod runs (`numeric.trainer_environment()` of its own process); each result records the one it got."""
     material = {
         "spec": spec.model_dump(mode="json", by_alias=True, exclude=EXECUTION_ONLY, exclude_none=True),
         "dataset": dataset_digest,
         "packages": packages,
+        "numeric": numeric,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

@@ -27,6 +27,7 @@ from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
 from mloop.storage.layout import dataset_prefix
 from mloop.training.estimators import ParameterError, make_estimator
 from mloop.training.metrics import PRIMARY, cv_scorers, heldout
+from mloop.training.numeric import numeric_environment, pinned_threads
 from mloop.training.pipeline import build_pipeline
 from mloop.training.search import candidates
 from mloop.workloads.task import run_task
@@ -189,6 +190,7 @@ def fit(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, An
         "dataset": task["dataset"], "seeds": {"split": seed_of(spec), "estimator": seed_of(spec)},
         "cv_folds": splitter.get_n_splits(),
         "params": params, "packages": package_versions(),
+        "numericEnvironment": numeric_environment(),  # decides the last bits of every metric
     }
     put_immutable(store, prefix + "metrics.json", json.dumps(record, indent=2, sort_keys=True, default=str).encode())
     primary = PRIMARY[task["task"]]
@@ -199,6 +201,7 @@ def fit(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, An
         "bestTrial": best and {"index": best["index"], "params": best["params"], "score": best["score"]},
         "trials": len(candidates(spec.search, seed_of(spec))) if spec.search else None,
         "packages": record["packages"],
+        "numericEnvironment": record["numericEnvironment"],
     }
 
 
@@ -208,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m mloop.workloads.train trial|fit <run prefix>", file=sys.stderr)
         return 2
     mode, prefix = args
-    if mode == "trial":
-        index = os.environ.get("JOB_COMPLETION_INDEX", "0")
-        return run_task("trial", prefix, trial, result_key=f"trials/{index}.json", log_key=f"trials/{index}.log")
-    return run_task("train", prefix, fit)
+    with pinned_threads():  # trial scores and metrics must not depend on the node's core count
+        if mode == "trial":
+            index = os.environ.get("JOB_COMPLETION_INDEX", "0")
+            return run_task("trial", prefix, trial, result_key=f"trials/{index}.json", log_key=f"trials/{index}.log")
+        return run_task("train", prefix, fit)
 
 
 if __name__ == "__main__":
