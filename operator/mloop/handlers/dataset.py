@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -32,15 +34,15 @@ def ingest_task(namespace: str, name: str, uid: str, task: str, spec: DatasetSpe
     )
 
 
-def _parent(spec: DatasetSpec, namespace: str) -> tuple[dict[str, str] | None, str | None]:
-    """The parent version a derived Dataset reads, or (None, why it is not there yet)."""
+def _parent(spec: DatasetSpec, namespace: str, datasets: kopf.Index) -> tuple[dict[str, str] | None, str | None]:
+    """The parent version a derived Dataset reads, or (None, why it is not there yet). From the index: no API read."""
     assert spec.source.derived is not None
     ref = spec.source.derived.dataset_ref
     ns = ref.namespace or namespace
-    parent = get_object("datasets", ns, ref.name)
-    if parent is None:
+    found = next(iter(datasets.get(f"{ns}/{ref.name}", [])), None)
+    if found is None:
         return None, f"parent Dataset {ns}/{ref.name} does not exist yet"
-    status = DatasetStatus.model_validate(parent.get("status") or {})
+    status = DatasetStatus.model_validate(found)
     if ref.version:
         match = next((v for v in status.versions or [] if v.version == ref.version and not v.expired), None)
         if match is None:
@@ -54,7 +56,8 @@ def _parent(spec: DatasetSpec, namespace: str) -> tuple[dict[str, str] | None, s
 
 
 @measured("Dataset")
-def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
+def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str, Any] | None:
+    """One pass; returns what commit() returned (None: the object moved on before this pass could write)."""
     meta = body["metadata"]
     namespace, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation", 1)
     now = utcnow()
@@ -65,9 +68,8 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
         message = describe_validation_error(err)
         conditions = set_condition(list(status.conditions), "Ready", "False", "InvalidSpec", message, generation, now)
         events = [] if status.observed_generation == generation else [Event("Warning", "InvalidSpec", message)]
-        commit(body, Outcome({"phase": "Failed", "observedGeneration": generation,
-                               "conditions": dump_conditions(conditions)}, events))
-        return
+        return commit(body, Outcome({"phase": "Failed", "observedGeneration": generation,
+                                     "conditions": dump_conditions(conditions)}, events))
     executor = executor_for(spec.executor)
     store = operator_store()
     try:
@@ -75,7 +77,7 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
             task = ingest_task(namespace, name, uid, status.task, spec)
             state = executor.state(task)
             if not state.finished and state.phase != "Missing":
-                return
+                return dict(body)
             result = store.get_json_or_none(task.prefix + "result.json")
             storage_ok = True
             if result is None:
@@ -83,28 +85,24 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
                     store.ping()
                 except StorageUnavailable:
                     storage_ok = False
-            commit(body, decide.fold_result(spec, status, generation, state, result, now, storage_ok))
-            return
+            return commit(body, decide.fold_result(spec, status, generation, state, result, now, storage_ok))
 
         if (status.observed_generation != generation and status.version and spec.source.s3 is None
                 and status.ingest_key == decide.ingest_key(spec)):
-            commit(body, decide.governance_only(spec, status, generation, now))
-            return
+            return commit(body, decide.governance_only(spec, status, generation, now))
 
         parent, parent_digest = None, None
         if spec.source.derived is not None:
-            parent, why = _parent(spec, namespace)
+            parent, why = _parent(spec, namespace, datasets)
             if parent is None:
-                commit(body, decide.waiting(status, "WaitingForParent", why or "", generation, now))
-                return
+                return commit(body, decide.waiting(status, "WaitingForParent", why or "", generation, now))
             parent_digest = parent["digest"]
 
         plan = decide.plan_ingest(spec, status, generation, now, parent_digest, status.retries or 0)
         if plan is not None:
             if (status.retries or 0) >= decide.MAX_STORAGE_RETRIES:
-                commit(body, decide.waiting(status, "StorageUnavailable", "gave up after repeated storage outages; "
+                return commit(body, decide.waiting(status, "StorageUnavailable", "gave up after repeated storage outages; "
                                              "edit the Dataset to try again", generation, now))
-                return
             task = ingest_task(namespace, name, uid, task_name("ingest", name, uid, plan.trigger), spec)
             store.put_json(task.prefix + "spec.json", {
                 "namespace": namespace, "name": name, "spec": spec.to_wire(),
@@ -112,26 +110,69 @@ def reconcile_dataset(body: kopf.Body, patch: kopf.Patch) -> None:
                 "previousRows": status.rows or 0,
             }, overwrite=True)
             executor.submit(task)
-            commit(body, decide.started(status, task.name, plan.reason, generation, now))
-            return
+            return commit(body, decide.started(status, task.name, plan.reason, generation, now))
 
         retention = spec.governance.retention_days if spec.governance else None
         gone = decide.expired_versions(status, retention, now)
         if gone:
             for version in gone:
                 store.delete_prefix(dataset_prefix(namespace, name, version.digest.removeprefix("sha256:")))
-            commit(body, decide.mark_expired(status, [v.version for v in gone], now))
+            return commit(body, decide.mark_expired(status, [v.version for v in gone], now))
+        return commit(body, Outcome())
     except StorageUnavailable as err:
-        commit(body, decide.waiting(status, "StorageUnavailable", f"{err}; retrying", generation, now))
+        return commit(body, decide.waiting(status, "StorageUnavailable", f"{err}; retrying", generation, now))
+
+
+def _in_flight(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """What needs a timer: a task running, a wait on something outside (storage, a parent), a schedule (refresh,
+    collection, retention). A Dataset at rest has no timer, and so no finalizer."""
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    source = spec.get("source") or {}
+    return bool(status.get("task") or status.get("outbox") or ready.get("status", "Unknown") == "Unknown"
+                or ("s3" in source and spec.get("refresh")) or "collection" in source
+                or (spec.get("governance") or {}).get("retentionDays"))
+
+
+@kopf.index(GROUP, VERSION, "datasets")
+def datasets_by_name(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict:
+    return {f"{namespace}/{name}": dict(status)}
+
+
+@kopf.index(GROUP, VERSION, "datasets")
+def derived_by_parent(namespace: str, body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict | None:
+    """Derived Datasets by the parent they read, with their whole body: a parent's new version wakes them."""
+    derived = (spec.get("source") or {}).get("derived")
+    if not derived or derived.get("datasetRef", {}).get("version"):
+        return None
+    ref = derived["datasetRef"]
+    return {(ref.get("namespace") or namespace, ref["name"]): copy.deepcopy(dict(body))}
 
 
 @kopf.on.create(GROUP, VERSION, "datasets")
 @kopf.on.update(GROUP, VERSION, "datasets", field="spec")
 @kopf.on.resume(GROUP, VERSION, "datasets")
-def dataset_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile_dataset(body, patch)
+def dataset_changed(body: kopf.Body, datasets_by_name: kopf.Index, **_: Any) -> None:
+    reconcile_dataset(body, datasets_by_name)
 
 
-@kopf.timer(GROUP, VERSION, "datasets", interval=get_settings().poll_interval, sharp=False)
-def dataset_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile_dataset(body, patch)
+@kopf.timer(GROUP, VERSION, "datasets", interval=get_settings().poll_interval, sharp=False, when=_in_flight)
+def dataset_tick(body: kopf.Body, datasets_by_name: kopf.Index, **_: Any) -> None:
+    reconcile_dataset(body, datasets_by_name)
+
+
+@kopf.on.event(GROUP, VERSION, "datasets")
+def parent_moved(type: str, namespace: str, name: str, status: kopf.Status, derived_by_parent: kopf.Index,
+                 datasets_by_name: kopf.Index, **_: Any) -> None:
+    """A Dataset's new version: re-ingest the Datasets derived from it (a watch event, not a poll)."""
+    digest = status.get("digest")
+    if type == "DELETED" or not digest:
+        return
+    label = f"{name}@{digest.removeprefix('sha256:')[:12]}"
+    for child in derived_by_parent.get((namespace, name), []):
+        child_status = child.get("status") or {}
+        if child_status.get("sourceVersion") == label or child_status.get("task"):
+            continue
+        if reconcile_dataset(child, datasets_by_name) is None:  # the index's copy was behind: once more, fresh
+            fresh = get_object("datasets", child["metadata"]["namespace"], child["metadata"]["name"])
+            if fresh is not None:
+                reconcile_dataset(fresh, datasets_by_name)

@@ -19,20 +19,23 @@ _in_flight: dict[str, set[tuple[str, str]]] = {}
 def measured(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Count, time and error-count a reconcile function; track whether it left a task in flight."""
 
-    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        def inner(body: Any, patch: Any, *args: Any, **kwargs: Any) -> None:
+        def inner(body: Any, *args: Any, **kwargs: Any) -> Any:
             RECONCILES.labels(kind).inc()
             started = time.perf_counter()
+            written = None
             try:
-                fn(body, patch, *args, **kwargs)
+                written = fn(body, *args, **kwargs)
+                return written
             except Exception:
                 ERRORS.labels(kind).inc()
                 raise
             finally:
                 DURATION.labels(kind).observe(time.perf_counter() - started)
                 key = (body["metadata"]["namespace"], body["metadata"]["name"])
-                task = patch.status.get("task", (body.get("status") or {}).get("task"))
+                latest = written if isinstance(written, dict) else body
+                task = (latest.get("status") or {}).get("task")
                 flight = _in_flight.setdefault(kind, set())
                 (flight.add if task else flight.discard)(key)
                 TASKS.labels(kind).set(len(flight))

@@ -1,10 +1,15 @@
-"""Requirement handlers: kopf indexes keep the trace current; a timer re-evaluates from them (no API reads)."""
+"""Requirement handlers: kopf indexes keep the trace current, and a change of anything a Requirement traces
+re-evaluates it from those indexes (a watch event, no API read, no timer). Only a data freshness criterion,
+which changes with the clock alone, keeps a timer."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from mloop.api.common import iso, utcnow
 from mloop.api.dataset import DatasetStatus
@@ -13,12 +18,29 @@ from mloop.api.requirement import RequirementSpec, RequirementStatus
 from mloop.config import get_settings
 from mloop.handlers.common import commit
 from mloop.handlers.metrics import measured
-from mloop.k8s.client import get_object
+from mloop.k8s.client import custom_objects, get_object
+from mloop.reconcile.outcome import Event, Outcome
 from mloop.reconcile.requirement import requirement_status
 
+Key = tuple[str, str]
 
-def _refs(spec: kopf.Spec, namespace: str) -> list[tuple[str, str]]:
+
+def _refs(spec: Mapping[str, Any], namespace: str) -> list[Key]:
     return [(ref.get("namespace") or namespace, ref["name"]) for ref in spec.get("requirementRefs") or []]
+
+
+@kopf.index(GROUP, VERSION, "requirements")
+def requirement_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, name): copy.deepcopy(dict(body))}
+
+
+@kopf.index(GROUP, VERSION, "requirements")
+def requirements_by_retrain_dataset(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict | None:
+    policy = spec.get("retrain") or {}
+    ref = policy.get("datasetRef")
+    if not ref:
+        return None
+    return {(ref.get("namespace") or namespace, ref["name"]): (namespace, name)}
 
 
 @kopf.index(GROUP, VERSION, "trainingruns")
@@ -30,8 +52,19 @@ def runs_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: kopf
 
 @kopf.index(GROUP, VERSION, "trainingruns")
 def runs_by_name(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
-    return {(namespace, name): {"metrics": dict(status.get("metrics") or {}),
-                                "dataset": f"{namespace}/{spec.get('datasetRef', {}).get('name')}"}}
+    ref = spec.get("datasetRef") or {}
+    return {(namespace, name): {"metrics": dict(status.get("metrics") or {}), "spec": copy.deepcopy(dict(spec)),
+                                "dataset": f"{namespace}/{ref.get('name')}",
+                                "trainedOn": f"{ref.get('namespace') or namespace}/{ref.get('name')}",
+                                "datasetDigest": status.get("datasetDigest")}}
+
+
+@kopf.index(GROUP, VERSION, "trainingruns")
+def requirements_by_run_dataset(namespace: str, spec: kopf.Spec, **_: Any) -> dict:
+    """The Requirements whose candidates were trained on a Dataset: its new status may change their verdict."""
+    ref = spec.get("datasetRef") or {}
+    keys = _refs(spec, namespace)
+    return {(ref.get("namespace") or namespace, ref.get("name")): tuple(keys)} if keys else {}
 
 
 @kopf.index(GROUP, VERSION, "modelpackages")
@@ -44,7 +77,7 @@ def packages_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: 
     return {key: entry for key in keys}
 
 
-def _condition_message(status: kopf.Status, type_: str) -> str | None:
+def _condition_message(status: Mapping[str, Any], type_: str) -> str | None:
     return next((c.get("message") for c in status.get("conditions") or [] if c.get("type") == type_), None)
 
 
@@ -54,47 +87,96 @@ def datasets_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: 
     return {key: entry for key in _refs(spec, namespace)}
 
 
-@kopf.index(GROUP, VERSION, "datasets")
-def datasets_by_name(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict:
-    return {f"{namespace}/{name}": dict(status)}
-
-
-@kopf.timer(GROUP, VERSION, "requirements", interval=get_settings().poll_interval, sharp=False)
 @measured("Requirement")
-def requirement_tick(body: kopf.Body, patch: kopf.Patch, spec: kopf.Spec, status: kopf.Status, namespace: str,
-                     name: str, meta: kopf.Meta, runs_by_requirement: kopf.Index, runs_by_name: kopf.Index,
-                     packages_by_requirement: kopf.Index, datasets_by_requirement: kopf.Index,
-                     datasets_by_name: kopf.Index, **_: Any) -> None:
+def evaluate(body: Mapping[str, Any], indexes: Mapping[str, kopf.Index]) -> dict[str, Any] | None:
+    """Recompute one Requirement's status from the indexes; write it only when it changed."""
+    meta, raw_spec, status = body["metadata"], dict(body["spec"]), dict(body.get("status") or {})
+    namespace, name = meta["namespace"], meta["name"]
     key = (namespace, name)
-    runs = list(runs_by_requirement.get(key, []))
-    packages = list(packages_by_requirement.get(key, []))
-    datasets = list(datasets_by_requirement.get(key, []))
+    runs = list(indexes["runs_by_requirement"].get(key, []))
+    packages = list(indexes["packages_by_requirement"].get(key, []))
+    datasets = list(indexes["datasets_by_requirement"].get(key, []))
+    runs_by_name = indexes["runs_by_name"]
     run_lookup = {n: next(iter(runs_by_name.get((namespace, n), [])), {}) for n in {p.get("run") for p in packages} if n}
     wanted = {r.get("dataset") for r in runs} | {v.get("dataset") for v in run_lookup.values()}
     dataset_lookup = {}
     for ref in wanted:
-        found = next(iter(datasets_by_name.get(ref, [])), None) if ref else None
+        found = next(iter(indexes["datasets_by_name"].get(ref, [])), None) if ref else None
         if found is not None:
             dataset_lookup[ref] = DatasetStatus.model_validate(found)
-    current = RequirementStatus.model_validate(dict(status))
-    outcome = requirement_status(name, RequirementSpec.model_validate(dict(spec)), runs, packages, datasets, run_lookup,
-                                 dataset_lookup, list(current.conditions), meta.get("generation", 1), utcnow())
-    retrains = _retrain(name, namespace, RequirementSpec.model_validate(dict(spec)), current, packages,
-                        datasets_by_name, outcome)
+    spec = RequirementSpec.model_validate(raw_spec)
+    current = RequirementStatus.model_validate(status)
+    outcome = requirement_status(name, spec, runs, packages, datasets, run_lookup, dataset_lookup,
+                                 list(current.conditions), meta.get("generation", 1), utcnow())
+    retrains = _retrain(name, namespace, spec, current, packages, indexes, outcome)
     if retrains is not None:
         outcome.status["retrains"] = retrains
-    comparable = {k: v for k, v in outcome.status.items() if k != "conditions"}
-    unchanged = all(status.get(k) == v for k, v in comparable.items() if v is not None) and not outcome.events
-    if unchanged and all(status.get(k) is None for k, v in comparable.items() if v is None):
-        return
-    commit(body, outcome)
+    return commit(body, outcome)
+
+
+def _evaluate_all(keys: Iterable[Key], requirement_bodies: kopf.Index, indexes: Mapping[str, kopf.Index]) -> None:
+    for key in dict.fromkeys(keys):
+        for body in requirement_bodies.get(key, []):
+            if evaluate(body, indexes) is None:  # the index's copy was behind: once more, fresh
+                fresh = get_object("requirements", key[0], key[1])
+                if fresh is not None:
+                    evaluate(fresh, indexes)
+
+
+INDEXES = ("runs_by_requirement", "runs_by_name", "packages_by_requirement", "datasets_by_requirement",
+           "datasets_by_name")
+
+
+def _indexes(kwargs: Mapping[str, Any]) -> dict[str, kopf.Index]:
+    return {name: kwargs[name] for name in INDEXES}
+
+
+def _freshness(spec: kopf.Spec, **_: Any) -> bool:
+    return bool((spec.get("data") or {}).get("maxAge"))
+
+
+@kopf.on.create(GROUP, VERSION, "requirements")
+@kopf.on.update(GROUP, VERSION, "requirements", field="spec")
+@kopf.on.resume(GROUP, VERSION, "requirements")
+def requirement_changed(body: kopf.Body, **kwargs: Any) -> None:
+    evaluate(body, _indexes(kwargs))
+
+
+@kopf.timer(GROUP, VERSION, "requirements", interval=max(get_settings().poll_interval, 60.0), sharp=False,
+            when=_freshness)
+def requirement_tick(body: kopf.Body, **kwargs: Any) -> None:
+    """Freshness is judged against the clock: re-evaluate now and then, only where a maxAge is set."""
+    evaluate(body, _indexes(kwargs))
+
+
+@kopf.on.event(GROUP, VERSION, "trainingruns")
+def run_moved(namespace: str, spec: kopf.Spec, requirement_bodies: kopf.Index, **kwargs: Any) -> None:
+    _evaluate_all(_refs(spec, namespace), requirement_bodies, _indexes(kwargs))
+
+
+@kopf.on.event(GROUP, VERSION, "modelpackages")
+def package_moved(namespace: str, spec: kopf.Spec, status: kopf.Status, requirement_bodies: kopf.Index,
+                  **kwargs: Any) -> None:
+    keys = [*_refs(spec, namespace), *((namespace, r["requirement"]) for r in status.get("requirements") or [])]
+    _evaluate_all(keys, requirement_bodies, _indexes(kwargs))
+
+
+@kopf.on.event(GROUP, VERSION, "datasets")
+def dataset_moved(namespace: str, name: str, spec: kopf.Spec, requirement_bodies: kopf.Index,
+                  requirements_by_retrain_dataset: kopf.Index, requirements_by_run_dataset: kopf.Index,
+                  **kwargs: Any) -> None:
+    here = (namespace, name)
+    keys = [*_refs(spec, namespace), *requirements_by_retrain_dataset.get(here, []),
+            *(key for keys in requirements_by_run_dataset.get(here, []) for key in keys)]
+    _evaluate_all(keys, requirement_bodies, _indexes(kwargs))
 
 
 def _retrain(name: str, namespace: str, spec: RequirementSpec, current: RequirementStatus, packages: list[dict],
-             datasets_by_name: kopf.Index, outcome: Any) -> list[dict] | None:
-    """The retrain policy: on a new collection version with enough new rows (or drift), run and package again."""
-    from mloop.reconcile.outcome import Event
+             indexes: Mapping[str, kopf.Index], outcome: Outcome) -> list[dict] | None:
+    """The retrain policy: on a new collection version with enough new rows (or drift), run and package again.
 
+    The run and package get deterministic names from the count of earlier retrainings in status, so a pass that
+    repeats the step (a crash, a stale body) finds them created (409) and the status write settles it once."""
     records = [r.to_wire() for r in current.retrains or []]
     by_package = {p["name"]: p for p in packages}
     for record in records:  # follow what became of earlier retrainings
@@ -104,14 +186,15 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
                             else f"not promoted: {pkg.get('promoted') or 'see the package'}")[:256]
             if record.get("outcome") != outcome_text:
                 record["outcome"] = outcome_text
+    unchanged = None if records == [r.to_wire() for r in current.retrains or []] else records
     policy = spec.retrain
     if policy is None or not policy.enabled:
-        return records if records != [r.to_wire() for r in current.retrains or []] else None
+        return unchanged
     ds_namespace = policy.dataset_ref.namespace or namespace
-    found = next(iter(datasets_by_name.get(f"{ds_namespace}/{policy.dataset_ref.name}", [])), None)
+    found = next(iter(indexes["datasets_by_name"].get(f"{ds_namespace}/{policy.dataset_ref.name}", [])), None)
     ds = DatasetStatus.model_validate(found) if found else None
     if ds is None or not ds.version or (records and records[-1]["datasetVersion"] == ds.version):
-        return records if records != [r.to_wire() for r in current.retrains or []] else None
+        return unchanged
     rows_then = 0
     if records:
         rows_then = next((v.rows for v in ds.versions or [] if v.version == records[-1]["datasetVersion"]), 0)
@@ -122,16 +205,17 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     if trigger.min_new_rows is not None and new_rows >= trigger.min_new_rows:
         reason = f"{new_rows} new labelled rows (>= {trigger.min_new_rows})"
     elif trigger.drift_threshold is not None and production is not None and ds.digest:
-        column, psi = _drift_against_production(namespace, ds_namespace, policy.dataset_ref.name, ds.digest,
-                                                 production)
+        trained = next(iter(indexes["runs_by_name"].get((namespace, production.get("run") or ""), [])), {})
+        column, psi = _drift_against_production(namespace, ds_namespace, policy.dataset_ref.name, ds.digest, trained)
         if psi > trigger.drift_threshold:
             reason = f"drift PSI {psi:.3f} on {column} > {trigger.drift_threshold} against the production model's data"
     if reason is None:
-        return None
+        return unchanged
     model = production["model"] if production else None
-    template = get_object("trainingruns", policy.template_run_ref.namespace or namespace, policy.template_run_ref.name)
+    template_ns = policy.template_run_ref.namespace or namespace
+    template = next(iter(indexes["runs_by_name"].get((template_ns, policy.template_run_ref.name), [])), None)
     if template is None or model is None:
-        return None  # nothing to copy, or no model to compete with yet: look again on the next tick
+        return unchanged  # nothing to copy, or no model to compete with yet: the next event looks again
     count = len(records) + 1
     run_name = f"{name}-retrain-{count}"[:63]
     run_spec = {**template["spec"], "datasetRef": {"name": policy.dataset_ref.name, "version": ds.version,
@@ -152,37 +236,42 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
 
 
 def _drift_against_production(namespace: str, ds_namespace: str, dataset: str, digest: str,
-                              production: dict) -> tuple[str, float]:
-    """Largest PSI of a shared numeric column: the collection version against the production model's training data."""
+                              trained: Mapping[str, Any]) -> tuple[str, float]:
+    """Largest PSI of a shared numeric column: the collection version against the production model's training data.
+
+    Versions are immutable, so the answer for a pair is computed once and kept in the bucket."""
     from mloop.data.drift import psi
     from mloop.data.tables import read_version
-    from mloop.storage.artifacts import operator_store
-    from mloop.storage.layout import dataset_prefix
+    from mloop.storage.artifacts import AlreadyExists, operator_store
+    from mloop.storage.layout import dataset_prefix, drift_entry
 
-    run = get_object("trainingruns", namespace, production.get("run") or "") or {}
-    status = run.get("status") or {}
-    trained_ref = (run.get("spec") or {}).get("datasetRef", {})
-    trained_on, trained_ns = trained_ref.get("name"), trained_ref.get("namespace") or namespace
-    if not status.get("datasetDigest") or not trained_on:
+    trained_digest, trained_on = trained.get("datasetDigest"), trained.get("trainedOn") or ""
+    if not trained_digest or "/" not in trained_on:
         return "", 0.0
+    trained_ns, trained_name = trained_on.split("/", 1)
+    before_hex, after_hex = trained_digest.removeprefix("sha256:"), digest.removeprefix("sha256:")
     store = operator_store()
-
-    before = read_version(store, dataset_prefix(trained_ns, trained_on, status["datasetDigest"].removeprefix("sha256:")))
-    after = read_version(store, dataset_prefix(ds_namespace, dataset, digest.removeprefix("sha256:")))
+    key = drift_entry(namespace, before_hex, after_hex)
+    cached = store.get_json_or_none(key)
+    if cached is not None:
+        return cached["column"], float(cached["psi"])
+    before = read_version(store, dataset_prefix(trained_ns, trained_name, before_hex))
+    after = read_version(store, dataset_prefix(ds_namespace, dataset, after_hex))
     scores = {c: psi(before[c].dropna().to_numpy(dtype="float64"), after[c].dropna().to_numpy(dtype="float64"))
               for c in before.columns if c in after.columns and before[c].dtype.kind in "iuf" and after[c].dtype.kind in "iuf"}
-    return max(scores.items(), key=lambda kv: kv[1], default=("", 0.0))
+    column, value = max(scores.items(), key=lambda kv: kv[1], default=("", 0.0))
+    try:
+        store.put_json(key, {"column": column, "psi": value})
+    except AlreadyExists:
+        pass  # another pass computed the same pair
+    return column, value
 
 
 def _create(plural: str, namespace: str, kind: str, name: str, spec: dict, labels: dict) -> None:
-    from kubernetes.client.exceptions import ApiException
-
-    from mloop.k8s.client import custom_objects
-
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
             "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}
     try:
         custom_objects().create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
     except ApiException as err:
-        if err.status != 409:  # 409: created on an earlier tick whose status patch was lost
+        if err.status != 409:  # 409: created by an earlier pass whose status write did not land
             raise
