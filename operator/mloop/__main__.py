@@ -11,7 +11,8 @@ def main() -> None:
     cfg = get_settings()
     import mloop.handlers  # noqa: F401 - registers the handlers
 
-    kopf.configure(verbose=False)
+    # Each object's lines start with [namespace/name]: with several replicas, a log shows which one acted.
+    kopf.configure(verbose=False, log_prefix=True)
     namespaces = cfg.watched_namespaces
     kopf.run(
         clusterwide=not namespaces,

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,26 @@ class Settings(BaseSettings):
     cloudevents_sink: str = Field(default="", description="URL CloudEvents of transitions are POSTed to; empty: none.")
     cloudevents_retries: int = Field(default=5, ge=0, le=20, description="Retries of a failed delivery, with backoff.")
     cloudevents_timeout: float = Field(default=5.0, gt=0, description="Seconds one delivery may take.")
+    leader_election: bool = Field(
+        default=False, description="Reconcile only while holding a coordination.k8s.io Lease (several replicas).")
+    leader_election_name: str = Field(default="mloop-operator", description="Name of the Lease.")
+    leader_election_namespace: str = Field(
+        default="", description="Namespace of the Lease; empty: the pod's (POD_NAMESPACE, then the service "
+                                "account's), else mloop-system.")
+    leader_election_lease_seconds: int = Field(
+        default=15, ge=1, description="How long a standby waits after the leader's last renewal before taking over.")
+    leader_election_renew_deadline_seconds: float = Field(
+        default=10.0, gt=0, description="The leader exits when it could not renew for this long.")
+    leader_election_retry_seconds: float = Field(
+        default=2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease.")
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        # A leader must give up before a standby may take over, and retry more than once before it gives up.
+        if not (self.leader_election_lease_seconds > self.leader_election_renew_deadline_seconds
+                > self.leader_election_retry_seconds):
+            raise ValueError("leader election needs lease seconds > renew deadline seconds > retry seconds")
+        return self
 
     @property
     def watched_namespaces(self) -> list[str]:

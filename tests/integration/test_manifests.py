@@ -17,7 +17,7 @@ def installed(kubectl) -> list[dict]:
     kubectl("apply", "-f", str(ROOT / "manifests" / "base" / "namespace.yaml"), check=True)
     rendered = kubectl("kustomize", str(ROOT / "manifests"), check=True).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRoleBinding")
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRoleBinding", "Role", "RoleBinding")
             or (d["kind"] == "ClusterRole" and d["metadata"]["name"] == "mloop-operator")]
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac), check=True)
     return docs
@@ -35,7 +35,8 @@ def test_base_and_overlays_pass_server_side_dry_run_without_pod_security_warning
 def test_base_holds_what_an_operator_install_needs(installed) -> None:
     kinds = sorted({d["kind"] for d in installed})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "Deployment",
-                     "Namespace", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+                     "Namespace", "Role", "RoleBinding", "ServiceAccount", "ValidatingAdmissionPolicy",
+                     "ValidatingAdmissionPolicyBinding"]
 
 
 def test_operator_pod_is_restricted(installed) -> None:
@@ -49,7 +50,12 @@ def test_operator_pod_is_restricted(installed) -> None:
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert deployment["spec"]["replicas"] == 1
+    # Two replicas elect a leader; the Lease's namespace and the holder's name come from the downward API.
+    assert deployment["spec"]["replicas"] == 2
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLOOP_LEADER_ELECTION"]["value"] == "true"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 @pytest.mark.parametrize(
@@ -72,6 +78,16 @@ def test_operator_pod_is_restricted(installed) -> None:
 )
 def test_operator_rbac_grants_only_what_it_uses(kubectl, installed, verb, resource, allowed) -> None:
     result = kubectl("auth", "can-i", verb, resource, "--as", SA, "-n", "default")
+    assert result.stdout.strip() == ("yes" if allowed else "no"), result.stderr
+
+
+@pytest.mark.parametrize(
+    "verb,namespace,allowed",
+    [("get", "mloop-system", True), ("create", "mloop-system", True), ("update", "mloop-system", True),
+     ("delete", "mloop-system", False), ("update", "default", False), ("list", "mloop-system", False)],
+)
+def test_operator_may_hold_a_lease_only_in_its_own_namespace(kubectl, installed, verb, namespace, allowed) -> None:
+    result = kubectl("auth", "can-i", verb, "leases.coordination.k8s.io", "--as", SA, "-n", namespace)
     assert result.stdout.strip() == ("yes" if allowed else "no"), result.stderr
 
 

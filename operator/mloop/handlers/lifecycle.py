@@ -1,8 +1,14 @@
-"""Operator start-up settings and the liveness probe."""
+"""Operator start-up settings, leader election and the liveness probe."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import kopf
@@ -11,6 +17,8 @@ from mloop.config import get_settings
 from mloop.constants import ANNOTATION_PREFIX, FINALIZER
 from mloop.handlers.metrics import serve_metrics
 from mloop.integrations import cloudevents_sink, lineage
+from mloop.k8s.client import api_client
+from mloop.k8s.leader import LeaderElector, exit_now
 
 
 @kopf.on.startup()
@@ -35,6 +43,56 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     serve_metrics(cfg.metrics_port)
 
 
+@kopf.on.startup(id="leader-election")
+async def lead(memo: kopf.Memo, **_: Any) -> None:
+    """With leader election on, wait here until this replica holds the Lease: kopf starts no resource
+    handler before the startup handlers finish. From then on, losing the Lease ends the process."""
+    cfg = get_settings()
+    if not cfg.leader_election:
+        return
+    elector = LeaderElector.from_settings(cfg, api_client())
+    async with standby_liveness(cfg.liveness_host, cfg.liveness_port):
+        await elector.acquire()
+    elector.keep_renewing(on_lost=exit_now)
+    memo.leader = elector
+
+
+class StandbyHealth(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        ok = self.path == "/healthz"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"standby\n" if ok else b"")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds are not worth a log line."""
+
+
+class StandbyServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), StandbyHealth)
+
+
+@asynccontextmanager
+async def standby_liveness(host: str, port: int) -> AsyncIterator[None]:
+    """kopf serves /healthz only after the startup handlers: answer it while waiting, or the kubelet would
+    keep restarting a healthy standby. Closed before kopf binds the same port."""
+    if not port:
+        yield
+        return
+    server = StandbyServer(host, port)
+    threading.Thread(target=server.serve_forever, name="standby-liveness", daemon=True).start()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(server.shutdown)
+        server.server_close()
+
+
 @kopf.on.probe(id="watching")
 def watching(**_: Any) -> str:
     return "ok"
@@ -55,3 +113,10 @@ def flush_notifications(logger: kopf.Logger, **_: Any) -> None:
     for dispatcher in (cloudevents_sink.dispatcher, lineage.dispatcher):
         if not dispatcher.drain(timeout=5):
             logger.warning(f"{dispatcher.sink}: {dispatcher.queue.qsize()} deliveries still queued at shutdown")
+
+
+@kopf.on.cleanup()
+def release_lease(memo: kopf.Memo, **_: Any) -> None:
+    """After the last handler finished: hand the Lease to a standby now rather than after its duration."""
+    if elector := memo.get("leader"):
+        elector.release()
