@@ -3,6 +3,7 @@ standby takes over when the leader dies or steps down."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from mloop.k8s.leader import LeaderElector
@@ -106,6 +108,20 @@ def test_a_released_lease_is_taken_at_once_by_the_next_candidate(api_client, nam
     assert read_lease(api_client, namespace).holder_identity is None
     assert successor.try_acquire_or_renew()
     assert (read_lease(api_client, namespace).holder_identity, lost.is_set()) == ("b", False)
+
+
+def test_a_candidate_stopped_while_acquiring_leaves_no_lease_behind(api_client, namespace) -> None:
+    candidate = elector(api_client, namespace, "a")
+
+    async def stop_mid_attempt() -> None:
+        acquiring = asyncio.create_task(candidate.acquire())
+        await asyncio.sleep(0)  # the attempt is in its thread now, and the Lease is free: it will win
+        acquiring.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await acquiring
+
+    asyncio.run(stop_mid_attempt())
+    assert read_lease(api_client, namespace).holder_identity is None
 
 
 def start_operator(stack: Any, namespace: str, pod: str, log: Path, port: int) -> subprocess.Popen[bytes]:

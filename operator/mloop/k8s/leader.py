@@ -150,13 +150,23 @@ class LeaderElector:
     async def acquire(self) -> None:
         """Wait until this candidate holds the Lease (cancellable: a standby stops at once on SIGTERM)."""
         last_holder = None
-        while not await asyncio.to_thread(self.try_acquire_or_renew):
+        while not await self._attempt():
             holder = self.observed.holder if self.observed else None
             if holder != last_holder:
                 logger.info(f"Standby: Lease {self.lease} is held by {holder}; waiting to lead as {self.identity}")
                 last_holder = holder
             await asyncio.sleep(self.retry_period)
         logger.info(f"Leading: acquired Lease {self.lease} as {self.identity}")
+
+    async def _attempt(self) -> bool:
+        attempt = asyncio.ensure_future(asyncio.to_thread(self.try_acquire_or_renew))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            # The attempt runs on in its thread: a standby stopped mid-write must not keep a Lease it just won.
+            if await attempt:
+                await asyncio.to_thread(self.release)
+            raise
 
     def keep_renewing(self, on_lost: Callable[[], None]) -> None:
         """Renew every retry period in the background. on_lost runs once, as soon as another holder shows up or
