@@ -3,7 +3,7 @@
     .venv/bin/python bench/notifications.py [--events 2000]
 
 Three real loopback sinks: fast (202 at once), slow (answers after 200 ms) and dead (a closed port).
-For each, the handler-side cost of `cloudevents_sink.publish` (what a reconcile pass pays) is compared
+For each, the handler-side cost of `cloudevents_sink.outbox_entries` + `send` (what a reconcile pass pays) is compared
 with the peer a naive operator would use: one synchronous POST per event in the handler. Also shown:
 how many of a burst the background sender delivered to the fast sink, how many it dropped (its queue
 holds 1000, oldest dropped first) and how long the delivery took.
@@ -81,8 +81,11 @@ def main() -> None:
     patch = {"version": "abc123def456", "digest": "sha256:" + "ab" * 32, "rows": 150}
 
     def publish(i: int) -> None:
+        """What a pass pays: the outbox entry at its write, then the queued send after it."""
         meta = {"namespace": "bench", "name": f"ds-{i}", "uid": f"uid-{i}"}
-        cloudevents_sink.publish("Dataset", meta, old, patch, [Event("Normal", "VersionCut", "version cut")])
+        for n, entry in enumerate(cloudevents_sink.outbox_entries("Dataset", old, patch,
+                                                                  [Event("Normal", "VersionCut", "version cut")])):
+            cloudevents_sink.send("Dataset", meta, {**old, **patch}, {"id": f"{i}x{n}", **entry})
 
     rows = []
     os.environ["MLOOP_CLOUDEVENTS_RETRIES"] = "0"  # a dead sink is given up at once: the queue stays short
