@@ -10,8 +10,10 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from mloop.api.trainingrun import TrainingRunSpec
 
 Phase = Literal["Missing", "Pending", "Running", "Succeeded", "Failed"]
 
@@ -78,3 +80,120 @@ class TaskResult(Wire):
     reason: str = ""
     message: str = ""
     finished_at: str | None = None
+
+
+# -- TrainingRun: runs/<ns>/<name>/<uid>/spec.json and result.json ------------------------------------------
+
+class DatasetPin(Wire):
+    """The one Dataset version a run reads."""
+
+    namespace: str
+    name: str
+    version: str
+    digest: str  # hex, without the sha256: prefix
+
+
+class TrainTaskSpec(Wire):
+    """spec.json of a run, written once by the operator; the trials, the fit and the package task read it."""
+
+    namespace: str
+    name: str
+    uid: str
+    prefix: str
+    spec: TrainingRunSpec
+    task: Literal["classification", "regression"]
+    target: str
+    features: list[str]
+    types: dict[str, str]  # column name -> Dataset column type
+    dataset: DatasetPin
+
+
+class TrialTaskResult(TaskResult):
+    """trials/<index>.json: one search trial's mean CV score."""
+
+    index: int = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+    score: float = 0.0
+    std: float = 0.0
+    seconds: float = 0.0
+
+
+class BestTrial(Wire):
+    index: int
+    params: dict[str, Any]
+    score: float
+
+
+class TrainResult(TaskResult):
+    """result.json of the fit: metrics, where the model is, and what it was computed with."""
+
+    task: Literal["classification", "regression"] | None = None
+    features: list[str] | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    model_uri: str | None = None
+    model_digest: str | None = None
+    best_trial: BestTrial | None = None
+    trials: int | None = None
+    packages: dict[str, str] = Field(default_factory=dict)
+    numeric_environment: dict[str, Any] | None = None  # mloop.training.numeric: decides the last bits of metrics
+
+
+# --- ModelPackage: the package task's spec.json and result.json ---------------------------------------------------
+
+
+class DatasetPin(Wire):
+    """The dataset version a run trained on."""
+
+    namespace: str
+    name: str
+    version: str
+    digest: str  # hex, no sha256: prefix
+
+
+class PackagedRun(Wire):
+    """What packaging needs of a succeeded run: the run's own spec.json (as the trainer read it) and its outcome."""
+
+    namespace: str
+    name: str
+    uid: str
+    spec: dict[str, Any]  # the TrainingRunSpec on the wire: split and seed decide the held-out rows for ONNX parity
+    task: Literal["classification", "regression"]
+    target: str
+    features: list[str]
+    types: dict[str, str]
+    dataset: DatasetPin
+    metrics: dict[str, float] = {}
+    model_digest: str
+    model_key: str
+
+
+class RequirementReport(Wire):
+    name: str
+    spec: dict[str, Any]
+    results: list[dict[str, Any]] = []
+
+
+class PackageTaskSpec(Wire):
+    """spec.json of a package task: which model version to write where, from which run, judged how."""
+
+    namespace: str
+    name: str
+    model: str
+    version: int
+    prefix: str  # the package's version folder
+    formats: list[Literal["skops", "onnx"]]
+    run: PackagedRun
+    columns: list[dict[str, Any]] = []  # the Dataset's declared schema columns: ranges and categories of the signature
+    governance: dict[str, Any] = {}
+    requirements: list[RequirementReport] = []
+    lineage: dict[str, Any] = {}
+
+
+class PackageResult(TaskResult):
+    """result.json of a package task."""
+
+    uri: str | None = None
+    digest: str | None = None
+    formats: list[Literal["skops", "onnx"]] = []
+    onnx: str = ""  # why ONNX is there or not: the parity note
+    signature: dict[str, Any] | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from mloop.builders.job import task_env
@@ -10,6 +13,7 @@ from mloop.config import Settings
 from mloop.constants import LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, MANAGER
 
 PORT = 8000
+APPLIED = "mloop.dev/applied"  # annotation: fingerprint of the manifest the operator last applied
 
 
 def server_name(model: str, stage: str) -> str:
@@ -21,8 +25,22 @@ def server_labels(model: str, stage: str) -> dict[str, str]:
             LABEL_PART_OF: "mloop", LABEL_MANAGED_BY: MANAGER, "mloop.dev/model": model, "mloop.dev/stage": stage.lower()}
 
 
+def owner_reference(owner: Mapping[str, str]) -> dict[str, Any]:
+    """The package owns its server: deleting the package deletes the Deployment and Service (garbage collector)."""
+    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"], "uid": owner["uid"],
+            "controller": True}
+
+
+def fingerprinted(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with a fingerprint of itself in an annotation: a live object with another one is out of date."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    meta = manifest["metadata"]
+    return {**manifest, "metadata": {**meta, "annotations": {**meta.get("annotations", {}), APPLIED: digest}}}
+
+
 def build_deployment(namespace: str, model: str, stage: str, package: str, uri: str, digest: str, replicas: int,
-                     sampling: float, resources: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
+                     sampling: float, resources: Mapping[str, Any] | None, settings: Settings,
+                     owner: Mapping[str, str]) -> dict[str, Any]:
     labels = server_labels(model, stage)
     selector = {k: labels[k] for k in (LABEL_INSTANCE, LABEL_COMPONENT)}
     env = [*task_env(settings),
@@ -40,11 +58,11 @@ def build_deployment(namespace: str, model: str, stage: str, package: str, uri: 
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if resources:
-        container["resources"] = resources
-    return {
+        container["resources"] = dict(resources)
+    return fingerprinted({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": server_name(model, stage), "namespace": namespace, "labels": labels,
-                     "annotations": {"mloop.dev/package": package}},
+                     "annotations": {"mloop.dev/package": package}, "ownerReferences": [owner_reference(owner)]},
         "spec": {
             "replicas": replicas, "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -57,17 +75,18 @@ def build_deployment(namespace: str, model: str, stage: str, package: str, uri: 
                          "containers": [container], "volumes": [{"name": "tmp", "emptyDir": {}}]},
             },
         },
-    }
+    })
 
 
-def build_service(namespace: str, model: str, stage: str) -> dict[str, Any]:
+def build_service(namespace: str, model: str, stage: str, owner: Mapping[str, str]) -> dict[str, Any]:
     labels = server_labels(model, stage)
-    return {
+    return fingerprinted({
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": server_name(model, stage), "namespace": namespace, "labels": labels},
+        "metadata": {"name": server_name(model, stage), "namespace": namespace, "labels": labels,
+                     "ownerReferences": [owner_reference(owner)]},
         "spec": {"selector": {k: labels[k] for k in (LABEL_INSTANCE, LABEL_COMPONENT)},
                  "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
-    }
+    })
 
 
 def cluster_url(namespace: str, model: str, stage: str) -> str:

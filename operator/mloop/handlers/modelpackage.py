@@ -1,355 +1,475 @@
-"""ModelPackage handlers: package a succeeded run as the next version of a model, then gate its stage."""
+"""ModelPackage handlers: gather the world from kopf indexes (no LIST, no GET of referenced objects), ask
+reconcile/modelpackage what to do, do it, commit the status with a resourceVersion precondition.
+
+A package at rest has no timer. What wakes it: its own spec change, its TrainingRun finishing (run events),
+a Requirement it waits for appearing, a sibling taking Production, and its Deployment changing."""
 
 from __future__ import annotations
 
+import copy
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from mloop.api.common import CriterionResult, set_condition
+from mloop.api.common import utcnow
 from mloop.api.dataset import ColumnSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
 from mloop.api.requirement import RequirementSpec
-from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
+from mloop.api.tasks import PackagedRun, PackageResult, PackageTaskSpec, Task
+from mloop.builders.server import APPLIED, build_deployment, build_service, cluster_url, server_name
 from mloop.config import get_settings
-from mloop.executors.base import Task, task_name
+from mloop.constants import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGER
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import ReconcilePass
+from mloop.handlers.common import commit
 from mloop.handlers.metrics import measured
-from mloop.k8s.client import custom_objects, get_object
-from mloop.reconcile import promotion
-from mloop.reconcile import requirements as judge
-from mloop.reconcile.outcome import Event, describe_validation_error, dump_conditions
-from mloop.builders.server import build_deployment, build_service, cluster_url
+from mloop.k8s.client import api_client
+from mloop.procs import alive
+from mloop.reconcile import modelpackage as decide
+from mloop.reconcile.outcome import describe_validation_error
 from mloop.serving.local import LocalServers, ready
-from mloop.training.metrics import LOWER_IS_BETTER
 from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
-from mloop.storage.layout import task_prefix
+from mloop.storage.layout import dataset_prefix, key_of, package_claim, package_prefix, run_prefix, task_prefix
+from mloop.training.metrics import LOWER_IS_BETTER
+
+log = logging.getLogger("mloop.handlers.modelpackage")
 
 MAX_VERSIONS = 10_000
+APPLY = "application/apply-patch+yaml"
+SERVER_LABELS = {LABEL_COMPONENT: "model-server", LABEL_MANAGED_BY: MANAGER}
 
 
-def package_prefix(namespace: str, model: str, version: int) -> str:
-    return f"packages/{namespace}/{model}/{version}/"
+# ---- indexes: filled from the watch streams before any handler runs, so reading them costs no request ----
+
+def _reason(status: Any, type_: str) -> str | None:
+    return next((c.get("reason") for c in status.get("conditions") or [] if c.get("type") == type_), None)
 
 
-class Pkg(ReconcilePass):
-    """One reconcile pass over one ModelPackage."""
+@kopf.index(GROUP, VERSION, "modelpackages")
+def packages_by_model(body: kopf.Body, namespace: str, spec: kopf.Spec, **_: Any) -> dict:
+    """Each package's body (enough to run its pass and to write its status on condition), by model."""
+    meta = body["metadata"]
+    trimmed = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+               "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion", "generation")},
+               "spec": copy.deepcopy(dict(body.get("spec") or {})), "status": copy.deepcopy(dict(body.get("status") or {}))}
+    return {(namespace, spec.get("model")): trimmed}
 
-    main = "Packaged"
 
-    def __init__(self, body: kopf.Body, patch: kopf.Patch):
-        super().__init__(body, ModelPackageStatus)
+@kopf.index(GROUP, VERSION, "modelpackages")
+def packages_by_run(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
+    ref = spec.get("trainingRunRef") or {}
+    return {(ref.get("namespace") or namespace, ref.get("name")): {"name": name, "model": spec.get("model")}}
 
 
-def _claim_version(store: Store, pkg: Pkg, model: str) -> int:
-    """The next version of the model: a write-once claim object decides races between packages."""
-    for version in range(1, MAX_VERSIONS):
-        key = package_prefix(pkg.namespace, model, version) + "claim.json"
+@kopf.index(GROUP, VERSION, "modelpackages")
+def packages_awaiting_requirements(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+    if _reason(status, "Packaged") != "WaitingForRequirement":
+        return {}
+    return {namespace: {"name": name, "model": spec.get("model")}}
+
+
+@kopf.index(GROUP, VERSION, "trainingruns")
+def trainingruns_by_name(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+    ds = spec.get("datasetRef") or {}
+    return {(namespace, name): {
+        "uid": uid, "phase": status.get("phase"), "failure": status.get("failure"),
+        "metrics": dict(status.get("metrics") or {}), "modelDigest": status.get("modelDigest"),
+        "modelUri": status.get("modelUri"), "datasetDigest": status.get("datasetDigest"),
+        "dataset": (ds.get("namespace") or namespace, ds.get("name")), "executor": spec.get("executor"),
+        "requirementRefs": [(r.get("namespace") or namespace, r["name"]) for r in spec.get("requirementRefs") or []]}}
+
+
+@kopf.index(GROUP, VERSION, "requirements")
+def requirements_by_name(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
+    return {(namespace, name): copy.deepcopy(dict(spec))}
+
+
+@kopf.index(GROUP, VERSION, "datasets")
+def dataset_specs_by_name(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
+    """What a package's signature and card take from its Dataset: declared columns and governance tags."""
+    return {(namespace, name): {"schema": copy.deepcopy(spec.get("schema") or {}),
+                                "governance": copy.deepcopy(spec.get("governance") or {})}}
+
+
+@kopf.index("apps", "v1", "deployments", labels=SERVER_LABELS)
+def model_servers(namespace: str, name: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "ModelPackage"), {})
+    template = (spec.get("template") or {}).get("metadata") or {}
+    hands = sorted({f.get("manager") for f in meta.get("managedFields") or []
+                    if f.get("manager") != MANAGER and "f:spec" in (f.get("fieldsV1") or {})})
+    return {(namespace, name): {
+        "owner": owner.get("uid"), "package": owner.get("name"), "model": (meta.get("labels") or {}).get("mloop.dev/model"),
+        "digest": (template.get("annotations") or {}).get("mloop.dev/package-digest"),
+        "applied": (meta.get("annotations") or {}).get(APPLIED), "replicas": spec.get("replicas"),
+        "available": status.get("availableReplicas") or 0, "editedBy": hands}}
+
+
+@dataclass(frozen=True)
+class Indexes:
+    packages_by_model: Any
+    packages_by_run: Any
+    packages_awaiting_requirements: Any
+    trainingruns_by_name: Any
+    requirements_by_name: Any
+    datasets_by_name: Any  # declared in handlers/requirement.py: each Dataset's status
+    dataset_specs_by_name: Any
+    model_servers: Any
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> Indexes:
+        return cls(**{name: kwargs[name] for name in cls.__dataclass_fields__})
+
+    def package(self, namespace: str, model: str | None, name: str) -> dict | None:
+        return next((b for b in self.packages_by_model.get((namespace, model), []) if b["metadata"]["name"] == name),
+                    None)
+
+
+def _one(index: Any, key: Any) -> Any:
+    return next(iter(index.get(key, [])), None)
+
+
+# ---- gather ----
+
+def _gather(me: decide.PackageId, spec: ModelPackageSpec, status: ModelPackageStatus, idx: Indexes,
+            store: Store) -> decide.World:
+    ref = spec.training_run_ref
+    run_ns = ref.namespace or me.namespace
+    found = _one(idx.trainingruns_by_name, (run_ns, ref.name))
+    run = None if found is None else decide.RunView(
+        name=ref.name, uid=found["uid"], phase=found["phase"], failure=found["failure"], metrics=found["metrics"],
+        model_digest=found["modelDigest"], model_uri=found["modelUri"], dataset_digest=found["datasetDigest"],
+        requirement_refs=tuple(n for _, n in found["requirementRefs"]), executor=found["executor"])
+    refs = ([(r.namespace or me.namespace, r.name) for r in spec.requirement_refs] if spec.requirement_refs
+            else list(found["requirementRefs"]) if found else [])
+    requirements = {}
+    for key in refs:
+        raw = _one(idx.requirements_by_name, key)
+        requirements[key[1]] = None if raw is None else RequirementSpec.model_validate(raw)
+    siblings = []
+    for body in idx.packages_by_model.get((me.namespace, spec.model), []):
+        if body["metadata"]["uid"] == me.uid:
+            continue
+        st, sp = body["status"], body["spec"]
+        their_ref = sp.get("trainingRunRef") or {}
+        their_run = _one(idx.trainingruns_by_name, (their_ref.get("namespace") or me.namespace, their_ref.get("name")))
+        siblings.append(decide.SiblingView(
+            name=body["metadata"]["name"], version=st.get("version"), desired=sp.get("stage", "None"),
+            granted=st.get("stage"), metrics=(their_run or {}).get("metrics") or {},
+            eligible=st.get("phase") == "Packaged" and not any(r.get("passed") is False for r in st.get("requirements") or [])))
+    executor = (run.executor if run else None) or get_settings().executor
+    world = decide.World(package=me, run=run, requirements=requirements, dataset=None, siblings=tuple(siblings),
+                         executor=executor, lower_is_better=frozenset(LOWER_IS_BETTER))
+    try:
+        if found is not None:
+            world = replace(world, dataset=_pinned_dataset(idx, found, [r for r in requirements.values() if r], store))
+        if status.task:
+            world = _task_outcome(world, status.task, store)
+    except StorageUnavailable:
+        world = replace(world, storage_ok=False)
+    if status.digest:
+        world = replace(world, local=_local_servers(me.namespace, spec.model, status.digest) if executor == "local" else {},
+                        cluster=_cluster_servers(me.namespace, spec.model, idx) if executor != "local" else {})
+    return world
+
+
+def _pinned_dataset(idx: Indexes, run: dict, reqs: list[RequirementSpec], store: Store) -> DatasetStatus | None:
+    """The dataset version the run trained on, as data criteria judge it (not the Dataset's current version)."""
+    ns, name = run["dataset"]
+    found = _one(idx.datasets_by_name, f"{ns}/{name}")
+    if found is None:
+        return None
+    current = DatasetStatus.model_validate(found)
+    pinned = run.get("datasetDigest")
+    if not pinned or current.digest == pinned or not any(r.data for r in reqs):
+        return current
+    prefix = dataset_prefix(ns, name, pinned)
+    manifest = store.get_json(prefix + "manifest.json")  # write-once: the pinned version never changes
+    profile = store.get_json_or_none(prefix + "profile.json") or {"columns": []}
+    return DatasetStatus.model_validate({
+        "version": manifest["version"], "digest": manifest["digest"], "rows": manifest["rows"],
+        "columns": manifest["columns"][:512],
+        "profile": [{k: c[k] for k in ("name", "nulls", "distinct") if k in c} for c in profile["columns"][:64]],
+        "versions": [{"version": manifest["version"], "digest": manifest["digest"], "rows": manifest["rows"],
+                      "createdAt": manifest["createdAt"], "uri": store.uri(prefix)}]})
+
+
+def _task(me: decide.PackageId, name: str) -> Task:
+    prefix = task_prefix(me.namespace, name)
+    return Task(name=name, namespace=me.namespace, kind="package", prefix=prefix,
+                command=["python", "-m", "mloop.workloads.package", prefix],
+                owner={"apiVersion": API_VERSION, "kind": "ModelPackage", "name": me.name, "uid": me.uid},
+                deadline_seconds=900)
+
+
+def _task_outcome(world: decide.World, name: str, store: Store) -> decide.World:
+    task = _task(world.package, name)
+    state = executor_for(world.executor).state(task)
+    if not state.finished and state.phase != "Missing":
+        return replace(world, task=state)
+    raw = store.get_json_or_none(task.prefix + "result.json")
+    if raw is None and state.finished:
+        store.ping()  # raises StorageUnavailable: then the task may have failed for want of storage
+    return replace(world, task=state, result=None if raw is None else PackageResult.model_validate(raw))
+
+
+def _local_servers(namespace: str, model: str, digest: str) -> dict[str, decide.LocalServer]:
+    servers, found = LocalServers(), {}
+    for stage in decide.SERVING_STAGES:
+        state = servers.state(namespace, model, stage)
+        if state is None:
+            continue
+        endpoint, running = f"http://127.0.0.1:{state['port']}", alive(state["pid"])
+        found[stage] = decide.LocalServer(endpoint, state["digest"], running,
+                                          running and state["digest"] == digest and ready(endpoint))
+    return found
+
+
+def _cluster_servers(namespace: str, model: str, idx: Indexes) -> dict[str, decide.ClusterServer]:
+    found = {}
+    for stage in decide.SERVING_STAGES:
+        name = server_name(model, stage)
+        live = _one(idx.model_servers, (namespace, name))
+        found[stage] = decide.ClusterServer(name, cluster_url(namespace, model, stage), exists=live is not None,
+                                            owner_uid=(live or {}).get("owner"), digest=(live or {}).get("digest"),
+                                            available=(live or {}).get("available", 0))
+    return found
+
+
+# ---- the pass ----
+
+@measured("ModelPackage")
+def reconcile_package(body: Any, patch: Any, idx: Indexes) -> None:
+    meta = body["metadata"]
+    me = decide.PackageId(meta["namespace"], meta["name"], meta["uid"], meta.get("generation") or 1)
+    now = utcnow()
+    status = ModelPackageStatus.model_validate(dict(body.get("status") or {}))
+    try:
+        spec = ModelPackageSpec.model_validate(dict(body["spec"]))
+    except ValidationError as err:
+        commit(body, decide.invalid_spec(status, describe_validation_error(err), me.generation, now).outcome())
+        return
+    store = operator_store()
+    world = _gather(me, spec, status, idx, store)
+    decision = decide.decide(spec, status, world, now)
+    for _ in range(3):  # claiming a version or starting a server changes what the decision is
+        reentrant = [a for a in decision.actions if isinstance(a, decide.REENTRANT)]
+        if not reentrant:
+            break
         try:
-            store.put_json(key, {"package": pkg.name, "uid": pkg.uid})
+            for action in reentrant:
+                world = _act_reentrant(me, spec.model, action, world, store)
+        except StorageUnavailable:
+            world = replace(world, storage_ok=False)
+        decision = decide.decide(spec, status, world, now)
+    try:
+        for action in decision.actions:
+            if isinstance(action, decide.WriteSpec):
+                _write_spec(me, spec, action, world, idx, store)
+            elif isinstance(action, decide.SubmitTask):
+                executor_for(world.executor).submit(_task(me, action.task))
+    except StorageUnavailable:
+        decision = decide.decide(spec, status, replace(world, storage_ok=False), now)
+    if commit(body, decision.outcome()) is None:
+        return  # someone moved the package first: its next pass decides on what they wrote
+    for action in decision.actions:
+        _act_after_commit(me, spec, action, idx, now)
+
+
+def _act_reentrant(me: decide.PackageId, model: str, action: Any, world: decide.World, store: Store) -> decide.World:
+    if isinstance(action, decide.ClaimVersion):
+        return replace(world, claimed_version=_claim(store, me, model, action.taken))
+    with _local_lock() as servers:
+        endpoint, what = servers.ensure(me.namespace, model, action.stage, action.uri, action.digest, action.sampling)
+    server = decide.LocalServer(endpoint, action.digest, True, ready(endpoint), what)
+    return replace(world, local={**world.local, action.stage: server})
+
+
+def _claim(store: Store, me: decide.PackageId, model: str, taken: frozenset[int]) -> int:
+    """The lowest free version of the model: a write-once claim object decides races between packages; a claim
+    this package made in an earlier pass (same uid) is found again, so versions stay contiguous."""
+    for version in range(1, MAX_VERSIONS):
+        if version in taken:  # a sibling already shows it: claimed by someone else
+            continue
+        key = package_claim(me.namespace, model, version)
+        try:
+            store.put_json(key, {"package": me.name, "uid": me.uid})
             return version
         except AlreadyExists:
-            if store.get_json(key).get("uid") == pkg.uid:
+            if store.get_json(key).get("uid") == me.uid:
                 return version
     raise RuntimeError(f"model {model} has no free version number")
 
 
-def _requirements(pkg: Pkg, refs: list[Any]) -> list[tuple[str, RequirementSpec]] | None:
-    found = []
-    for ref in refs:
-        obj = get_object("requirements", ref.get("namespace") or pkg.namespace, ref["name"])
-        if obj is None:
-            pkg.wait("WaitingForRequirement", f"Requirement {ref['name']} does not exist yet")
-            return None
-        found.append((ref["name"], RequirementSpec.model_validate(dict(obj["spec"]))))
-    return found
+def _write_spec(me: decide.PackageId, spec: ModelPackageSpec, action: decide.WriteSpec, world: decide.World,
+                idx: Indexes, store: Store) -> None:
+    run = world.run
+    assert run is not None and run.model_uri and run.model_digest
+    run_ns = spec.training_run_ref.namespace or me.namespace
+    trained = store.get_json(run_prefix(run_ns, run.name, run.uid) + "spec.json")
+    packaged_run = PackagedRun.model_validate({**trained, "metrics": dict(run.metrics), "modelDigest": run.model_digest,
+                                               "modelKey": key_of(run.model_uri)})
+    ds = packaged_run.dataset
+    ds_spec = _one(idx.dataset_specs_by_name, (ds.namespace, ds.name)) or {}
+    task = PackageTaskSpec(
+        namespace=me.namespace, name=me.name, model=spec.model, version=action.version,
+        prefix=package_prefix(me.namespace, spec.model, action.version),
+        formats=["skops", *(["onnx"] if "onnx" in (spec.formats or []) else [])], run=packaged_run,
+        columns=[ColumnSpec.model_validate(c).to_wire() for c in ds_spec.get("schema", {}).get("columns", [])],
+        governance=ds_spec.get("governance") or {}, requirements=list(action.requirements),
+        lineage={"requirements": [r.name for r in action.requirements],
+                 "trainingRun": {"name": run.name, "uid": run.uid, "modelDigest": run.model_digest},
+                 "dataset": ds.to_wire(), "package": {"name": me.name, "model": spec.model, "version": action.version}})
+    store.put_json(task_prefix(me.namespace, action.task) + "spec.json", task.to_wire(), overwrite=True)
 
 
-@measured("ModelPackage")
-def reconcile_package(body: kopf.Body, patch: kopf.Patch) -> None:
-    pkg = Pkg(body, patch)
-    try:
-        spec = ModelPackageSpec.model_validate(dict(body["spec"]))
-    except ValidationError as err:
-        pkg.fail("InvalidSpec", describe_validation_error(err))
-        pkg.commit()
+def _act_after_commit(me: decide.PackageId, spec: ModelPackageSpec, action: Any, idx: Indexes, now: Any) -> None:
+    if isinstance(action, decide.ArchivePackage):
+        _archive(me, spec.model, action, idx, now)
+    elif isinstance(action, decide.ApplyServer):
+        _apply_server(me, spec.model, action, idx)
+    elif isinstance(action, decide.DeleteServer):
+        _delete_server(me.namespace, server_name(spec.model, action.stage))
+    elif isinstance(action, decide.StopLocalServer):
+        with _local_lock() as servers:
+            servers.stop(me.namespace, spec.model, action.stage, digest=action.digest)
+
+
+def _archive(me: decide.PackageId, model: str, action: decide.ArchivePackage, idx: Indexes, now: Any) -> None:
+    """Take Production from an older package now: its status, written on condition of the resourceVersion the
+    index shows, with its Archived event in the same write. If it moved meanwhile, its own next event archives it
+    (package_event)."""
+    older = idx.package(me.namespace, model, action.name)
+    if older is None:
         return
-    try:
-        _reconcile(pkg, spec)
-    except StorageUnavailable as err:
-        pkg.wait("StorageUnavailable", f"{err}; retrying")
-    pkg.commit()
+    status = ModelPackageStatus.model_validate(older["status"])
+    outcome = decide.archived(status, older["metadata"].get("generation") or 1, action.message, now).outcome()
+    if commit(older, outcome) is None:
+        log.info("ModelPackage %s/%s moved before it could be archived; its next event settles it",
+                 me.namespace, action.name)
 
 
-def _reconcile(pkg: Pkg, spec: ModelPackageSpec) -> None:
-    if pkg.status.phase == "Failed" and pkg.status.observed_generation == pkg.generation:
-        return
-    ref = spec.training_run_ref
-    run_obj = get_object("trainingruns", ref.namespace or pkg.namespace, ref.name)
-    if run_obj is None:
-        pkg.wait("WaitingForTrainingRun", f"TrainingRun {ref.name} does not exist yet")
-        return
-    run = TrainingRunStatus.model_validate(dict(run_obj.get("status") or {}))
-    if run.phase == "Failed":
-        pkg.fail("TrainingRunFailed", f"TrainingRun {ref.name} failed: {run.failure or 'see its conditions'}")
-        return
-    if run.phase != "Succeeded":
-        pkg.wait("WaitingForTrainingRun", f"TrainingRun {ref.name} is {run.phase or 'Pending'}")
-        return
-    run_spec = TrainingRunSpec.model_validate(dict(run_obj["spec"]))
-    refs = [r.to_wire() for r in (spec.requirement_refs or run_spec.requirement_refs or [])]
-    reqs = _requirements(pkg, refs)
-    if reqs is None:
-        return
-    dataset_obj = get_object("datasets", run_spec.dataset_ref.namespace or pkg.namespace, run_spec.dataset_ref.name)
-    dataset = DatasetStatus.model_validate(dict((dataset_obj or {}).get("status") or {}))
-    store = operator_store()
-    results: list[CriterionResult] = []
-    for name, req in reqs:
-        results += judge.evaluate(name, req, run.metrics, dataset, None, pkg.now)
-    if spec.require_improvement and spec.stage == "Production":
-        results.append(_improvement(pkg, spec, run, [r for _, r in reqs], reqs[0][0] if reqs else "production"))
-    pkg.update["requirements"] = judge.wire(results)
-    pkg.update["trainingRun"] = ref.name
-    if pkg.status.phase != "Packaged":
-        _package(pkg, spec, run_obj, run, reqs, results, dataset_obj, store)
-    else:
-        _promote(pkg, spec, results)
-    if pkg.status.phase == "Packaged":
-        _serve(pkg, spec, run_obj["spec"].get("executor") or get_settings().executor)
-
-
-def _improvement(pkg: Pkg, spec: ModelPackageSpec, run: TrainingRunStatus, reqs: list[RequirementSpec],
-                 requirement: str) -> CriterionResult:
-    """Does this package beat the model's current Production package on the primary metric?"""
-    task = "regression" if "r2" in (run.metrics or {}) else "classification"
-    metric = judge.primary_metric(reqs, task)
-    mine = (run.metrics or {}).get(metric)
-    items = custom_objects().list_namespaced_custom_object(GROUP, VERSION, pkg.namespace, "modelpackages")["items"]
-    holder = next((i for i in items if i["spec"].get("model") == spec.model and i["metadata"]["uid"] != pkg.uid
-                   and (i.get("status") or {}).get("stage") == "Production"), None)
-    criterion = f"beats-production:{metric}"
-    if holder is None:
-        return CriterionResult(requirement=requirement, criterion=criterion, passed=True, value=mine,
-                               message="no package is in Production yet")
-    their_run = get_object("trainingruns", pkg.namespace, holder["spec"]["trainingRunRef"]["name"]) or {}
-    theirs = ((their_run.get("status") or {}).get("metrics") or {}).get(metric)
-    if mine is None or theirs is None:
-        return CriterionResult(requirement=requirement, criterion=criterion, passed=None, message="not measured")
-    lower = metric in LOWER_IS_BETTER
-    better = mine < theirs if lower else mine > theirs
-    op = "<" if lower else ">"
-    return CriterionResult(requirement=requirement, criterion=criterion, passed=better, value=round(mine, 6),
-                           threshold=round(theirs, 6), operator=op,
-                           message=f"{mine:.4g} {op if better else ('>=' if lower else '<=')} {theirs:.4g} of "
-                                   f"{holder['metadata']['name']} in Production")
-
-
-def _package(pkg: Pkg, spec: ModelPackageSpec, run_obj: dict, run: TrainingRunStatus,
-             reqs: list[tuple[str, RequirementSpec]], results: list[CriterionResult], dataset_obj: dict | None,
-             store: Store) -> None:
-    executor = executor_for(get_settings().executor if run_obj["spec"].get("executor") is None
-                            else run_obj["spec"]["executor"])
-    name = pkg.status.task or task_name("package", pkg.name, pkg.uid)
-    prefix = task_prefix(pkg.namespace, name)
-    task = Task(name=name, namespace=pkg.namespace, kind="package", prefix=prefix,
-                command=["python", "-m", "mloop.workloads.package", prefix],
-                owner={"apiVersion": API_VERSION, "kind": "ModelPackage", "name": pkg.name, "uid": pkg.uid},
-                deadline_seconds=900)
-    if pkg.status.task:
-        state = executor.state(task)
-        if not state.finished and state.phase != "Missing":
-            return
-        result = store.get_json_or_none(prefix + "result.json")
-        if result is None:
-            store.ping()
-            pkg.fail("PackagingFailed", f"package task {name} failed: {state.reason} {state.message}".strip())
-            return
-        if result["status"] != "Succeeded":
-            pkg.fail(result.get("reason", "PackagingFailed"), result.get("message", ""))
-            return
-        pkg.update.update(phase="Packaged", task=None, uri=result["uri"], digest=result["digest"],
-                          formats=result["formats"])
-        pkg.condition("Packaged", "True", "Packaged", result["message"])
-        if "onnx" in (spec.formats or []):
-            has_onnx = "onnx" in result["formats"]
-            pkg.condition("OnnxAvailable", "True" if has_onnx else "False",
-                          "ParityChecked" if has_onnx else "OnnxUnavailable", result.get("onnx", "")[:1000])
-        pkg.events.append(Event("Normal", "Packaged", f"{spec.model} version {pkg.status.version}: {result['message']}"))
-        pkg.status.phase = "Packaged"
-        pkg.status.uri, pkg.status.digest = result["uri"], result["digest"]
-        _promote(pkg, spec, results)
-        return
-    version = pkg.status.version or _claim_version(store, pkg, spec.model)
-    run_prefix = f"runs/{pkg.namespace}/{run_obj['metadata']['name']}/{run_obj['metadata']['uid']}/"
-    run_task = store.get_json(run_prefix + "spec.json")
-    dataset_spec = (dataset_obj or {}).get("spec") or {}
-    body = {
-        "namespace": pkg.namespace, "name": pkg.name, "model": spec.model, "version": version,
-        "prefix": package_prefix(pkg.namespace, spec.model, version), "formats": ["skops", *(spec.formats or [])],
-        "run": {**run_task, "metrics": run.metrics or {}, "modelDigest": run.model_digest,
-                "modelKey": (run.model_uri or "").split("/", 3)[3]},
-        "schema": [ColumnSpec.model_validate(c).to_wire() for c in (dataset_spec.get("schema") or {}).get("columns", [])],
-        "governance": dataset_spec.get("governance") or {},
-        "requirements": [{"name": n, "spec": r.to_wire(),
-                          "results": [x.to_wire() for x in results if x.requirement == n]} for n, r in reqs],
-        "lineage": {"requirements": [n for n, _ in reqs], "trainingRun": {"name": run_obj["metadata"]["name"],
-                    "uid": run_obj["metadata"]["uid"], "modelDigest": run.model_digest},
-                    "dataset": run_task["dataset"], "package": {"name": pkg.name, "model": spec.model, "version": version}},
-    }
-    store.put_json(prefix + "spec.json", body, overwrite=True)
-    executor.submit(task)
-    pkg.update.update(phase="Packaging", task=name, version=version)
-    pkg.condition("Packaged", "Unknown", "Packaging", f"packaging {spec.model} version {version}")
-    pkg.condition("Ready", "Unknown", "Packaging", "packaging in progress")
-
-
-def _siblings(pkg: Pkg, model: str) -> list[promotion.Sibling]:
-    items = custom_objects().list_namespaced_custom_object(GROUP, VERSION, pkg.namespace, "modelpackages")["items"]
-    out = []
-    for item in items:
-        if item["metadata"]["uid"] == pkg.uid or item["spec"].get("model") != model:
-            continue
-        status = item.get("status") or {}
-        if not status.get("version"):
-            continue
-        eligible = status.get("phase") == "Packaged" and not any(
-            r.get("passed") is False for r in status.get("requirements") or [])
-        out.append(promotion.Sibling(item["metadata"]["name"], status["version"], item["spec"].get("stage", "None"),
-                                     status.get("stage"), eligible))
-    return out
-
-
-def _promote(pkg: Pkg, spec: ModelPackageSpec, results: list[CriterionResult]) -> None:
-    version = pkg.status.version or 0
-    decision = promotion.decide(spec.stage, version, results, _siblings(pkg, spec.model), pkg.status.stage)
-    before = pkg.status.stage
-    pkg.update["stage"] = decision.stage
-    pkg.condition("Promoted", decision.promoted, decision.reason, decision.message)
-    pkg.condition("Ready", "True", "Packaged", f"version {version}, stage {decision.stage}")
-    if decision.stage != before:
-        if decision.promoted == "True":
-            pkg.events.append(Event("Normal", "PromotionGranted", f"{decision.stage}: {decision.message}"))
-        elif decision.reason == "CriterionFailed":
-            pkg.events.append(Event("Warning", "PromotionRefused", decision.message))
-        elif decision.stage == "Archived":
-            pkg.events.append(Event("Normal", "Archived", decision.message))
-    elif decision.reason == "CriterionFailed" and pkg.reason_of("Promoted") != "CriterionFailed":
-        pkg.events.append(Event("Warning", "PromotionRefused", decision.message))
-    for name in decision.archive:
-        _archive(pkg, name, f"superseded by {pkg.name} (version {version}) in Production")
-
-
-def _archive(pkg: Pkg, name: str, message: str) -> None:
-    """Take Production from an older package now, in its status and with an event on it."""
-    api = custom_objects()
-    obj = api.get_namespaced_custom_object(GROUP, VERSION, pkg.namespace, "modelpackages", name)
-    status = ModelPackageStatus.model_validate(obj.get("status") or {})
-    conditions = set_condition(list(status.conditions), "Promoted", "False", "Superseded", message,
-                               obj["metadata"].get("generation"), pkg.now)
-    api.patch_namespaced_custom_object_status(GROUP, VERSION, pkg.namespace, "modelpackages", name, {
-        "status": {"stage": "Archived", "conditions": dump_conditions(conditions)}})
-    kopf.info(obj, reason="Archived", message=message)
-
-
-SERVING_STAGES = ("Staging", "Production")
-
-
-def _serve(pkg: Pkg, spec: ModelPackageSpec, executor: str) -> None:
-    """Run the server for the granted stage (local process or Deployment); stop it when the package leaves."""
-    stage = pkg.update.get("stage", pkg.status.stage)
-    wanted = bool(spec.serve and spec.serve.enabled and stage in SERVING_STAGES and pkg.status.digest)
-    before = pkg.reason_of("Serving")
-    if executor == "local":
-        servers = LocalServers()
-        if wanted:
-            assert spec.serve is not None and stage is not None
-            endpoint, what = servers.ensure(pkg.namespace, spec.model, stage, pkg.status.uri or "", pkg.status.digest or "",
-                                            spec.serve.sampling_rate)
-            pkg.update["endpoint"] = endpoint
-            if what != "running":
-                pkg.events.append(Event("Normal", f"Server{what.capitalize()}", f"{stage} server for {spec.model} "
-                                        f"{what} at {endpoint} (version {pkg.status.version})"))
-            if ready(endpoint):
-                pkg.condition("Serving", "True", "Ready", f"{stage} endpoint {endpoint} is ready")
-            else:
-                pkg.condition("Serving", "Unknown", "Starting", f"waiting for {endpoint} to become ready")
-            return
-        for st in SERVING_STAGES:
-            if servers.stop(pkg.namespace, spec.model, st, digest=pkg.status.digest):
-                pkg.events.append(Event("Normal", "ServerStopped", f"{st} server for {spec.model} stopped"))
-    elif wanted:
-        assert spec.serve is not None and stage is not None
-        _apply_server(pkg, spec, stage)
-        return
-    pkg.update["endpoint"] = None
-    if before not in (None, "NotServing"):
-        pkg.condition("Serving", "False", "NotServing", f"stage {stage}; serving needs spec.serve and Staging or Production")
-
-
-def _apply_server(pkg: Pkg, spec: ModelPackageSpec, stage: str) -> None:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    from mloop.k8s.client import api_client
-
-    assert spec.serve is not None
-    settings = get_settings()
-    resources = spec.serve.resources.to_wire() if spec.serve.resources else None
-    deployment = build_deployment(pkg.namespace, spec.model, stage, pkg.name, pkg.status.uri or "",
-                                  pkg.status.digest or "", spec.serve.replicas, spec.serve.sampling_rate, resources or None,
-                                  settings)
-    service = build_service(pkg.namespace, spec.model, stage)
-    apps, core = client.AppsV1Api(api_client()), client.CoreV1Api(api_client())
+def _apply_server(me: decide.PackageId, model: str, action: decide.ApplyServer, idx: Indexes) -> None:
+    """Server-side apply of the Deployment and Service, owned by the package; skipped when the live Deployment
+    already carries this manifest, its replicas and no field edited by hand."""
+    owner = {"apiVersion": API_VERSION, "kind": "ModelPackage", "name": me.name, "uid": me.uid}
+    deployment = build_deployment(me.namespace, model, action.stage, me.name, action.uri, action.digest,
+                                  action.replicas, action.sampling, action.resources, get_settings(), owner)
+    service = build_service(me.namespace, model, action.stage, owner)
     name = deployment["metadata"]["name"]
-    try:
-        current = apps.read_namespaced_deployment(name, pkg.namespace)
-        annotations = current.spec.template.metadata.annotations or {}
-        if annotations.get("mloop.dev/package-digest") != pkg.status.digest:
-            apps.replace_namespaced_deployment(name, pkg.namespace, {**deployment, "metadata": {
-                **deployment["metadata"], "resourceVersion": current.metadata.resource_version}})
-            pkg.events.append(Event("Normal", "ServerRolled", f"Deployment {name} rolls to version {pkg.status.version}"))
-        available = current.status.available_replicas or 0
-    except ApiException as err:
-        if err.status != 404:
-            raise
-        apps.create_namespaced_deployment(pkg.namespace, deployment)
-        pkg.events.append(Event("Normal", "ServerStarted", f"Deployment {name} created for version {pkg.status.version}"))
-        available = 0
-    try:
-        core.create_namespaced_service(pkg.namespace, service)
-    except ApiException as err:
-        if err.status != 409:
-            raise
-    pkg.update["endpoint"] = cluster_url(pkg.namespace, spec.model, stage)
-    if available:
-        pkg.condition("Serving", "True", "Available", f"Deployment {name}: {available} replica(s) available")
-    else:
-        pkg.condition("Serving", "Unknown", "Rolling", f"Deployment {name} has no available replica yet")
+    live = _one(idx.model_servers, (me.namespace, name))
+    if (live and live["applied"] == deployment["metadata"]["annotations"][APPLIED] and live["owner"] == me.uid
+            and live["replicas"] == action.replicas and not live["editedBy"]):
+        return
+    if live and live["editedBy"]:
+        log.info("Deployment %s/%s was edited by %s; putting it back", me.namespace, name, ", ".join(live["editedBy"]))
+    apps, core = client.AppsV1Api(api_client()), client.CoreV1Api(api_client())
+    apps.patch_namespaced_deployment(name, me.namespace, deployment, field_manager=MANAGER, force=True,
+                                     _content_type=APPLY)
+    core.patch_namespaced_service(name, me.namespace, service, field_manager=MANAGER, force=True, _content_type=APPLY)
 
 
-@kopf.on.delete(GROUP, VERSION, "modelpackages", optional=True)
-def package_deleted(spec: kopf.Spec, status: kopf.Status, namespace: str, **_: Any) -> None:
-    """Best effort without a finalizer: a local server of this package stops with it."""
-    if get_settings().executor == "local" and status.get("digest"):
-        for stage in SERVING_STAGES:
-            LocalServers().stop(namespace, spec.get("model", ""), stage, digest=status.get("digest"))
+def _delete_server(namespace: str, name: str) -> None:
+    apps, core = client.AppsV1Api(api_client()), client.CoreV1Api(api_client())
+    for delete in (apps.delete_namespaced_deployment, core.delete_namespaced_service):
+        try:
+            delete(name, namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
 
-def _active(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") != "Failed"
+@contextmanager
+def _local_lock() -> Iterator[LocalServers]:
+    """Local servers are processes on this host: two passes must not start or stop the same one at once."""
+    servers = LocalServers()
+    with open(servers.dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield servers
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
+
+# ---- what runs a pass ----
 
 @kopf.on.create(GROUP, VERSION, "modelpackages")
 @kopf.on.update(GROUP, VERSION, "modelpackages", field="spec")
 @kopf.on.resume(GROUP, VERSION, "modelpackages")
-def package_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile_package(body, patch)
+def package_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    reconcile_package(body, patch, Indexes.of(kwargs))
 
 
-@kopf.timer(GROUP, VERSION, "modelpackages", interval=get_settings().poll_interval, sharp=False, when=_active)
-def package_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile_package(body, patch)
+@kopf.timer(GROUP, VERSION, "modelpackages", interval=get_settings().poll_interval, sharp=False,
+            when=lambda status, **_: decide.in_flight(status))
+def package_tick(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    reconcile_package(body, patch, Indexes.of(kwargs))
+
+
+@kopf.on.event(GROUP, VERSION, "trainingruns")
+def run_event(namespace: str, name: str, status: kopf.Status, **kwargs: Any) -> None:
+    """A run that finished wakes the packages waiting on it."""
+    if status.get("phase") not in ("Succeeded", "Failed"):
+        return
+    idx = Indexes.of(kwargs)
+    for ref in idx.packages_by_run.get((namespace, name), []):
+        body = idx.package(namespace, ref["model"], ref["name"])
+        if body is not None and body["status"].get("phase") in (None, "Pending"):
+            reconcile_package(body, kopf.Patch(), idx)
+
+
+@kopf.on.event(GROUP, VERSION, "requirements")
+def requirement_event(namespace: str, **kwargs: Any) -> None:
+    """A Requirement that appears wakes the packages waiting for one in its namespace."""
+    idx = Indexes.of(kwargs)
+    for ref in idx.packages_awaiting_requirements.get(namespace, []):
+        body = idx.package(namespace, ref["model"], ref["name"])
+        if body is not None:
+            reconcile_package(body, kopf.Patch(), idx)
+
+
+@kopf.on.event(GROUP, VERSION, "modelpackages")
+def package_event(namespace: str, spec: kopf.Spec, status: kopf.Status, **kwargs: Any) -> None:
+    """Two packages of a model holding Production: the older ones' passes give it up (when the newer package's
+    direct archive lost a race with another write)."""
+    if status.get("stage") != "Production":
+        return
+    idx = Indexes.of(kwargs)
+    holders = [b for b in idx.packages_by_model.get((namespace, spec.get("model")), [])
+               if b["status"].get("stage") == "Production"]
+    if len(holders) < 2:
+        return
+    newest = max(holders, key=lambda b: b["status"].get("version") or 0)
+    for body in holders:
+        if body is not newest:
+            reconcile_package(body, kopf.Patch(), idx)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=SERVER_LABELS)
+def model_server_event(namespace: str, meta: kopf.Meta, labels: kopf.Labels, **kwargs: Any) -> None:
+    """A package's Deployment changed (rolled out, edited by hand, deleted): its package's pass puts it right
+    and reports availability."""
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "ModelPackage"), None)
+    if owner is None:
+        return
+    idx = Indexes.of(kwargs)
+    body = idx.package(namespace, labels.get("mloop.dev/model"), owner["name"])
+    if body is not None and body["metadata"]["uid"] == owner["uid"]:
+        reconcile_package(body, kopf.Patch(), idx)
+
+
+@kopf.on.delete(GROUP, VERSION, "modelpackages", optional=True)
+def package_deleted(spec: kopf.Spec, status: kopf.Status, namespace: str, **_: Any) -> None:
+    """Best effort without a finalizer: a local server of this package stops with it (cluster servers are owned
+    by the package and go with it)."""
+    if get_settings().executor == "local" and status.get("digest"):
+        with _local_lock() as servers:
+            for stage in decide.SERVING_STAGES:
+                servers.stop(namespace, spec.get("model", ""), stage, digest=status.get("digest"))

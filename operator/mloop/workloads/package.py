@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mloop.api.tasks import PackageResult, PackageTaskSpec
+from mloop.api.trainingrun import TrainingRunSpec
 from mloop.storage.artifacts import AlreadyExists, DigestMismatch, Store, sha256_hex
 from mloop.storage.models import UntrustedModel, load_model
 from mloop.workloads.task import main_for, now_iso
@@ -26,23 +28,23 @@ PROBA_TOLERANCE = 0.05  # float32 inputs can move a tree split: labels must agre
 REGRESSION_TOLERANCE = 1e-3
 
 
-def signature(task: dict[str, Any], model: Any) -> dict[str, Any]:
-    declared = {c["name"]: c for c in task.get("schema") or []}
+def signature(task: PackageTaskSpec, model: Any) -> dict[str, Any]:
+    declared = {c["name"]: c for c in task.columns}
     inputs = []
-    for name in task["run"]["features"]:
-        column = {"name": name, "type": task["run"]["types"].get(name, "string")}
+    for name in task.run.features:
+        column = {"name": name, "type": task.run.types.get(name, "string")}
         spec = declared.get(name, {})
         for key in ("allowedValues", "min", "max", "nullable"):
             if key in spec:
                 column[key] = spec[key]
         inputs.append(column)
-    output: dict[str, Any] = {"name": task["run"]["target"], "task": task["run"]["task"]}
-    if task["run"]["task"] == "classification":
+    output: dict[str, Any] = {"name": task.run.target, "task": task.run.task}
+    if task.run.task == "classification":
         output["classes"] = [str(c) for c in model.classes_]
-    return {"model": task["model"], "version": task["version"], "inputs": inputs, "output": output}
+    return {"model": task.model, "version": task.version, "inputs": inputs, "output": output}
 
 
-def to_onnx(task: dict[str, Any], model: Any, store: Store, log: logging.Logger) -> tuple[bytes | None, str]:
+def to_onnx(task: PackageTaskSpec, model: Any, store: Store, log: logging.Logger) -> tuple[bytes | None, str]:
     """The ONNX file and a note, or None and why not. Parity is checked on the run's held-out rows."""
     try:
         import onnxruntime as ort
@@ -50,8 +52,8 @@ def to_onnx(task: dict[str, Any], model: Any, store: Store, log: logging.Logger)
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     except ImportError as err:
         return None, f"ONNX tools are not installed: {err}"
-    run = task["run"]
-    features, types = run["features"], run["types"]
+    run = task.run
+    features, types = run.features, run.types
     initial = [(f, FloatTensorType([None, 1]) if types.get(f) in NUMERIC else StringTensorType([None, 1]))
                for f in features]
     estimator = model[-1]
@@ -63,17 +65,16 @@ def to_onnx(task: dict[str, Any], model: Any, store: Store, log: logging.Logger)
             session = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as err:  # skl2onnx raises many types for what it cannot convert
         return None, f"no ONNX converter for this pipeline: {type(err).__name__}: {str(err)[:300]}"
-    from mloop.api.trainingrun import TrainingRunSpec
-
-    x, y = load_xy(run, store)
-    _, x_test, _, _ = split(run, TrainingRunSpec.model_validate(run["spec"]), x, y)
+    trainer_view = run.to_wire()  # the trainer's own helpers read its spec.json keys
+    x, y = load_xy(trainer_view, store)
+    _, x_test, _, _ = split(trainer_view, TrainingRunSpec.model_validate(run.spec), x, y)
     feeds = {}
     for f in features:
         column = x_test[f].to_numpy().reshape(-1, 1)
         feeds[f] = column.astype(np.float32) if types.get(f) in NUMERIC else column.astype(str).astype(object)
     outputs = session.run(None, feeds)
     expected = model.predict(x_test)
-    if run["task"] == "classification":
+    if run.task == "classification":
         agreement = float(np.mean(np.asarray(outputs[0]).ravel().astype(str) == expected.astype(str)))
         gap = float(np.abs(outputs[1] - model.predict_proba(x_test)).max()) if options and len(outputs) > 1 else 0.0
         ok = agreement == 1.0 and gap <= PROBA_TOLERANCE
@@ -88,68 +89,68 @@ def to_onnx(task: dict[str, Any], model: Any, store: Store, log: logging.Logger)
     return onx.SerializeToString(), f"ONNX parity: {note}"
 
 
-def model_card(task: dict[str, Any], sig: dict[str, Any], onnx_note: str) -> str:
-    run, ds = task["run"], task["run"]["dataset"]
-    lines = [f"# Model card: {task['model']} version {task['version']}", ""]
-    for req in task.get("requirements", []):
-        lines += [f"## Intended use ({req['name']})", "", req["spec"].get("title", ""), "",
-                  req["spec"].get("description", "") or "", ""]
-    lines += ["## Data", "", f"- Dataset `{ds['name']}` version `{ds['version']}` (sha256 {ds['digest'][:16]}…)",
-              f"- Target `{run['target']}`; features: {', '.join(f'`{f}`' for f in run['features'])}", ""]
-    tags = task.get("governance") or {}
+def model_card(task: PackageTaskSpec, onnx_note: str) -> str:
+    run, ds = task.run, task.run.dataset
+    lines = [f"# Model card: {task.model} version {task.version}", ""]
+    for req in task.requirements:
+        lines += [f"## Intended use ({req.name})", "", req.spec.get("title", ""), "",
+                  req.spec.get("description", "") or "", ""]
+    lines += ["## Data", "", f"- Dataset `{ds.name}` version `{ds.version}` (sha256 {ds.digest[:16]}…)",
+              f"- Target `{run.target}`; features: {', '.join(f'`{f}`' for f in run.features)}", ""]
+    tags = task.governance
     lines += ["## Governance", ""] + [f"- {k}: {v}" for k, v in tags.items()] + (["- none declared"] if not tags else [])
     lines += ["", "## Metrics (held-out unless prefixed cv_)", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(task["run"]["metrics"].items())]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(run.metrics.items())]
     lines += ["", "## Requirements", ""]
-    for req in task.get("requirements", []):
-        for r in req["results"]:
+    for req in task.requirements:
+        for r in req.results:
             mark = {True: "pass", False: "FAIL", None: "not measured"}[r.get("passed")]
-            lines.append(f"- {req['name']} {r['criterion']}: {mark} ({r.get('message', '')})")
+            lines.append(f"- {req.name} {r['criterion']}: {mark} ({r.get('message', '')})")
     lines += ["", "## Limitations", "",
-              f"- Trained on {ds['name']}@{ds['version']} only; inputs outside the signature's ranges and categories "
+              f"- Trained on {ds.name}@{ds.version} only; inputs outside the signature's ranges and categories "
               "are refused by the server.", f"- {onnx_note}", ""]
     return "\n".join(lines)
 
 
-def package(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
-    run = task["run"]
-    prefix = task["prefix"]
+def package(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
+    task = PackageTaskSpec.model_validate(raw)
+    run, prefix = task.run, task.prefix
     try:
-        blob = store.get(run["modelKey"])
-        model = load_model(blob, run["modelDigest"])
+        blob = store.get(run.model_key)
+        model = load_model(blob, run.model_digest)
     except (DigestMismatch, UntrustedModel) as err:
         log.error("refused: %s", err)
-        return {"status": "Failed", "reason": "DigestMismatch" if isinstance(err, DigestMismatch) else "UntrustedModel",
-                "message": str(err)}
+        return PackageResult(status="Failed", reason="DigestMismatch" if isinstance(err, DigestMismatch)
+                             else "UntrustedModel", message=str(err)).to_wire()
     files: dict[str, bytes] = {"model.skops": blob}
     sig = signature(task, model)
     onnx_note = "ONNX not requested"
-    if "onnx" in task.get("formats", []):
+    if "onnx" in task.formats:
         onnx, onnx_note = to_onnx(task, model, store, log)
         if onnx is not None:
             files["model.onnx"] = onnx
     files["signature.json"] = json.dumps(sig, indent=2).encode()
-    files["modelcard.md"] = model_card(task, sig, onnx_note).encode()
-    files["lineage.json"] = json.dumps(task["lineage"], indent=2, sort_keys=True).encode()
-    files["requirements.json"] = json.dumps(task.get("requirements", []), indent=2, sort_keys=True).encode()
+    files["modelcard.md"] = model_card(task, onnx_note).encode()
+    files["lineage.json"] = json.dumps(task.lineage, indent=2, sort_keys=True).encode()
+    files["requirements.json"] = json.dumps([r.to_wire() for r in task.requirements], indent=2, sort_keys=True).encode()
     recorded = {}
     for name, body in files.items():
         try:
             recorded[name] = {"sha256": store.put(prefix + name, body), "size": len(body)}
         except AlreadyExists:  # an earlier attempt of this same version: keep what it wrote
             recorded[name] = {"sha256": sha256_hex(store.get(prefix + name)), "size": len(body)}
-    manifest = {"kind": "ModelPackage", "namespace": task["namespace"], "model": task["model"],
-                "version": task["version"], "package": task["name"], "files": recorded,
-                "modelDigest": run["modelDigest"], "createdAt": now_iso()}
+    manifest = {"kind": "ModelPackage", "namespace": task.namespace, "model": task.model,
+                "version": task.version, "package": task.name, "files": recorded,
+                "modelDigest": run.model_digest, "createdAt": now_iso()}
     body = json.dumps(manifest, indent=2, sort_keys=True).encode()
     try:
         store.put(prefix + "manifest.json", body)
     except AlreadyExists:
         body = store.get(prefix + "manifest.json")
     formats = ["skops"] + (["onnx"] if "model.onnx" in recorded else [])
-    return {"status": "Succeeded", "reason": "Packaged", "message": f"{task['model']} v{task['version']}: "
-            f"{', '.join(formats)}", "digest": f"sha256:{sha256_hex(body)}", "uri": store.uri(prefix),
-            "formats": formats, "onnx": onnx_note, "signature": sig}
+    return PackageResult(status="Succeeded", reason="Packaged", message=f"{task.model} v{task.version}: "
+                         f"{', '.join(formats)}", digest=f"sha256:{sha256_hex(body)}", uri=store.uri(prefix),
+                         formats=formats, onnx=onnx_note, signature=sig).to_wire()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,442 @@
+"""ModelPackage decisions: wait for the run and requirements, package, fold the task's result, gate the stage,
+serve. Pure: the handler gathers the world into one frozen value and carries the actions out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Union
+
+from mloop.api.common import Condition, CriterionResult, set_condition
+from mloop.api.dataset import DatasetStatus
+from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
+from mloop.api.requirement import RequirementSpec
+from mloop.api.tasks import PackageResult, RequirementReport, TaskState, task_name
+from mloop.reconcile import promotion
+from mloop.reconcile import requirements as judge
+from mloop.reconcile.outcome import Event, Outcome, dump_conditions
+
+SERVING_STAGES = ("Staging", "Production")
+MAX_STORAGE_RETRIES = 20  # a package task that exits 75 this often in a row is failed, not retried again
+
+
+@dataclass(frozen=True)
+class PackageId:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class RunView:
+    """The referenced TrainingRun as the index shows it."""
+
+    name: str
+    uid: str
+    phase: str | None = None
+    failure: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    model_digest: str | None = None
+    model_uri: str | None = None
+    dataset_digest: str | None = None  # the version the run pinned: data criteria are judged on it
+    requirement_refs: tuple[str, ...] = ()
+    executor: str | None = None
+
+
+@dataclass(frozen=True)
+class SiblingView:
+    """Another package of the same model, with the metrics of its run (for requireImprovement)."""
+
+    name: str
+    version: int | None
+    desired: str
+    granted: str | None
+    eligible: bool  # packaged and no failed criterion
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A local model server process for one stage; `what` says what the last ensure did (running: nothing)."""
+
+    endpoint: str
+    digest: str
+    alive: bool
+    ready: bool = False
+    what: str = "running"
+
+
+@dataclass(frozen=True)
+class ClusterServer:
+    """The Deployment of one stage on the cluster (`exists` False when there is none)."""
+
+    name: str
+    url: str
+    exists: bool = False
+    owner_uid: str | None = None
+    digest: str | None = None
+    available: int = 0
+
+
+@dataclass(frozen=True)
+class World:
+    package: PackageId
+    run: RunView | None
+    requirements: Mapping[str, RequirementSpec | None]  # by name; None: referenced but not there
+    dataset: DatasetStatus | None  # the version the run pinned
+    siblings: tuple[SiblingView, ...] = ()
+    executor: str = "local"
+    task: TaskState | None = None  # of status.task
+    result: PackageResult | None = None  # of status.task, once it finished
+    storage_ok: bool = True
+    claimed_version: int | None = None
+    local: Mapping[str, LocalServer] = field(default_factory=dict)  # by stage
+    cluster: Mapping[str, ClusterServer] = field(default_factory=dict)  # by stage
+    lower_is_better: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ClaimVersion:
+    """Claim the lowest free version of the model; `taken` are versions siblings already show."""
+
+    taken: frozenset[int]
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    task: str
+    version: int
+    requirements: tuple[RequirementReport, ...]
+
+
+@dataclass(frozen=True)
+class SubmitTask:
+    task: str
+
+
+@dataclass(frozen=True)
+class ArchivePackage:
+    name: str
+    message: str
+
+
+@dataclass(frozen=True)
+class EnsureLocalServer:
+    stage: str
+    uri: str
+    digest: str
+    sampling: float
+
+
+@dataclass(frozen=True)
+class StopLocalServer:
+    stage: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class ApplyServer:
+    stage: str
+    uri: str
+    digest: str
+    replicas: int
+    sampling: float
+    resources: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class DeleteServer:
+    stage: str
+
+
+Action = Union[ClaimVersion, WriteSpec, SubmitTask, ArchivePackage, EnsureLocalServer, StopLocalServer, ApplyServer,
+               DeleteServer]
+# Actions whose outcome the decision needs: the handler carries them out, folds the outcome into the world and
+# decides again before anything is written.
+REENTRANT = (ClaimVersion, EnsureLocalServer)
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: dict[str, Any]
+    events: tuple[Event, ...] = ()
+    actions: tuple[Action, ...] = ()
+
+    def outcome(self) -> Outcome:
+        return Outcome(dict(self.status), list(self.events))
+
+
+class _Pass:
+    """The status patch, conditions, events and actions one decision builds."""
+
+    def __init__(self, status: ModelPackageStatus, generation: int, now: datetime):
+        self.status, self.generation, self.now = status, generation, now
+        self.conditions: list[Condition] = list(status.conditions)
+        self.update: dict[str, Any] = {}
+        self.events: list[Event] = []
+        self.actions: list[Action] = []
+
+    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
+
+    def reason_of(self, type_: str) -> str | None:
+        return next((c.reason for c in self.conditions if c.type == type_), None)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))  # type: ignore[arg-type]
+
+    def wait(self, reason: str, message: str) -> None:
+        if self.reason_of("Packaged") != reason:
+            self.event("Normal", reason, message)
+        self.update.setdefault("phase", self.status.phase or "Pending")
+        self.condition("Packaged", "Unknown", reason, message)
+        self.condition("Ready", "Unknown", reason, message)
+
+    def fail(self, reason: str, message: str) -> None:
+        if self.reason_of("Packaged") != reason:
+            self.event("Warning", reason, message)
+        self.update.update(phase="Failed", task=None)
+        self.condition("Packaged", "False", reason, message)
+        self.condition("Ready", "False", reason, message)
+
+    def decision(self) -> Decision:
+        self.update.setdefault("observedGeneration", self.generation)
+        self.update["conditions"] = dump_conditions(self.conditions)
+        return Decision(self.update, tuple(self.events), tuple(self.actions))
+
+
+def invalid_spec(status: ModelPackageStatus, message: str, generation: int, now: datetime) -> Decision:
+    p = _Pass(status, generation, now)
+    p.fail("InvalidSpec", message)
+    return p.decision()
+
+
+def package_task(name: str, uid: str, attempt: int) -> str:
+    """The package task of one attempt: the same attempt always gets the same name (submit is idempotent)."""
+    return task_name("package", name, uid) if attempt == 0 else task_name("package", name, uid, attempt)
+
+
+def attempt_of(task: str, name: str, uid: str) -> int:
+    """Which attempt a task name is: the count lives in the name, so no status field has to carry it."""
+    return next((n for n in range(MAX_STORAGE_RETRIES + 1) if package_task(name, uid, n) == task), MAX_STORAGE_RETRIES)
+
+
+def in_flight(status: Mapping[str, Any]) -> bool:
+    """Whether a package needs its timer: a task running, storage awaited, or a local server to keep alive."""
+    reasons = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
+    local_server = str(status.get("endpoint") or "").startswith("http://127.0.0.1:")
+    return bool(status.get("task")) or reasons.get("Packaged") == "StorageUnavailable" or local_server
+
+
+def decide(spec: ModelPackageSpec, status: ModelPackageStatus, world: World, now: datetime) -> Decision:
+    me = world.package
+    p = _Pass(status, me.generation, now)
+    if status.phase == "Failed" and status.observed_generation == me.generation:
+        return Decision({})
+    ref, run = spec.training_run_ref, world.run
+    if run is None:
+        p.wait("WaitingForTrainingRun", f"TrainingRun {ref.name} does not exist yet")
+        return p.decision()
+    if run.phase == "Failed":
+        p.fail("TrainingRunFailed", f"TrainingRun {ref.name} failed: {run.failure or 'see its conditions'}")
+        return p.decision()
+    if run.phase != "Succeeded":
+        p.wait("WaitingForTrainingRun", f"TrainingRun {ref.name} is {run.phase or 'Pending'}")
+        return p.decision()
+    names = [r.name for r in spec.requirement_refs] if spec.requirement_refs else list(run.requirement_refs)
+    missing = next((n for n in names if world.requirements.get(n) is None), None)
+    if missing is not None:
+        p.wait("WaitingForRequirement", f"Requirement {missing} does not exist yet")
+        return p.decision()
+    reqs = [(n, world.requirements[n]) for n in names]
+    results: list[CriterionResult] = []
+    for name, req in reqs:
+        assert req is not None
+        results += judge.evaluate(name, req, dict(run.metrics), world.dataset, None, now)
+    if spec.require_improvement and spec.stage == "Production":
+        results.append(improvement(run.metrics, [r for _, r in reqs if r is not None], reqs[0][0] if reqs else "production",
+                                   world.siblings, world.lower_is_better))
+    p.update["requirements"] = judge.wire(results)
+    p.update["trainingRun"] = ref.name
+    if status.phase != "Packaged":
+        if not _package(p, spec, world, reqs, results):
+            return p.decision()
+    _promote(p, spec, world, results)
+    _serve(p, spec, world)
+    return p.decision()
+
+
+def _package(p: _Pass, spec: ModelPackageSpec, world: World, reqs: list[tuple[str, RequirementSpec | None]],
+             results: list[CriterionResult]) -> bool:
+    """Start, follow or fold the package task. True once the package is packaged (in this pass)."""
+    me, status = world.package, p.status
+    if status.task:
+        if world.result is not None:
+            return _fold(p, spec, world.result)
+        state = world.task
+        if state is None or (not state.finished and state.phase != "Missing"):
+            return False
+        if state.phase == "Missing":  # submitted but gone (an executor's record lost): the same name again
+            p.actions.append(SubmitTask(status.task))
+            return False
+        if not world.storage_ok:
+            p.wait("StorageUnavailable", "S3 is unavailable; packaging resumes when it is back")
+            return False
+        if state.storage_lost:
+            attempt = attempt_of(status.task, me.name, me.uid) + 1
+            if attempt > MAX_STORAGE_RETRIES:
+                p.fail("StorageUnavailable", f"package task {status.task} could not reach S3 {attempt} times in a row; "
+                                             "edit the ModelPackage to try again")
+                return False
+            _start(p, spec, status.version or 0, package_task(me.name, me.uid, attempt), reqs, results,
+                   f"S3 was unavailable to task {status.task}: retrying as {package_task(me.name, me.uid, attempt)}")
+            return False
+        p.fail("PackagingFailed", f"package task {status.task} failed: {state.reason} {state.message}".strip()[:1000])
+        return False
+    if not world.storage_ok:
+        p.wait("StorageUnavailable", "S3 is unavailable; packaging starts when it is back")
+        return False
+    version = status.version or world.claimed_version
+    if version is None:
+        taken = frozenset(s.version for s in world.siblings if s.version)
+        p.actions.append(ClaimVersion(taken))
+        return False
+    _start(p, spec, version, package_task(me.name, me.uid, 0), reqs, results,
+           f"packaging {spec.model} version {version}")
+    return False
+
+
+def _start(p: _Pass, spec: ModelPackageSpec, version: int, task: str, reqs: list[tuple[str, RequirementSpec | None]],
+           results: list[CriterionResult], message: str) -> None:
+    reports = tuple(RequirementReport(name=n, spec=r.to_wire() if r else {},
+                                      results=[x.to_wire() for x in results if x.requirement == n]) for n, r in reqs)
+    p.actions += [WriteSpec(task, version, reports), SubmitTask(task)]
+    p.update.update(phase="Packaging", task=task, version=version)
+    if p.reason_of("Packaged") != "Packaging" or p.status.task != task:
+        p.event("Normal", "Packaging", message)
+    p.condition("Packaged", "Unknown", "Packaging", message)
+    p.condition("Ready", "Unknown", "Packaging", "packaging in progress")
+
+
+def _fold(p: _Pass, spec: ModelPackageSpec, result: PackageResult) -> bool:
+    if result.status != "Succeeded" or not result.uri or not result.digest:
+        p.fail(result.reason or "PackagingFailed", result.message[:1000])
+        return False
+    p.update.update(phase="Packaged", task=None, uri=result.uri, digest=result.digest, formats=list(result.formats))
+    p.condition("Packaged", "True", "Packaged", result.message)
+    if "onnx" in (spec.formats or []):
+        has_onnx = "onnx" in result.formats
+        p.condition("OnnxAvailable", "True" if has_onnx else "False", "ParityChecked" if has_onnx else "OnnxUnavailable",
+                    result.onnx[:1000])
+    p.event("Normal", "Packaged", f"{spec.model} version {p.status.version}: {result.message}")
+    p.status = p.status.model_copy(update={"phase": "Packaged", "uri": result.uri, "digest": result.digest})
+    return True
+
+
+def improvement(metrics: Mapping[str, float], reqs: list[RequirementSpec], requirement: str,
+                siblings: tuple[SiblingView, ...], lower_is_better: frozenset[str]) -> CriterionResult:
+    """Does this package beat the model's current Production package on the primary metric?"""
+    task = "regression" if "r2" in metrics else "classification"
+    metric = judge.primary_metric(reqs, task)
+    mine = metrics.get(metric)
+    criterion = f"beats-production:{metric}"
+    holder = next((s for s in siblings if s.granted == "Production"), None)
+    if holder is None:
+        return CriterionResult(requirement=requirement, criterion=criterion, passed=True, value=mine,
+                               message="no package is in Production yet")
+    theirs = holder.metrics.get(metric)
+    if mine is None or theirs is None:
+        return CriterionResult(requirement=requirement, criterion=criterion, passed=None, message="not measured")
+    lower = metric in lower_is_better
+    better = mine < theirs if lower else mine > theirs
+    op = "<" if lower else ">"
+    return CriterionResult(requirement=requirement, criterion=criterion, passed=better, value=round(mine, 6),
+                           threshold=round(theirs, 6), operator=op,
+                           message=f"{mine:.4g} {op if better else ('>=' if lower else '<=')} {theirs:.4g} of "
+                                   f"{holder.name} in Production")
+
+
+def _promote(p: _Pass, spec: ModelPackageSpec, world: World, results: list[CriterionResult]) -> None:
+    version = p.status.version or 0
+    siblings = [promotion.Sibling(s.name, s.version, s.desired, s.granted, s.eligible)
+                for s in world.siblings if s.version]
+    decision = promotion.decide(spec.stage, version, results, siblings, p.status.stage)
+    before = p.status.stage
+    p.update["stage"] = decision.stage
+    refused_before = p.reason_of("Promoted") == "CriterionFailed"
+    p.condition("Promoted", decision.promoted, decision.reason, decision.message)
+    p.condition("Ready", "True", "Packaged", f"version {version}, stage {decision.stage}")
+    if decision.stage != before:
+        if decision.promoted == "True":
+            p.event("Normal", "PromotionGranted", f"{decision.stage}: {decision.message}")
+        elif decision.reason == "CriterionFailed":
+            p.event("Warning", "PromotionRefused", decision.message)
+        elif decision.stage == "Archived":
+            p.event("Normal", "Archived", decision.message)
+    elif decision.reason == "CriterionFailed" and not refused_before:
+        p.event("Warning", "PromotionRefused", decision.message)
+    for name in decision.archive:
+        p.actions.append(ArchivePackage(name, f"superseded by {world.package.name} (version {version}) in Production"))
+
+
+def archived(status: ModelPackageStatus, generation: int, message: str, now: datetime) -> Decision:
+    """What an older package's status becomes when a newer one takes Production from it."""
+    p = _Pass(status, generation, now)
+    p.condition("Promoted", "False", "Superseded", message)
+    return Decision({"stage": "Archived", "conditions": dump_conditions(p.conditions)}, (Event("Normal", "Archived", message),))
+
+
+def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
+    """Run the server of the granted stage (local process or Deployment); stop or delete what the package left."""
+    stage = p.update.get("stage", p.status.stage)
+    uri, digest, version = p.status.uri or "", p.status.digest or "", p.status.version
+    serve = spec.serve
+    wanted = stage if serve is not None and serve.enabled and stage in SERVING_STAGES and digest else None
+    before = p.reason_of("Serving")
+    if world.executor == "local":
+        for st, server in world.local.items():
+            if st != wanted and server.digest == digest and server.alive:
+                p.actions.append(StopLocalServer(st, digest))
+                p.event("Normal", "ServerStopped", f"{st} server for {spec.model} stopped")
+        if wanted and serve is not None:
+            server = world.local.get(wanted)
+            if server is None or not server.alive or server.digest != digest:
+                p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate))
+                return
+            p.update["endpoint"] = server.endpoint
+            if server.what != "running":
+                p.event("Normal", f"Server{server.what.capitalize()}",
+                        f"{wanted} server for {spec.model} {server.what} at {server.endpoint} (version {version})")
+            if server.ready:
+                p.condition("Serving", "True", "Ready", f"{wanted} endpoint {server.endpoint} is ready")
+            else:
+                p.condition("Serving", "Unknown", "Starting", f"waiting for {server.endpoint} to become ready")
+            return
+    else:
+        for st, server in world.cluster.items():
+            if st != wanted and server.exists and server.owner_uid == world.package.uid:
+                p.actions.append(DeleteServer(st))
+                p.event("Normal", "ServerDeleted", f"{st} Deployment and Service for {spec.model} deleted")
+        if wanted and serve is not None:
+            server = world.cluster[wanted]
+            resources = serve.resources.to_wire() if serve.resources else None
+            p.actions.append(ApplyServer(wanted, uri, digest, serve.replicas, serve.sampling_rate, resources or None))
+            name = server.name
+            if not server.exists:
+                p.event("Normal", "ServerStarted", f"Deployment {name} created for version {version}")
+            elif server.digest != digest:
+                p.event("Normal", "ServerRolled", f"Deployment {name} rolls to version {version}")
+            p.update["endpoint"] = server.url
+            available = server.available if server.exists and server.digest == digest else 0
+            if available:
+                p.condition("Serving", "True", "Available", f"Deployment {name}: {available} replica(s) available")
+            else:
+                p.condition("Serving", "Unknown", "Rolling", f"Deployment {name} has no available replica yet")
+            return
+    p.update["endpoint"] = None
+    if before not in (None, "NotServing"):
+        p.condition("Serving", "False", "NotServing",
+                    f"stage {stage}; serving needs spec.serve and Staging or Production")
+

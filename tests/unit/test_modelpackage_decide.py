@@ -1,0 +1,337 @@
+"""ModelPackage decisions in tables: waiting, packaging, its results and retries, promotion, serving."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+
+from mloop.api.dataset import DatasetStatus
+from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
+from mloop.api.requirement import RequirementSpec
+from mloop.api.tasks import EXIT_STORAGE, PackageResult, TaskState
+from mloop.reconcile.modelpackage import (
+    MAX_STORAGE_RETRIES,
+    ApplyServer,
+    ArchivePackage,
+    ClaimVersion,
+    ClusterServer,
+    DeleteServer,
+    EnsureLocalServer,
+    LocalServer,
+    PackageId,
+    RunView,
+    SiblingView,
+    StopLocalServer,
+    SubmitTask,
+    World,
+    WriteSpec,
+    archived,
+    attempt_of,
+    decide,
+    in_flight,
+    invalid_spec,
+    package_task,
+)
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+ME = PackageId("ns", "iris-2", "uid-2", 1)
+DIGEST = "sha256:" + "ab" * 32
+OLD_DIGEST = "sha256:" + "cd" * 32
+RUN = RunView(name="lr", uid="run-uid", phase="Succeeded", metrics={"accuracy": 0.95}, model_digest=DIGEST,
+              model_uri="s3://b/runs/ns/lr/run-uid/model.skops", dataset_digest=DIGEST, requirement_refs=("req",))
+REQ = RequirementSpec.model_validate({"title": "t", "metrics": [{"metric": "accuracy", "min": 0.9, "primary": True}]})
+STRICT = RequirementSpec.model_validate({"title": "t", "metrics": [{"metric": "accuracy", "min": 0.99}]})
+ROWS = RequirementSpec.model_validate({"title": "t", "data": {"minRows": 100}})
+TASK = package_task(ME.name, ME.uid, 0)
+PACKAGED = {"phase": "Packaged", "version": 2, "uri": "s3://b/packages/ns/iris/2/", "digest": DIGEST,
+            "formats": ["skops"], "stage": "None"}
+OK = PackageResult(status="Succeeded", reason="Packaged", message="iris v2: skops, onnx", uri="s3://b/packages/ns/iris/2/",
+                   digest=DIGEST, formats=["skops", "onnx"], onnx="ONNX parity: labels agree on 100% of 38 rows")
+
+
+def spec(**kw) -> ModelPackageSpec:
+    return ModelPackageSpec.model_validate({"model": "iris", "trainingRunRef": {"name": "lr"}, **kw})
+
+
+def status(**kw) -> ModelPackageStatus:
+    return ModelPackageStatus.model_validate(kw)
+
+
+def world(**kw) -> World:
+    return World(**{"package": ME, "run": RUN, "requirements": {"req": REQ}, "dataset": None, **kw})
+
+
+def sibling(name: str = "iris-1", version: int = 1, desired: str = "Production", granted: str | None = "Production",
+            eligible: bool = True, accuracy: float | None = 0.9) -> SiblingView:
+    return SiblingView(name, version, desired, granted, eligible, {} if accuracy is None else {"accuracy": accuracy})
+
+
+def condition(decision, type_: str) -> tuple[str, str, str]:
+    found = next(c for c in decision.status["conditions"] if c["type"] == type_)
+    return found["status"], found["reason"], found["message"]
+
+
+def kinds(decision) -> list[str]:
+    return [type(a).__name__ for a in decision.actions]
+
+
+def reasons(decision) -> list[str]:
+    return [e.reason for e in decision.events]
+
+
+# (id, spec, status, world, phase written, Packaged condition (status, reason), actions, events)
+TRANSITIONS = [
+    ("run-missing", spec(), status(), world(run=None), "Pending", ("Unknown", "WaitingForTrainingRun"), [],
+     ["WaitingForTrainingRun"]),
+    ("run-running", spec(), status(phase="Pending"), world(run=replace(RUN, phase="Running")), "Pending",
+     ("Unknown", "WaitingForTrainingRun"), [], ["WaitingForTrainingRun"]),
+    ("run-failed", spec(), status(phase="Pending"), world(run=replace(RUN, phase="Failed", failure="TargetNotFound: x")),
+     "Failed", ("False", "TrainingRunFailed"), [], ["TrainingRunFailed"]),
+    ("requirement-missing", spec(), status(), world(requirements={"req": None}), "Pending",
+     ("Unknown", "WaitingForRequirement"), [], ["WaitingForRequirement"]),
+    ("claim-first", spec(), status(), world(siblings=(sibling(),)), None, None, ["ClaimVersion"], []),
+    ("version-claimed-starts-packaging", spec(), status(), world(claimed_version=2), "Packaging",
+     ("Unknown", "Packaging"), ["WriteSpec", "SubmitTask"], ["Packaging"]),
+    ("storage-down-before-start", spec(), status(), world(storage_ok=False), "Pending",
+     ("Unknown", "StorageUnavailable"), [], ["StorageUnavailable"]),
+    ("task-running", spec(), status(phase="Packaging", task=TASK, version=2), world(task=TaskState("Running")),
+     None, None, [], []),
+    ("task-succeeded", spec(formats=["onnx"]), status(phase="Packaging", task=TASK, version=2),
+     world(task=TaskState("Succeeded", exit_code=0), result=OK), "Packaged", ("True", "Packaged"), [],
+     ["Packaged"]),
+    ("task-refused-model", spec(), status(phase="Packaging", task=TASK, version=2),
+     world(task=TaskState("Succeeded", exit_code=0),
+           result=PackageResult(status="Failed", reason="DigestMismatch", message="does not match the recorded")),
+     "Failed", ("False", "DigestMismatch"), [], ["DigestMismatch"]),
+    ("task-crashed-without-result", spec(), status(phase="Packaging", task=TASK, version=2),
+     world(task=TaskState("Failed", "Error", "exit 1", 1)), "Failed", ("False", "PackagingFailed"), [],
+     ["PackagingFailed"]),
+    ("exit-75-retries", spec(), status(phase="Packaging", task=TASK, version=2),
+     world(task=TaskState("Failed", "Error", "", EXIT_STORAGE)), "Packaging", ("Unknown", "Packaging"),
+     ["WriteSpec", "SubmitTask"], ["Packaging"]),
+    ("storage-down-after-task-waits", spec(), status(phase="Packaging", task=TASK, version=2),
+     world(task=TaskState("Failed", "Error", "", EXIT_STORAGE), storage_ok=False), "Packaging",
+     ("Unknown", "StorageUnavailable"), [], ["StorageUnavailable"]),
+    ("task-lost-resubmitted", spec(), status(phase="Packaging", task=TASK, version=2),
+     world(task=TaskState("Missing")), None, None, ["SubmitTask"], []),
+    ("failed-stays-failed", spec(), status(phase="Failed", observedGeneration=1), world(), None, None, [], []),
+]
+
+
+@pytest.mark.parametrize("case,sp,st,w,phase,packaged,actions,events", TRANSITIONS, ids=[t[0] for t in TRANSITIONS])
+def test_transitions(case, sp, st, w, phase, packaged, actions, events) -> None:
+    decision = decide(sp, st, w, NOW)
+    assert decision.status.get("phase") == phase
+    if packaged is not None:
+        assert condition(decision, "Packaged")[:2] == packaged
+    assert kinds(decision) == actions
+    assert reasons(decision)[:len(events)] == events
+
+
+def test_a_claimed_version_is_written_into_the_task_spec_with_the_judged_criteria() -> None:
+    decision = decide(spec(), status(), world(claimed_version=3), NOW)
+    write, submit = decision.actions
+    assert isinstance(write, WriteSpec) and isinstance(submit, SubmitTask) and write.task == submit.task == TASK
+    assert write.version == 3 and decision.status["version"] == 3 and decision.status["task"] == TASK
+    assert write.requirements[0].name == "req" and write.requirements[0].results[0]["passed"] is True
+
+
+def test_the_claim_skips_versions_siblings_show() -> None:
+    decision = decide(spec(), status(), world(siblings=(sibling(version=1), sibling("iris-3", 3))), NOW)
+    assert decision.actions == (ClaimVersion(frozenset({1, 3})),)
+    assert "phase" not in decision.status and "version" not in decision.status
+
+
+def test_exit_75_retries_under_a_new_deterministic_name_and_gives_up_in_the_end() -> None:
+    lost = world(task=TaskState("Failed", "Error", "", EXIT_STORAGE))
+    first = decide(spec(), status(phase="Packaging", task=TASK, version=2), lost, NOW)
+    again = decide(spec(), status(phase="Packaging", task=TASK, version=2), lost, NOW)
+    retry = first.status["task"]
+    assert retry != TASK and retry == again.status["task"] and attempt_of(retry, ME.name, ME.uid) == 1
+    assert first.status["version"] == 2
+    last = package_task(ME.name, ME.uid, MAX_STORAGE_RETRIES)
+    given_up = decide(spec(), status(phase="Packaging", task=last, version=2), lost, NOW)
+    assert given_up.status["phase"] == "Failed" and condition(given_up, "Packaged")[1] == "StorageUnavailable"
+
+
+def test_packaging_succeeded_records_formats_onnx_and_promotes() -> None:
+    decision = decide(spec(formats=["onnx"], stage="Staging"), status(phase="Packaging", task=TASK, version=2),
+                      world(task=TaskState("Succeeded", exit_code=0), result=OK), NOW)
+    assert decision.status["formats"] == ["skops", "onnx"] and decision.status["task"] is None
+    assert decision.status["digest"] == DIGEST and decision.status["stage"] == "Staging"
+    assert condition(decision, "OnnxAvailable")[:2] == ("True", "ParityChecked")
+    assert reasons(decision) == ["Packaged", "PromotionGranted"]
+
+
+def test_onnx_unavailable_is_a_condition_not_a_failure() -> None:
+    result = OK.model_copy(update={"formats": ["skops"], "onnx": "no ONNX converter for this pipeline"})
+    decision = decide(spec(formats=["onnx"]), status(phase="Packaging", task=TASK, version=2),
+                      world(task=TaskState("Succeeded", exit_code=0), result=result), NOW)
+    assert decision.status["phase"] == "Packaged"
+    assert condition(decision, "OnnxAvailable") == ("False", "OnnxUnavailable", "no ONNX converter for this pipeline")
+
+
+def test_invalid_spec_fails_with_the_message() -> None:
+    decision = invalid_spec(status(), "spec.model: field required", 1, NOW)
+    assert decision.status["phase"] == "Failed"
+    assert condition(decision, "Packaged") == ("False", "InvalidSpec", "spec.model: field required")
+
+
+# (id, desired stage, requirement, siblings, granted, Promoted reason, events, archived)
+PROMOTIONS = [
+    ("staging-granted", "Staging", REQ, (), "Staging", "CriteriaMet", ["PromotionGranted"], []),
+    ("production-granted-archives-older", "Production", REQ, (sibling(),), "Production", "CriteriaMet",
+     ["PromotionGranted"], ["iris-1"]),
+    ("refused-names-the-criterion", "Production", STRICT, (), "None", "CriterionFailed", ["PromotionRefused"], []),
+    ("newer-holder-archives-me", "Production", REQ, (sibling("iris-3", 3),), "Archived", "Superseded", ["Archived"], []),
+    ("not-requested", "None", REQ, (), "None", "NotRequested", [], []),
+    ("archived-on-request", "Archived", REQ, (), "Archived", "Archived", ["Archived"], []),
+]
+
+
+@pytest.mark.parametrize("case,desired,req,siblings,granted,reason,events,archive", PROMOTIONS,
+                         ids=[p[0] for p in PROMOTIONS])
+def test_promotion(case, desired, req, siblings, granted, reason, events, archive) -> None:
+    decision = decide(spec(stage=desired), status(**PACKAGED), world(requirements={"req": req}, siblings=siblings), NOW)
+    assert decision.status["stage"] == granted
+    promoted = condition(decision, "Promoted")
+    assert promoted[1] == reason
+    assert reasons(decision) == events
+    assert [a.name for a in decision.actions if isinstance(a, ArchivePackage)] == archive
+    if reason == "CriterionFailed":
+        assert promoted[2].startswith("Production refused: req/metric:accuracy is 0.95 < 0.99")
+
+
+def test_a_refusal_is_announced_once() -> None:
+    first = decide(spec(stage="Production"), status(**PACKAGED), world(requirements={"req": STRICT}), NOW)
+    again = decide(spec(stage="Production"), status(**PACKAGED, conditions=first.status["conditions"]),
+                   world(requirements={"req": STRICT}), NOW)
+    assert reasons(first) == ["PromotionRefused"] and reasons(again) == []
+
+
+def test_archiving_an_older_package_keeps_its_generation_and_says_who() -> None:
+    decision = archived(status(**{**PACKAGED, "stage": "Production"}), 4, "superseded by iris-2 (version 2)", NOW)
+    assert decision.status["stage"] == "Archived" and "observedGeneration" not in decision.status
+    assert condition(decision, "Promoted") == ("False", "Superseded", "superseded by iris-2 (version 2)")
+    assert reasons(decision) == ["Archived"]
+
+
+# (id, siblings, my accuracy, passed, message fragment)
+IMPROVEMENT = [
+    ("better", (sibling(accuracy=0.9),), 0.95, True, "0.95 > 0.9 of iris-1 in Production"),
+    ("worse", (sibling(accuracy=0.97),), 0.95, False, "0.95 <= 0.97 of iris-1 in Production"),
+    ("no-production-yet", (sibling(granted="Staging"),), 0.95, True, "no package is in Production yet"),
+    ("not-measured", (sibling(accuracy=None),), 0.95, None, "not measured"),
+]
+
+
+@pytest.mark.parametrize("case,siblings,mine,passed,message", IMPROVEMENT, ids=[i[0] for i in IMPROVEMENT])
+def test_require_improvement_against_the_production_sibling(case, siblings, mine, passed, message) -> None:
+    run = replace(RUN, metrics={"accuracy": mine})
+    decision = decide(spec(stage="Production", requireImprovement=True), status(**PACKAGED),
+                      world(run=run, siblings=siblings), NOW)
+    judged = next(r for r in decision.status["requirements"] if r["criterion"] == "beats-production:accuracy")
+    assert judged.get("passed") == passed and message in judged["message"]
+    if passed is False:
+        assert decision.status["stage"] == "None" and condition(decision, "Promoted")[1] == "CriterionFailed"
+        assert "beats-production:accuracy" in condition(decision, "Promoted")[2]
+
+
+def test_lower_is_better_metrics_compare_the_other_way() -> None:
+    req = RequirementSpec.model_validate({"title": "t", "metrics": [{"metric": "rmse", "max": 100, "primary": True}]})
+    run = replace(RUN, metrics={"rmse": 40.0, "r2": 0.5})
+    holder = SiblingView("old", 1, "Production", "Production", True, {"rmse": 50.0})
+    decision = decide(spec(stage="Production", requireImprovement=True), status(**PACKAGED),
+                      world(run=run, requirements={"req": req}, siblings=(holder,), lower_is_better=frozenset({"rmse"})),
+                      NOW)
+    judged = next(r for r in decision.status["requirements"] if r["criterion"] == "beats-production:rmse")
+    assert judged["passed"] is True and judged["operator"] == "<"
+
+
+def test_data_criteria_judge_the_version_the_run_pinned() -> None:
+    pinned = DatasetStatus.model_validate({"version": "ab" * 6, "digest": DIGEST, "rows": 150})
+    decision = decide(spec(), status(**PACKAGED), world(requirements={"req": ROWS}, dataset=pinned), NOW)
+    rows = next(r for r in decision.status["requirements"] if r["criterion"] == "data:minRows")
+    assert rows["passed"] is True and rows["value"] == 150
+
+
+SERVE = {"serve": {"replicas": 2, "samplingRate": 0.5}}
+CLUSTER = {st: ClusterServer(f"iris-{st.lower()}", f"http://iris-{st.lower()}.ns.svc.cluster.local")
+           for st in ("Staging", "Production")}
+
+
+def cluster(stage: str, **kw) -> dict[str, ClusterServer]:
+    return {**CLUSTER, stage: replace(CLUSTER[stage], exists=True, **kw)}
+
+
+# (id, desired stage, serve, executor, servers, actions, Serving (status, reason), events)
+SERVING = [
+    ("local-start", "Staging", SERVE, "local", {}, ["EnsureLocalServer"], None, []),
+    ("local-ready", "Staging", SERVE, "local", {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, True)}, [],
+     ("True", "Ready"), []),
+    ("local-just-started", "Staging", SERVE, "local",
+     {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, False, "started")}, [], ("Unknown", "Starting"),
+     ["ServerStarted"]),
+    ("local-other-version-rolls", "Staging", SERVE, "local",
+     {"Staging": LocalServer("http://127.0.0.1:9", OLD_DIGEST, True)}, ["EnsureLocalServer"], None, []),
+    ("local-not-wanted-stops", "None", SERVE, "local", {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True)},
+     ["StopLocalServer"], None, ["ServerStopped"]),
+    ("local-no-serve-spec", "Staging", {}, "local", {}, [], None, []),
+    ("cluster-create", "Production", SERVE, "kubernetes", CLUSTER, ["ApplyServer"], ("Unknown", "Rolling"),
+     ["ServerStarted"]),
+    ("cluster-roll", "Production", SERVE, "kubernetes", cluster("Production", owner_uid="uid-1", digest=OLD_DIGEST),
+     ["ApplyServer"], ("Unknown", "Rolling"), ["ServerRolled"]),
+    ("cluster-available", "Production", SERVE, "kubernetes",
+     cluster("Production", owner_uid=ME.uid, digest=DIGEST, available=2), ["ApplyServer"], ("True", "Available"), []),
+    ("cluster-left-stage-deletes-own", "None", SERVE, "kubernetes", cluster("Production", owner_uid=ME.uid, digest=DIGEST),
+     ["DeleteServer"], None, ["ServerDeleted"]),
+    ("cluster-left-stage-keeps-newer-owner", "None", SERVE, "kubernetes",
+     cluster("Production", owner_uid="uid-3", digest=OLD_DIGEST), [], None, []),
+    ("cluster-moved-stage", "Staging", SERVE, "kubernetes", cluster("Production", owner_uid=ME.uid, digest=DIGEST),
+     ["DeleteServer", "ApplyServer"], ("Unknown", "Rolling"), ["ServerDeleted", "ServerStarted"]),
+]
+
+
+@pytest.mark.parametrize("case,desired,serve,executor,servers,actions,serving,events", SERVING,
+                         ids=[s[0] for s in SERVING])
+def test_serving(case, desired, serve, executor, servers, actions, serving, events) -> None:
+    w = world(executor=executor, **({"local": servers} if executor == "local" else {"cluster": servers}))
+    decision = decide(spec(stage=desired, **serve), status(**PACKAGED), w, NOW)
+    assert kinds(decision) == actions
+    if serving is not None:
+        assert condition(decision, "Serving")[:2] == serving
+    assert [r for r in reasons(decision) if r.startswith("Server")] == events
+
+
+def test_served_endpoints_and_server_parameters() -> None:
+    local = decide(spec(stage="Staging", **SERVE), status(**PACKAGED),
+                   world(local={"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, True)}), NOW)
+    assert local.status["endpoint"] == "http://127.0.0.1:9"
+    ensure = decide(spec(stage="Staging", **SERVE), status(**PACKAGED), world(), NOW).actions[0]
+    assert ensure == EnsureLocalServer("Staging", PACKAGED["uri"], DIGEST, 0.5)
+    on_cluster = decide(spec(stage="Production", **SERVE), status(**PACKAGED), world(executor="kubernetes",
+                        cluster=CLUSTER), NOW)
+    assert on_cluster.status["endpoint"] == "http://iris-production.ns.svc.cluster.local"
+    assert on_cluster.actions[0] == ApplyServer("Production", PACKAGED["uri"], DIGEST, 2, 0.5, None)
+
+
+def test_leaving_the_stage_says_not_serving_and_clears_the_endpoint() -> None:
+    serving = status(**PACKAGED, endpoint="http://x", conditions=[
+        {"type": "Serving", "status": "True", "reason": "Available", "lastTransitionTime": NOW}])
+    decision = decide(spec(stage="None", **SERVE), serving, world(executor="kubernetes", cluster=CLUSTER), NOW)
+    assert decision.status["endpoint"] is None and condition(decision, "Serving")[:2] == ("False", "NotServing")
+    assert not any(isinstance(a, (DeleteServer, StopLocalServer)) for a in decision.actions)
+
+
+@pytest.mark.parametrize("st,expected", [
+    ({}, False),
+    ({"task": TASK}, True),
+    ({"phase": "Packaged", "endpoint": "http://127.0.0.1:8123"}, True),
+    ({"phase": "Packaged", "endpoint": "http://iris-production.ns.svc.cluster.local"}, False),
+    ({"conditions": [{"type": "Packaged", "reason": "StorageUnavailable"}]}, True),
+    ({"phase": "Packaged", "stage": "Production"}, False),
+])
+def test_only_packages_in_flight_keep_a_timer(st, expected) -> None:
+    assert in_flight(st) is expected
