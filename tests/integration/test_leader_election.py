@@ -151,7 +151,7 @@ def ready(api: Any, namespace: str, name: str) -> dict:
 
 
 def test_two_replicas_one_leads_and_the_standby_takes_over(stack, api_client, kubectl, namespace, tmp_path) -> None:
-    pods = ("op-a", "op-b", "op-c")
+    pods = ("op-a", "op-b", "op-c", "op-d")
     logs = {pod: tmp_path / f"{pod}.log" for pod in pods}
     ports = {pod: free_port() for pod in pods}
     procs = {pod: start_operator(stack, namespace, pod, logs[pod], ports[pod]) for pod in pods[:2]}
@@ -195,6 +195,17 @@ def test_two_replicas_one_leads_and_the_standby_takes_over(stack, api_client, ku
         assert procs[standby].wait(timeout=60) == 0, logs[standby].read_text()[-3000:]
         assert read_lease(api_client, namespace).holder_identity is None
         assert f"Released Lease {namespace}/{LEASE}" in logs[standby].read_text()
+
+        # A leader that finds the lease in other hands exits at once rather than act as a second leader.
+        procs["op-d"] = start_operator(stack, namespace, "op-d", logs["op-d"], ports["op-d"])
+        wait_for(lambda: (h := read_lease(api_client, namespace).holder_identity) and h.startswith("op-d_"),
+                 timeout=60)
+        leases = client.CoordinationV1Api(api_client)
+        lease = leases.read_namespaced_lease(LEASE, namespace)
+        lease.spec.holder_identity = "intruder"
+        leases.replace_namespaced_lease(LEASE, namespace, lease)
+        assert procs["op-d"].wait(timeout=60) == 1
+        assert f"Leadership lost: Lease {namespace}/{LEASE} is now held by intruder" in logs["op-d"].read_text()
     finally:
         for proc in procs.values():
             if proc.poll() is None:
