@@ -1,0 +1,74 @@
+"""The reconcile core against the real API server: preconditioned status writes, the outbox, and no finalizer at rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.helpers import apply_object, condition, get_object, k8s_events, wait_for
+
+
+def _dataset(kubectl: Any, api_client: Any, namespace: str, name: str) -> dict:
+    apply_object(kubectl, namespace, "Dataset", name, {"source": {"builtin": {"name": "iris"}}})
+    return get_object(api_client, namespace, "datasets", name)
+
+
+def test_a_status_write_on_a_stale_body_changes_nothing(kubectl, api_client, namespace) -> None:
+    from mloop.handlers.common import patch_status
+
+    obj = _dataset(kubectl, api_client, namespace, "stale")
+    stale = obj["metadata"]["resourceVersion"]
+    assert patch_status("datasets", namespace, "stale", {"phase": "Pending"}, stale) is not None
+    assert patch_status("datasets", namespace, "stale", {"phase": "Failed"}, stale) is None  # 409: moved on
+    assert get_object(api_client, namespace, "datasets", "stale")["status"]["phase"] == "Pending"
+
+
+def test_two_passes_on_one_body_write_once_and_post_one_event(kubectl, api_client, namespace) -> None:
+    from mloop.handlers.common import commit
+    from mloop.reconcile.outcome import Event, Outcome
+
+    body = _dataset(kubectl, api_client, namespace, "twice")
+    outcome = Outcome({"phase": "Pending"}, [Event("Normal", "Probe", "decided once")])
+    assert commit(body, outcome) is not None
+    assert commit(body, outcome) is None  # the same decision on the same (now stale) body: refused
+    assert [r for r, _ in k8s_events(api_client, namespace, "twice")] == ["Probe"]
+    assert not get_object(api_client, namespace, "datasets", "twice")["status"].get("outbox")
+
+
+def test_events_owed_by_a_write_are_sent_once_after_a_crash(kubectl, api_client, namespace) -> None:
+    """A kill after the status write and before the events went out leaves them in status.outbox: the next
+    operator sends them, once, however often it starts."""
+    from kopf.testing import KopfRunner
+
+    from mloop.handlers.common import drain, patch_status
+
+    obj = _dataset(kubectl, api_client, namespace, "owed")
+    owed = [{"id": "a1", "type": "Normal", "reason": "Owed", "message": "written before the crash"}]
+    written = patch_status("datasets", namespace, "owed", {"outbox": owed}, obj["metadata"]["resourceVersion"])
+    assert written is not None
+    drain(written)
+    drain(written)  # a second sender of the same entry: refused by name
+    assert k8s_events(api_client, namespace, "owed") == [("Owed", "written before the crash")]
+
+    obj = get_object(api_client, namespace, "datasets", "owed")
+    again = [{"id": "b2", "type": "Warning", "reason": "OwedToo", "message": "left for the next operator"}]
+    assert patch_status("datasets", namespace, "owed", {"outbox": again}, obj["metadata"]["resourceVersion"])
+    for _ in range(2):
+        with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"], timeout=120):
+            wait_for(lambda: condition(get_object(api_client, namespace, "datasets", "owed"), "Ready") and
+                     not get_object(api_client, namespace, "datasets", "owed")["status"].get("outbox"), timeout=90)
+    reasons = sorted(r for r, _ in k8s_events(api_client, namespace, "owed"))
+    assert reasons.count("OwedToo") == 1 and reasons.count("Owed") == 1
+
+
+def test_an_object_at_rest_has_no_finalizer_and_deletes_while_the_operator_is_down(kubectl, api_client,
+                                                                                     namespace) -> None:
+    from kopf.testing import KopfRunner
+
+    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"], timeout=120):
+        apply_object(kubectl, namespace, "Dataset", "rest", {"source": {"builtin": {"name": "iris"}}})
+        wait_for(lambda: (condition(get_object(api_client, namespace, "datasets", "rest"), "Ready") or {})
+                 .get("status") == "True", timeout=90)
+        wait_for(lambda: not get_object(api_client, namespace, "datasets", "rest")["metadata"].get("finalizers"),
+                 timeout=30)
+    done = kubectl("delete", "dataset", "rest", "-n", namespace, "--wait=true", "--timeout=20s")
+    assert done.returncode == 0, done.stderr
