@@ -93,6 +93,29 @@ def test_same_spec_on_same_version_gives_identical_metrics(kubectl, api_client, 
     assert first["status"]["modelDigest"] != second["status"]["modelDigest"]
 
 
+def run_json(s3, obj: dict, name: str) -> dict:
+    """A JSON file the run wrote under its prefix in S3 (result.json, metrics.json)."""
+    meta = obj["metadata"]
+    key = f"runs/{meta['namespace']}/{meta['name']}/{meta['uid']}/{name}"
+    return json.loads(s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+
+
+def test_same_numeric_environment_gives_bit_identical_metrics(kubectl, api_client, namespace, operator, s3) -> None:
+    """LogisticRegression leans on BLAS: its log_loss is what differed in the last bits across kernels (issue 12)."""
+    apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
+    apply_object(kubectl, namespace, "TrainingRun", "once", IRIS_RUN)
+    apply_object(kubectl, namespace, "TrainingRun", "twice", IRIS_RUN)
+    once, twice = succeeded(api_client, namespace, "once"), succeeded(api_client, namespace, "twice")
+    timing = {"fit_seconds"}
+    assert {k: v for k, v in once["status"]["metrics"].items() if k not in timing} == \
+           {k: v for k, v in twice["status"]["metrics"].items() if k not in timing}
+    recorded = run_json(s3, once, "result.json")["numericEnvironment"]
+    assert recorded == run_json(s3, twice, "result.json")["numericEnvironment"]
+    assert recorded == run_json(s3, once, "metrics.json")["numericEnvironment"]
+    assert any(lib["internal_api"] == "openblas" and lib["architecture"] for lib in recorded["libraries"])
+    assert {lib["num_threads"] for lib in recorded["libraries"]} == {1}  # pinned, whatever this machine's cores
+
+
 def test_grid_search_fans_out_and_refits_the_best(kubectl, api_client, namespace, operator, s3) -> None:
     apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
     apply_object(kubectl, namespace, "TrainingRun", "search", {**IRIS_RUN, "estimator": {"name": "LogisticRegression",
