@@ -141,15 +141,6 @@ class TrainResult(TaskResult):
 # --- ModelPackage: the package task's spec.json and result.json ---------------------------------------------------
 
 
-class DatasetPin(Wire):
-    """The dataset version a run trained on."""
-
-    namespace: str
-    name: str
-    version: str
-    digest: str  # hex, no sha256: prefix
-
-
 class PackagedRun(Wire):
     """What packaging needs of a succeeded run: the run's own spec.json (as the trainer read it) and its outcome."""
 
