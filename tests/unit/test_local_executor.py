@@ -106,17 +106,20 @@ def test_two_folders_do_not_see_each_others_tasks(tmp_path: Path) -> None:
 
 def test_dev_env_exports_the_stacks_own_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from mloop.cli.dev import print_env
+    from mloop.cli.main import main
     from mloop.localcluster.stack import StackInfo
 
     stack_dir = tmp_path / "stack-a"
-    info = StackInfo(directory=str(stack_dir), kubeconfig=str(stack_dir / "kubeconfig"),
-                     api_server="https://127.0.0.1:1", s3_endpoint="http://127.0.0.1:2", s3_access_key="k",
-                     s3_secret_key="s", bucket="mloop", pids={})
-    assert print_env(info) == 0
+    stack_dir.mkdir()
+    # A stack's saved state; no process of it needs to run for `mloop dev env` to print its settings.
+    StackInfo(directory=str(stack_dir), kubeconfig=str(stack_dir / "kubeconfig"), api_server="https://127.0.0.1:1",
+              s3_endpoint="http://127.0.0.1:2", s3_access_key="k", s3_secret_key="s", bucket="mloop",
+              pids={}).save(stack_dir / "state.json")
+    monkeypatch.setenv("MLOOP_DEV_DIR", str(stack_dir))
+    monkeypatch.setenv("MLOOP_LOCAL_DIR", str(tmp_path / "another-stack" / "local"))  # a shell with stale settings
+    assert main(["dev", "env"]) == 0
     exported = dict(line.removeprefix("export ").split("=", 1) for line in capsys.readouterr().out.splitlines())
     assert exported["MLOOP_LOCAL_DIR"] == str(stack_dir / "local")
     # An operator started with only MLOOP_DEV_DIR set uses the same folder.
-    monkeypatch.setenv("MLOOP_DEV_DIR", str(stack_dir))
-    monkeypatch.delenv("MLOOP_LOCAL_DIR", raising=False)
+    monkeypatch.delenv("MLOOP_LOCAL_DIR")
     assert Settings().local_path == stack_dir / "local"
