@@ -236,6 +236,9 @@ class TrainingRunStatus(ApiModel):
     task: Annotated[str, Field(max_length=253)] | None = Field(
         default=None, description="Name of the task in flight (the Job, or the local process)."
     )
+    retries: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Tasks lost to storage outages (exit code 75), each run again under a new name."
+    )
     failure: Annotated[str, Field(max_length=1024)] | None = Field(default=None, description="Why the run failed.")
     mlflow: MlflowStatus | None = Field(default=None, description="The MLflow export, when one is wanted.")
     outbox: Annotated[list[OutboxEntry], Field(max_length=64)] | None = Field(

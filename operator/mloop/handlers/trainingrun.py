@@ -1,7 +1,14 @@
-"""TrainingRun handlers: admission before any Job, then trials and the final fit through an executor."""
+"""TrainingRun handlers: gather (kopf indexes, the executor, S3), let reconcile/trainingrun decide, act, commit.
+
+A run waiting for its Dataset or a Requirement keeps its timer (it is not finished), which notices the Dataset
+in the index on the next tick; no watch handler on Datasets is needed for that. Finished runs have no timer,
+except while their MLflow export is pending: the export is a side effect, done only after the status that
+finished the run was written.
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from datetime import datetime, timedelta
@@ -10,257 +17,204 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from mloop.api.common import get_condition, iso
-from mloop.api.dataset import DatasetSpec, DatasetStatus
-from mloop.api.kinds import API_VERSION, GROUP, VERSION
+from mloop.api.common import GovernanceTags, get_condition, iso, utcnow
+from mloop.api.dataset import ColumnProfile, ColumnStatus, DatasetStatus, DatasetVersion
+from mloop.api.kinds import GROUP, VERSION
 from mloop.api.requirement import RequirementSpec
+from mloop.api.tasks import TrainResult
 from mloop.api.trainingrun import MlflowStatus, TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
-from mloop.constants import LABEL_EXPERIMENT
-from mloop.executors.base import Task, TaskState, task_name
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import ReconcilePass
+from mloop.handlers.common import ReconcilePass, commit
 from mloop.handlers.metrics import measured
 from mloop.integrations import mlflow_export
-from mloop.k8s.client import get_object
-from mloop.reconcile import requirements as judge
 from mloop.reconcile import trainingrun as decide
-from mloop.reconcile.outcome import Event, camel_reason, describe_validation_error
+from mloop.reconcile.outcome import describe_validation_error
+from mloop.reconcile.trainingrun import CacheEntry, RecordCache, RunRef, SetLabel, SubmitTask, VersionFacts, World, WriteSpec
 from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
+from mloop.storage.layout import cache_entry, dataset_prefix, key_of, run_prefix
 from mloop.training.estimators import ParameterError, check_search_space, make_estimator
+from mloop.training.numeric import trainer_environment
 from mloop.training.search import candidates
-from mloop.workloads.train import package_versions
+from mloop.versions import package_versions
 
-FINISHED = ("Succeeded", "Failed")
+FINISHED = decide.FINISHED
 log = logging.getLogger("mloop.trainingrun")
 
 
-def run_prefix(namespace: str, name: str, uid: str) -> str:
-    return f"runs/{namespace}/{name}/{uid}/"
+@kopf.index(GROUP, VERSION, "datasets")
+def datasets_for_runs(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+    """What a run reads of its Dataset: the status it pins a version from, and the governance tags."""
+    wanted = ("phase", "version", "digest", "rows", "versions", "columns", "profile")
+    return {(namespace, name): {"status": copy.deepcopy({k: status[k] for k in wanted if status.get(k) is not None}),
+                                "governance": copy.deepcopy(dict(spec.get("governance") or {})) or None}}
 
 
-class Run(ReconcilePass):
-    """One reconcile pass over one TrainingRun."""
-
-    main = "Succeeded"
-
-    def __init__(self, body: kopf.Body, patch: kopf.Patch):
-        super().__init__(body, TrainingRunStatus)
-        self.patch = patch
-        self.prefix = run_prefix(self.namespace, self.name, self.uid)
-
-    def fail(self, reason: str, message: str) -> None:
-        super().fail(reason, message)
-        self.update.update(finishedAt=iso(self.now), failure=f"{reason}: {message}"[:1024])
-
-    def task(self, kind: str, spec: TrainingRunSpec, name: str | None = None) -> Task:
-        resources = spec.resources.to_wire() if spec.resources else None
-        common = dict(namespace=self.namespace, prefix=self.prefix, deadline_seconds=spec.deadline_seconds,
-                      backoff_limit=spec.retries, resources=resources or None,
-                      owner={"apiVersion": API_VERSION, "kind": "TrainingRun", "name": self.name, "uid": self.uid},
-                      labels={LABEL_EXPERIMENT: spec.experiment} if spec.experiment else {})
-        if kind == "trials":
-            assert spec.search is not None
-            count = len(candidates(spec.search, spec.split.seed if spec.split else 42))
-            return Task(name=name or task_name("trials", self.name, self.uid), kind="trials",
-                        command=["python", "-m", "mloop.workloads.train", "trial", self.prefix],
-                        completions=count, parallelism=min(spec.search.parallelism, count), **common)
-        return Task(name=name or task_name("train", self.name, self.uid), kind="train",
-                    command=["python", "-m", "mloop.workloads.train", "fit", self.prefix], **common)
+@kopf.index(GROUP, VERSION, "requirements")
+def requirements_for_runs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
+    return {(namespace, name): copy.deepcopy(dict(spec))}
 
 
-def _requirements(run: Run, spec: TrainingRunSpec) -> list[tuple[str, RequirementSpec]] | None:
-    found = []
-    for ref in spec.requirement_refs or []:
-        obj = get_object("requirements", ref.namespace or run.namespace, ref.name)
-        if obj is None:
-            run.wait("WaitingForRequirement", f"Requirement {ref.name} does not exist yet")
-            return None
-        found.append((ref.name, RequirementSpec.model_validate(dict(obj["spec"]))))
-    return found
+def _first(index: kopf.Index, key: tuple[str, str]) -> Any:
+    return next(iter(index.get(key, [])), None)
 
 
-def _finish(run: Run, spec: TrainingRunSpec, result: dict[str, Any], features: list[str] | None) -> None:
-    dataset_obj = get_object("datasets", spec.dataset_ref.namespace or run.namespace, spec.dataset_ref.name)
-    dataset = DatasetStatus.model_validate(dict(dataset_obj.get("status") or {})) if dataset_obj else None
-    reqs = _requirements(run, spec) or []
-    task_kind = spec.task or ("classification" if "accuracy" in (result.get("metrics") or {}) else "regression")
-    primary = judge.primary_metric([r for _, r in reqs], task_kind)
-    run.update.update(decide.succeeded_status(result, primary))
-    run.update.update(phase="Succeeded", finishedAt=iso(run.now), task=None)
-    results = []
-    for name, req in reqs:
-        results += judge.evaluate(name, req, result.get("metrics"), dataset, features, run.now)
-    run.update["requirements"] = judge.wire(results)
-    message = result.get("message", "trained")
-    run.condition("Succeeded", "True", result.get("reason", "Trained"), message)
-    run.condition("Ready", "True", "Succeeded", message)
-    if reqs:
-        met, why = judge.verdict(results)
-        run.condition("RequirementsMet", "True" if met else "False", "CriteriaMet" if met else "CriterionFailed", why)
-    run.event("Normal", "RunSucceeded", f"{run.update['primaryMetric']}; model {str(result.get('modelDigest'))[:19]}…")
-
-
-@measured("TrainingRun")
-def reconcile_run(body: kopf.Body, patch: kopf.Patch) -> None:
-    run = Run(body, patch)
-    if run.status.phase in FINISHED:
-        if _export_due(run.status, run.now):
-            _export(run, TrainingRunSpec.model_validate(dict(body["spec"])), operator_store())
-            run.commit()
-        return
+def _reachable(store: Store) -> bool:
     try:
-        spec = TrainingRunSpec.model_validate(dict(body["spec"]))
-    except ValidationError as err:
-        run.fail("InvalidSpec", describe_validation_error(err))
-        run.commit()
-        return
-    store = operator_store()
-    executor = executor_for(spec.executor)
+        store.ping()
+        return True
+    except StorageUnavailable:
+        return False
+
+
+def _version_facts(store: Store, namespace: str, name: str, digest: str) -> VersionFacts:
+    """Columns (manifest.json) and profile (profile.json) of a version that is no longer the current one."""
+    prefix = dataset_prefix(namespace, name, digest)
+    manifest = store.get_json_or_none(prefix + "manifest.json") or {}
+    profile = store.get_json_or_none(prefix + "profile.json") or {}
+    keys = ("name", "nulls", "distinct", "min", "max", "mean")
+    return VersionFacts(
+        columns=tuple(ColumnStatus.model_validate(c) for c in manifest.get("columns") or []),
+        profile=tuple(ColumnProfile.model_validate({k: c[k] for k in keys if c.get(k) is not None})
+                      for c in (profile.get("columns") or [])[:64]))
+
+
+def _packages() -> dict[str, str]:
+    return {**package_versions(), "image": get_settings().image}
+
+
+def _estimator_error(spec: TrainingRunSpec) -> str | None:
+    seed = spec.split.seed if spec.split else 42
     try:
-        if run.status.task:
-            _poll(run, spec, store, executor)
-        else:
-            _start(run, spec, store, executor)
-    except StorageUnavailable as err:
-        run.wait("StorageUnavailable", f"{err}; retrying")
-    if run.update.get("phase") == "Succeeded":
-        _export(run, spec, store)  # the first attempt, in the pass that finishes the run
-    run.commit()
-
-
-def _poll(run: Run, spec: TrainingRunSpec, store: Store, executor: Any) -> None:
-    current = run.status.task or ""
-    task = run.task("trials" if current.startswith("trials-") else "train", spec, name=current)
-    state = executor.state(task)
-    if state.phase == "Running" and run.status.phase != "Running":
-        run.update["phase"] = "Running"
-        run.condition("Succeeded", "Unknown", "Running", f"{task.kind} task {task.name} is running")
-    if not state.finished and state.phase != "Missing":
-        return
-    if task.kind == "trials":
-        if state.phase == "Succeeded":
-            fit = run.task("train", spec)
-            executor.submit(fit)
-            run.update.update(task=fit.name, phase="Running")
-            run.condition("Succeeded", "Unknown", "Refitting", f"{task.completions} trials done; refitting the best")
-            return
-        run.fail("TrialFailed", _failure_text(state, task))
-        return
-    result = store.get_json_or_none(task.prefix + "result.json")
-    if result is not None and result.get("status") == "Succeeded":
-        _finish(run, spec, result, store.get_json(task.prefix + "spec.json").get("features"))
-        _remember(run, spec, store, result)
-        return
-    if result is not None:
-        run.fail(result.get("reason", "TrainingFailed"), result.get("message", ""))
-        return
-    store.ping()  # raises StorageUnavailable: then the task may have failed for want of storage; keep polling
-    run.fail(camel_reason(state.reason or "TaskFailed"), _failure_text(state, task))
-
-
-def _failure_text(state: TaskState, task: Task) -> str:
-    text = f"{task.kind} task {task.name} failed: {state.reason or state.phase}"
-    if state.message:
-        text += f": {state.message}"
-    if state.exit_code is not None:
-        text += f" (exit code {state.exit_code}{', killed: out of memory?' if state.exit_code == 137 else ''})"
-    return text[:1000]
-
-
-def _cache_key(run: Run, spec: TrainingRunSpec) -> str:
-    settings = get_settings()
-    return decide.cache_key(spec, run.status.dataset_digest or "", {**package_versions(), "image": settings.image})
-
-
-def _remember(run: Run, spec: TrainingRunSpec, store: Store, result: dict[str, Any]) -> None:
-    """Record a succeeded run under its cache key, for later runs with cachePolicy: reuse."""
-    entry = {"run": run.name, "uid": run.uid, "result": result, "datasetDigest": run.status.dataset_digest}
-    try:
-        store.put_json(f"cache/{run.namespace}/{_cache_key(run, spec)}.json", entry)
-    except AlreadyExists:
-        pass  # an earlier identical run is already the source
-
-
-def _start(run: Run, spec: TrainingRunSpec, store: Store, executor: Any) -> None:
-    ref = spec.dataset_ref
-    ds_ns = ref.namespace or run.namespace
-    dataset_obj = get_object("datasets", ds_ns, ref.name)
-    if dataset_obj is None:
-        run.wait("WaitingForDataset", f"Dataset {ref.name} does not exist yet")
-        return
-    dataset = DatasetStatus.model_validate(dict(dataset_obj.get("status") or {}))
-    if ref.version:
-        pinned = next((v for v in dataset.versions or [] if v.version == ref.version and not v.expired), None)
-        if pinned is None:
-            run.wait("WaitingForDataset", f"Dataset {ref.name} has no version {ref.version}")
-            return
-        version, digest = pinned.version, pinned.digest
-    elif dataset.version and dataset.digest:
-        version, digest = dataset.version, dataset.digest
-    else:
-        run.wait("WaitingForDataset", f"Dataset {ref.name} has no Ready version yet (phase {dataset.phase or 'Pending'})")
-        return
-    reqs = _requirements(run, spec)
-    if reqs is None:
-        return
-    dataset_label = f"{ref.name}@{version}"
-    run.update.update(dataset=dataset_label, datasetVersion=version, datasetDigest=digest)
-    run.status.dataset_digest = digest
-    try:
-        plan = decide.plan_features(spec, list(dataset.columns or []), dataset_label)
-        seed = spec.split.seed if spec.split else 42
         make_estimator(spec.estimator.name, spec.estimator.params, seed)
         if spec.search:
             check_search_space(spec.estimator.name, spec.search.parameters, spec.estimator.params, seed)
-    except decide.RunRefused as err:
-        run.fail(err.reason, err.message)
-        return
     except ParameterError as err:
-        run.fail("InvalidParameter", str(err)[:1000])
-        return
-    tags = DatasetSpec.model_validate(dict(dataset_obj["spec"])).governance
-    refusals = [r for name, req in reqs for r in judge.admission(name, req, ref.name, tags, list(dataset.columns or []),
-                                                                 plan.features)]
-    if refusals:
-        message = "; ".join(r.message for r in refusals)[:1000]
-        reason = refusals[0].reason
-        run.update.update(phase="Failed", finishedAt=iso(run.now), failure=f"{reason}: {message}"[:1024])
-        run.condition("GovernanceBlocked", "True", reason, message)
-        run.condition("Succeeded", "False", "GovernanceBlocked", "refused before any Job started")
-        run.condition("Ready", "False", "GovernanceBlocked", message)
-        run.event("Warning", "GovernanceBlocked", message)
-        return
-    if reqs:
-        run.condition("GovernanceBlocked", "False", "Admitted", "the data meets every referenced governance limit")
-    if spec.experiment and run.labels.get(LABEL_EXPERIMENT) != spec.experiment:
-        run.patch.metadata.setdefault("labels", {})[LABEL_EXPERIMENT] = spec.experiment
+        return str(err)
+    return None
 
-    if spec.cache_policy == "reuse":
-        entry = store.get_json_or_none(f"cache/{run.namespace}/{_cache_key(run, spec)}.json")
-        if entry and entry["uid"] != run.uid and store.exists(entry["result"]["modelUri"].split("/", 3)[3]):
-            run.update.update(startedAt=iso(run.now), cacheSource=entry["run"])
-            _finish(run, spec, {**entry["result"], "reason": "CacheHit",
-                                "message": f"reused the result of TrainingRun {entry['run']}"}, plan.features)
-            run.condition("Succeeded", "True", "CacheHit", f"reused the result of TrainingRun {entry['run']}: same "
-                                                           f"spec, dataset digest and trainer versions; no Job ran")
-            run.events = [Event("Normal", "CacheHit", f"reused TrainingRun {entry['run']}")]
-            return
 
-    body = {"namespace": run.namespace, "name": run.name, "uid": run.uid, "prefix": run.prefix,
-            "spec": spec.to_wire(), "task": plan.task, "target": spec.target, "features": plan.features,
-            "types": plan.types,
-            "dataset": {"namespace": ds_ns, "name": ref.name, "version": version, "digest": digest.removeprefix("sha256:")}}
+def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datasets: kopf.Index,
+           requirements: kopf.Index, store: Store, executor: Any) -> World:
+    """Everything the decision needs, from indexes first; S3 and the executor only for what this step needs."""
+    ref = spec.dataset_ref
+    ds_namespace = ref.namespace or run.namespace
+    found = _first(datasets, (ds_namespace, ref.name))
+    dataset = DatasetStatus.model_validate(found["status"]) if found else None
+    reqs = []
+    for r in spec.requirement_refs or []:
+        raw = _first(requirements, (r.namespace or run.namespace, r.name))
+        reqs.append((r.name, RequirementSpec.model_validate(raw) if raw is not None else None))
+    seed = spec.split.seed if spec.split else 42
+    settings = get_settings()
+    base = dict(run=run, dataset=dataset, requirements=tuple(reqs), executor=executor.name,
+                governance=GovernanceTags.model_validate(found["governance"]) if found and found["governance"] else None,
+                trial_count=len(candidates(spec.search, seed)) if spec.search else 0,
+                export_wanted=mlflow_export.target_for(spec.mlflow, spec.experiment, run.namespace, settings) is not None)
+
+    if status.task:
+        kind = decide.task_kind(status.task)
+        state = executor.state(decide.build_task(spec, run, kind, status.task, base["trial_count"]))
+        if not state.finished and state.phase != "Missing":
+            return World(**base, task=state)
+        result, pinned, key, storage_ok = None, None, None, True
+        try:
+            if kind == "train":
+                raw = store.get_json_or_none(run.prefix + "result.json")
+                result = TrainResult.model_validate(raw) if raw is not None else None
+            if result is not None and result.status == "Succeeded":
+                digest = status.dataset_digest or ""
+                if dataset is not None and digest and digest != dataset.digest:
+                    pinned = _version_facts(store, ds_namespace, ref.name, digest)
+                # Recorded under the numeric environment the fit got; later runs look up the one they expect.
+                key = decide.cache_key(spec, digest, _packages(), result.numeric_environment or trainer_environment())
+            elif result is None:
+                storage_ok = _reachable(store)
+        except StorageUnavailable:
+            result, storage_ok = None, False
+        return World(**base, task=state, result=result, pinned=pinned, cache_key=key, storage_ok=storage_ok)
+
+    storage_ok, pinned, hit = _reachable(store), None, None
+    version = decide.pin_version(spec, dataset)
+    if storage_ok and isinstance(version, DatasetVersion) and dataset is not None:
+        try:
+            if version.digest != dataset.digest:
+                pinned = _version_facts(store, ds_namespace, ref.name, version.digest)
+            if spec.cache_policy == "reuse":
+                hit = _cache_hit(store, run, decide.cache_key(spec, version.digest, _packages(), trainer_environment()))
+        except StorageUnavailable:
+            storage_ok = False
+    return World(**base, pinned=pinned, cache_hit=hit, storage_ok=storage_ok, estimator_error=_estimator_error(spec))
+
+
+def _cache_hit(store: Store, run: RunRef, key: str) -> CacheEntry | None:
+    entry = store.get_json_or_none(cache_entry(run.namespace, key))
+    if not entry or entry["uid"] == run.uid:
+        return None
+    result = TrainResult.model_validate(entry["result"])
+    if not result.model_uri or not store.exists(key_of(result.model_uri)):
+        return None  # its model is gone: train again
+    return CacheEntry(run=entry["run"], uid=entry["uid"], result=result)
+
+
+def act_before(decision: decide.Decision, store: Store, executor: Any) -> None:
+    """Idempotent steps, before the status that records them: write-once spec, deterministically named tasks."""
+    for write in decision.of(WriteSpec):
+        try:
+            store.put_json(write.key, write.body.to_wire())
+        except AlreadyExists:
+            pass  # written by an earlier pass for this same uid: the run's inputs are immutable
+    for submit in decision.of(SubmitTask):
+        executor.submit(submit.task)
+
+
+def act_after(decision: decide.Decision, namespace: str, store: Store) -> None:
+    """Steps that record a committed transition."""
+    for record in decision.of(RecordCache):
+        try:
+            store.put_json(cache_entry(namespace, record.key), record.entry)
+        except AlreadyExists:
+            pass  # an earlier identical run is already the source
+
+
+@measured("TrainingRun")
+def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requirements: kopf.Index) -> None:
+    meta = body["metadata"]
+    status = TrainingRunStatus.model_validate(dict(body.get("status") or {}))
+    now = utcnow()
+    if status.phase in FINISHED:
+        if _export_due(status, now):
+            run = Run(body)
+            _export(run, TrainingRunSpec.model_validate(dict(body["spec"])), operator_store())
+            run.commit()
+        else:
+            commit(body, decide.Decision({}).outcome())  # sends what the outbox still owes, if anything
+        return
+    run = RunRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
+                 prefix=run_prefix(meta["namespace"], meta["name"], meta["uid"]), generation=meta.get("generation", 1),
+                 labels=dict(meta.get("labels") or {}))
     try:
-        store.put_json(run.prefix + "spec.json", body)
-    except AlreadyExists:
-        pass  # written by an earlier pass for this same uid: the run's inputs are immutable
-    first = run.task("trials" if spec.search else "train", spec)
-    executor.submit(first)
-    run.update.update(task=first.name, phase="Pending", startedAt=iso(run.now))
-    run.condition("Succeeded", "Unknown", "Started", f"{first.kind} task {first.name} submitted ({executor.name} executor)")
-    run.condition("Ready", "Unknown", "Running", "training in progress")
-    run.event("Normal", "RunStarted", f"{first.kind} task {first.name} on {dataset_label}")
+        spec: TrainingRunSpec | None = TrainingRunSpec.model_validate(dict(body["spec"]))
+    except ValidationError as err:
+        commit(body, decide.decide(None, status, World(run=run, spec_error=describe_validation_error(err)), now).outcome())
+        return
+    assert spec is not None
+    store, executor = operator_store(), executor_for(spec.executor)
+    decision = decide.decide(spec, status, gather(spec, status, run, datasets, requirements, store, executor), now)
+    act_before(decision, store, executor)
+    for label in decision.of(SetLabel):
+        patch.metadata.setdefault("labels", {})[label.key] = label.value
+    if commit(body, decision.outcome()) is not None:
+        act_after(decision, run.namespace, store)
+
+
+class Run(ReconcilePass):
+    """The MLflow export pass over one succeeded TrainingRun."""
+
+    main = "Succeeded"
+
+    def __init__(self, body: kopf.Body):
+        super().__init__(body, TrainingRunStatus)
 
 
 def _export_due(status: TrainingRunStatus, now: datetime) -> bool:
@@ -337,16 +291,18 @@ def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
 
 
 def _needs_visit(status: kopf.Status, **_: Any) -> bool:
-    """Runs in progress, and succeeded runs whose MLflow export is still pending (status only: cheap)."""
+    """Runs in progress (waiting ones too), and succeeded runs whose MLflow export is still pending (status only)."""
     return status.get("phase") not in FINISHED or (status.get("mlflow") or {}).get("state") == "Pending"
 
 
 @kopf.on.create(GROUP, VERSION, "trainingruns")
 @kopf.on.resume(GROUP, VERSION, "trainingruns")
-def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile_run(body, patch)
+def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
+                        requirements_for_runs: kopf.Index, **_: Any) -> None:
+    reconcile_run(body, patch, datasets_for_runs, requirements_for_runs)
 
 
 @kopf.timer(GROUP, VERSION, "trainingruns", interval=get_settings().poll_interval, sharp=False, when=_needs_visit)
-def trainingrun_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    reconcile_run(body, patch)
+def trainingrun_tick(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
+                     requirements_for_runs: kopf.Index, **_: Any) -> None:
+    reconcile_run(body, patch, datasets_for_runs, requirements_for_runs)

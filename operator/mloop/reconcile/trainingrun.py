@@ -1,19 +1,31 @@
-"""TrainingRun decisions: features, admission, the cache key, and how a result becomes status."""
+"""TrainingRun decisions: from the run's spec and status and a gathered view of the world, the new status, the
+events and the actions. Pure: the handler gathers (indexes, executor, S3) and carries the actions out."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Union
 
-from mloop.api.dataset import ColumnStatus
-from mloop.api.trainingrun import TrainingRunSpec
-from mloop.training.estimators import task_of
+from mloop.api.common import Condition, GovernanceTags, iso, set_condition
+from mloop.api.dataset import ColumnProfile, ColumnStatus, DatasetStatus, DatasetVersion
+from mloop.api.kinds import API_VERSION
+from mloop.api.requirement import RequirementSpec
+from mloop.api.tasks import DatasetPin, Task, TaskState, TrainResult, TrainTaskSpec, task_name
+from mloop.api.trainingrun import CLASSIFIERS, TrainingRunSpec, TrainingRunStatus
+from mloop.constants import LABEL_EXPERIMENT
+from mloop.reconcile import requirements as judge
+from mloop.reconcile.outcome import Event, Outcome, camel_reason, dump_conditions
 
 # Fields that say how and where a run executes, not what it computes: they do not change the result.
 EXECUTION_ONLY = {"executor", "resources", "deadline_seconds", "retries", "experiment", "requirement_refs",
                   "cache_policy", "mlflow"}
+FINISHED = ("Succeeded", "Failed")
+# Tasks lost to storage outages (exit code 75) before the run gives up: each is retried under a new name.
+MAX_STORAGE_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,10 @@ class RunRefused(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
+
+
+def task_of(spec: TrainingRunSpec) -> str:
+    return spec.task or ("classification" if spec.estimator.name in CLASSIFIERS else "regression")
 
 
 def plan_features(spec: TrainingRunSpec, columns: list[ColumnStatus], dataset: str) -> Plan:
@@ -43,8 +59,7 @@ def plan_features(spec: TrainingRunSpec, columns: list[ColumnStatus], dataset: s
         features = [c.name for c in columns if c.name != spec.target and c.role not in ("id", "timestamp", "target")]
     if not features:
         raise RunRefused("NoFeatures", f"no feature columns: Dataset {dataset} has only the target, ids and timestamps")
-    task = spec.task or task_of(spec.estimator.name)
-    return Plan(task, features, {c.name: c.type for c in columns})
+    return Plan(task_of(spec), features, {c.name: c.type for c in columns})
 
 
 def cache_key(spec: TrainingRunSpec, dataset_digest: str, packages: dict[str, str],
@@ -67,14 +82,366 @@ def primary_value(metrics: dict[str, float], name: str) -> str:
     return f"{name}={value:.4f}" if value is not None else name
 
 
-def succeeded_status(result: dict[str, Any], primary: str) -> dict[str, Any]:
-    metrics = {k: float(v) for k, v in sorted((result.get("metrics") or {}).items())[:32]}
+def succeeded_status(result: TrainResult, primary: str) -> dict[str, Any]:
+    metrics = {k: float(v) for k, v in sorted(result.metrics.items())[:32]}
     status: dict[str, Any] = {
-        "metrics": metrics, "modelUri": result.get("modelUri"), "modelDigest": result.get("modelDigest"),
+        "metrics": metrics, "modelUri": result.model_uri, "modelDigest": result.model_digest,
         "primaryMetric": primary_value(metrics, primary),
     }
-    if result.get("bestTrial"):
-        status["bestTrial"] = result["bestTrial"]
-    if result.get("trials"):
-        status["trials"] = result["trials"]
+    if result.best_trial:
+        status["bestTrial"] = result.best_trial.to_wire()
+    if result.trials:
+        status["trials"] = result.trials
     return status
+
+
+# -- the world a pass decides on ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunRef:
+    namespace: str
+    name: str
+    uid: str
+    prefix: str  # the run's folder in the bucket (storage.layout.run_prefix)
+    generation: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """Columns and profile of a pinned version that is no longer the Dataset's current one (its manifest)."""
+
+    columns: tuple[ColumnStatus, ...]
+    profile: tuple[ColumnProfile, ...]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """An earlier succeeded run with the same cache key, its model still in storage."""
+
+    run: str
+    uid: str
+    result: TrainResult
+
+
+@dataclass(frozen=True)
+class World:
+    run: RunRef
+    dataset: DatasetStatus | None = None  # None: no such Dataset in a watched namespace
+    governance: GovernanceTags | None = None
+    requirements: tuple[tuple[str, RequirementSpec | None], ...] = ()  # in spec order; None: does not exist
+    pinned: VersionFacts | None = None  # set when the pinned version is not the Dataset's current one
+    spec_error: str | None = None  # the spec did not parse
+    estimator_error: str | None = None  # a parameter or search value the estimator refuses
+    trial_count: int = 0
+    executor: str = "local"
+    task: TaskState | None = None  # the task in status.task
+    result: TrainResult | None = None  # its result.json, once it finished
+    storage_ok: bool = True
+    cache_hit: CacheEntry | None = None
+    cache_key: str | None = None  # the key a success is recorded under
+    export_wanted: bool = False  # an MLflow target applies to this run
+
+
+# -- what a pass decided ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WriteSpec:
+    key: str
+    body: TrainTaskSpec
+
+
+@dataclass(frozen=True)
+class SubmitTask:
+    task: Task
+
+
+@dataclass(frozen=True)
+class RecordCache:
+    key: str  # the cache key (storage.layout.cache_entry makes it an object key)
+    entry: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetLabel:
+    key: str
+    value: str
+
+
+Action = Union[WriteSpec, SubmitTask, RecordCache, SetLabel]
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: dict[str, Any]
+    events: tuple[Event, ...] = ()
+    actions: tuple[Action, ...] = ()
+
+    def outcome(self) -> Outcome:
+        return Outcome(dict(self.status), list(self.events))
+
+    def of(self, kind: type) -> list[Any]:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+
+class _Draft:
+    """The status, conditions, events and actions of one decision as it is built."""
+
+    def __init__(self, status: TrainingRunStatus, generation: int, now: datetime):
+        self.status, self.generation, self.now = status, generation, now
+        self.conditions: list[Condition] = list(status.conditions)
+        self.update: dict[str, Any] = {}
+        self.events: list[Event] = []
+        self.actions: list[Action] = []
+
+    def reason_of(self, type_: str) -> str | None:
+        return next((c.reason for c in self.conditions if c.type == type_), None)
+
+    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def wait(self, reason: str, message: str) -> None:
+        """Waiting on something outside the run: say what, with an event only when the reason changes."""
+        if self.reason_of("Succeeded") != reason:
+            self.event("Normal", reason, message)
+        self.update.setdefault("phase", self.status.phase or "Pending")
+        self.condition("Succeeded", "Unknown", reason, message)
+        self.condition("Ready", "Unknown", reason, message)
+
+    def fail(self, reason: str, message: str) -> None:
+        if self.reason_of("Succeeded") != reason:
+            self.event("Warning", reason, message)
+        self.update.update(phase="Failed", task=None, finishedAt=iso(self.now), failure=f"{reason}: {message}"[:1024])
+        self.condition("Succeeded", "False", reason, message)
+        self.condition("Ready", "False", reason, message)
+
+    def decision(self) -> Decision:
+        status = {"observedGeneration": self.generation, **self.update, "conditions": dump_conditions(self.conditions)}
+        return Decision(status, tuple(self.events), tuple(self.actions))
+
+
+# -- the decisions -----------------------------------------------------------------------------------------------
+
+def decide(spec: TrainingRunSpec | None, status: TrainingRunStatus, world: World, now: datetime) -> Decision:
+    """One pass: refuse a bad spec, start, follow the task in flight, retry it, or finish."""
+    draft = _Draft(status, world.run.generation, now)
+    if status.phase in FINISHED:
+        return Decision({})
+    if spec is None:
+        draft.fail("InvalidSpec", world.spec_error or "the spec does not parse")
+    elif status.task:
+        _follow(draft, spec, status, world)
+    else:
+        _start(draft, spec, status, world)
+    return draft.decision()
+
+
+def pin_version(spec: TrainingRunSpec, dataset: DatasetStatus | None) -> DatasetVersion | str:
+    """The version a run that starts now reads, or why there is none yet."""
+    ref = spec.dataset_ref
+    if dataset is None:
+        return f"Dataset {ref.name} does not exist yet"
+    if ref.version:
+        pinned = next((v for v in dataset.versions or [] if v.version == ref.version and not v.expired), None)
+        return pinned if pinned is not None else f"Dataset {ref.name} has no version {ref.version}"
+    current = next((v for v in dataset.versions or [] if v.digest == dataset.digest), None)
+    if current is None:
+        return f"Dataset {ref.name} has no Ready version yet (phase {dataset.phase or 'Pending'})"
+    return current
+
+
+def pinned_view(dataset: DatasetStatus, version: DatasetVersion, facts: VersionFacts | None) -> DatasetStatus:
+    """The Dataset as it was at the version a run pinned: its rows, age, columns and profile, not the current's."""
+    columns, profile = dataset.columns, dataset.profile
+    if version.digest != dataset.digest:
+        columns, profile = (list(facts.columns), list(facts.profile)) if facts else ([], [])
+    return DatasetStatus(phase="Ready", version=version.version, digest=version.digest, rows=version.rows,
+                         versions=[version], columns=columns, profile=profile)
+
+
+def build_task(spec: TrainingRunSpec, run: RunRef, kind: str, name: str, trial_count: int = 0) -> Task:
+    resources = spec.resources.to_wire() if spec.resources else None
+    common: dict[str, Any] = dict(
+        namespace=run.namespace, prefix=run.prefix, deadline_seconds=spec.deadline_seconds,
+        backoff_limit=spec.retries, resources=resources or None,
+        owner={"apiVersion": API_VERSION, "kind": "TrainingRun", "name": run.name, "uid": run.uid},
+        labels={LABEL_EXPERIMENT: spec.experiment} if spec.experiment else {})
+    if kind == "trials":
+        assert spec.search is not None
+        return Task(name=name, kind="trials", command=["python", "-m", "mloop.workloads.train", "trial", run.prefix],
+                    completions=trial_count, parallelism=min(spec.search.parallelism, max(trial_count, 1)), **common)
+    return Task(name=name, kind="train", command=["python", "-m", "mloop.workloads.train", "fit", run.prefix], **common)
+
+
+def task_kind(task: str) -> str:
+    return "trials" if task.startswith("trials-") else "train"
+
+
+def failure_text(state: TaskState, kind: str, task: str) -> str:
+    text = f"{kind} task {task} failed: {state.reason or state.phase}"
+    if state.message:
+        text += f": {state.message}"
+    if state.exit_code is not None:
+        text += f" (exit code {state.exit_code}{', killed: out of memory?' if state.exit_code == 137 else ''})"
+    return text[:1000]
+
+
+def _start(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, world: World) -> None:
+    run, ref = world.run, spec.dataset_ref
+    version = pin_version(spec, world.dataset)
+    if isinstance(version, str):
+        draft.wait("WaitingForDataset", version)
+        return
+    assert world.dataset is not None
+    missing = [name for name, req in world.requirements if req is None]
+    if missing:
+        draft.wait("WaitingForRequirement", f"Requirement {missing[0]} does not exist yet")
+        return
+    if version.digest != world.dataset.digest and world.pinned is None and not world.storage_ok:
+        draft.wait("StorageUnavailable", f"S3 is unavailable: cannot read the schema of {ref.name}@{version.version}; "
+                                         f"retrying")
+        return
+    label = f"{ref.name}@{version.version}"
+    view = pinned_view(world.dataset, version, world.pinned)
+    draft.update.update(dataset=label, datasetVersion=version.version, datasetDigest=version.digest)
+    try:
+        plan = plan_features(spec, list(view.columns or []), label)
+    except RunRefused as err:
+        draft.fail(err.reason, err.message)
+        return
+    if world.estimator_error:
+        draft.fail("InvalidParameter", world.estimator_error[:1000])
+        return
+    requirements = [(name, req) for name, req in world.requirements if req is not None]
+    refusals = [r for name, req in requirements
+                for r in judge.admission(name, req, ref.name, world.governance, list(view.columns or []), plan.features)]
+    if refusals:
+        message = "; ".join(r.message for r in refusals)[:1000]
+        draft.update.update(phase="Failed", finishedAt=iso(draft.now), failure=f"{refusals[0].reason}: {message}"[:1024])
+        draft.condition("GovernanceBlocked", "True", refusals[0].reason, message)
+        draft.condition("Succeeded", "False", "GovernanceBlocked", "refused before any Job started")
+        draft.condition("Ready", "False", "GovernanceBlocked", message)
+        draft.event("Warning", "GovernanceBlocked", message)
+        return
+    if requirements:
+        draft.condition("GovernanceBlocked", "False", "Admitted", "the data meets every referenced governance limit")
+    if spec.experiment and run.labels.get(LABEL_EXPERIMENT) != spec.experiment:
+        draft.actions.append(SetLabel(LABEL_EXPERIMENT, spec.experiment))
+    if not world.storage_ok:
+        draft.wait("StorageUnavailable", "S3 is unavailable: the run starts once it answers")
+        return
+    started_at = iso(status.started_at or draft.now)  # a start decided twice on one status is the same start
+
+    hit = world.cache_hit if spec.cache_policy == "reuse" else None
+    if hit is not None and hit.uid != run.uid:
+        draft.update.update(startedAt=started_at, cacheSource=hit.run)
+        message = f"reused the result of TrainingRun {hit.run}"
+        reused = hit.result.model_copy(update={"reason": "CacheHit", "message": message})
+        _finish(draft, spec, world, reused, plan.features, view)
+        draft.condition("Succeeded", "True", "CacheHit", f"{message}: same spec, dataset digest and trainer "
+                                                         f"versions; no Job ran")
+        draft.event("Normal", "CacheHit", f"reused TrainingRun {hit.run}")
+        return
+
+    draft.actions.append(WriteSpec(run.prefix + "spec.json", TrainTaskSpec(
+        namespace=run.namespace, name=run.name, uid=run.uid, prefix=run.prefix, spec=spec, task=plan.task,
+        target=spec.target, features=plan.features, types=plan.types,
+        dataset=DatasetPin(namespace=ref.namespace or run.namespace, name=ref.name, version=version.version,
+                           digest=version.digest.removeprefix("sha256:")))))
+    kind = "trials" if spec.search else "train"
+    first = build_task(spec, run, kind, task_name(kind, run.name, run.uid), world.trial_count)
+    draft.actions.append(SubmitTask(first))
+    draft.update.update(task=first.name, phase="Pending", startedAt=started_at)
+    draft.condition("Succeeded", "Unknown", "Started", f"{kind} task {first.name} submitted ({world.executor} executor)")
+    draft.condition("Ready", "Unknown", "Running", "training in progress")
+    draft.event("Normal", "RunStarted", f"{kind} task {first.name} on {label}")
+
+
+def _follow(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, world: World) -> None:
+    """The task in flight: wait for it, refit after the trials, retry it after a storage outage, or finish."""
+    current = status.task or ""
+    kind, state = task_kind(current), world.task or TaskState("Missing")
+    if state.phase == "Running" and status.phase != "Running":
+        draft.update["phase"] = "Running"
+        draft.condition("Succeeded", "Unknown", "Running", f"{kind} task {current} is running")
+    if not state.finished and state.phase != "Missing":
+        return
+    if kind == "trials":
+        if state.phase == "Succeeded":
+            fit = build_task(spec, world.run, "train", task_name("train", world.run.name, world.run.uid))
+            draft.actions.append(SubmitTask(fit))
+            draft.update.update(task=fit.name, phase="Running")
+            draft.condition("Succeeded", "Unknown", "Refitting", f"{world.trial_count} trials done; refitting the best")
+        elif state.storage_lost:
+            _retry(draft, spec, status, world, kind)
+        else:
+            draft.fail("TrialFailed", failure_text(state, kind, current))
+        return
+    result = world.result
+    if result is not None and result.status == "Succeeded":
+        view = None
+        version = next((v for v in (world.dataset.versions or []) if v.digest == status.dataset_digest), None) \
+            if world.dataset else None
+        if version is not None and world.dataset is not None:
+            view = pinned_view(world.dataset, version, world.pinned)
+        _finish(draft, spec, world, result, result.features, view)
+        if world.cache_key:
+            draft.actions.append(RecordCache(world.cache_key, {
+                "run": world.run.name, "uid": world.run.uid, "result": result.to_wire(),
+                "datasetDigest": status.dataset_digest}))
+    elif result is not None:
+        draft.fail(result.reason or "TrainingFailed", result.message)
+    elif state.storage_lost:
+        _retry(draft, spec, status, world, kind)
+    elif not world.storage_ok:
+        draft.wait("StorageUnavailable", f"S3 is unavailable: task {current} ended without a readable result; "
+                                         f"retrying")
+    else:
+        draft.fail(camel_reason(state.reason or "TaskFailed"), failure_text(state, kind, current))
+
+
+def _retry(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, world: World, kind: str) -> None:
+    """The task could not reach storage (exit code 75) and wrote nothing: run it again once storage answers."""
+    current = status.task or ""
+    if not world.storage_ok:
+        draft.wait("StorageUnavailable", f"S3 is unavailable: {kind} task {current} could not reach it; it runs "
+                                         f"again once S3 answers")
+        return
+    attempt = (status.retries or 0) + 1
+    if attempt > MAX_STORAGE_RETRIES:
+        draft.fail("StorageUnavailable", f"{MAX_STORAGE_RETRIES} tasks lost to storage outages (exit code 75); "
+                                         f"create a new run to try again")
+        return
+    again = build_task(spec, world.run, kind, task_name(kind, world.run.name, world.run.uid, f"retry{attempt}"),
+                       world.trial_count)
+    draft.actions.append(SubmitTask(again))
+    message = f"{kind} task {current} could not reach storage (exit code 75); running it again as {again.name}"
+    draft.update.update(task=again.name, retries=attempt)
+    draft.condition("Succeeded", "Unknown", "Retrying", message)
+    draft.condition("Ready", "Unknown", "Running", "training in progress")
+    draft.event("Warning", "TaskRetried", message)
+
+
+def _finish(draft: _Draft, spec: TrainingRunSpec, world: World, result: TrainResult, features: list[str] | None,
+            view: DatasetStatus | None) -> None:
+    requirements = [(name, req) for name, req in world.requirements if req is not None]
+    kind = result.task or spec.task or ("classification" if "accuracy" in result.metrics else "regression")
+    primary = judge.primary_metric([req for _, req in requirements], kind)
+    draft.update.update(succeeded_status(result, primary))
+    draft.update.update(phase="Succeeded", finishedAt=iso(draft.now), task=None)
+    results = []
+    for name, req in requirements:
+        results += judge.evaluate(name, req, result.metrics, view, features, draft.now)
+    draft.update["requirements"] = judge.wire(results)
+    message = result.message or "trained"
+    draft.condition("Succeeded", "True", result.reason or "Trained", message)
+    draft.condition("Ready", "True", "Succeeded", message)
+    if requirements:
+        met, why = judge.verdict(results)
+        draft.condition("RequirementsMet", "True" if met else "False", "CriteriaMet" if met else "CriterionFailed", why)
+    if world.export_wanted:
+        draft.update["mlflow"] = {"state": "Pending"}  # exported by a later pass, once this status is written
+    draft.event("Normal", "RunSucceeded", f"{draft.update['primaryMetric']}; model {str(result.model_digest)[:19]}…")

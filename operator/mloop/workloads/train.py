@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import sys
 import time
-from importlib.metadata import version as package_version
 from typing import Any
 
 import numpy as np
@@ -21,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, train_test_split
 
+from mloop.api.tasks import BestTrial, TrainResult, TrainTaskSpec, TrialTaskResult
 from mloop.api.trainingrun import TrainingRunSpec
 from mloop.data.tables import read_version
 from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
@@ -30,20 +29,8 @@ from mloop.training.metrics import PRIMARY, cv_scorers, heldout
 from mloop.training.numeric import numeric_environment, pinned_threads
 from mloop.training.pipeline import build_pipeline
 from mloop.training.search import candidates
+from mloop.versions import package_versions
 from mloop.workloads.task import run_task
-
-PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "skops", "mloop")
-
-
-def package_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = package_version(name)
-        except Exception:  # a package not installed has no version to record
-            continue
-    return found
-
 
 class RunError(Exception):
     def __init__(self, reason: str, message: str):
@@ -51,42 +38,48 @@ class RunError(Exception):
         self.reason, self.message = reason, message
 
 
-def load_xy(task: dict[str, Any], store: Store) -> tuple[pd.DataFrame, pd.Series]:
-    ds = task["dataset"]
-    frame = read_version(store, dataset_prefix(ds["namespace"], ds["name"], ds["digest"]))
-    target, features = task["target"], task["features"]
+def typed(task: TrainTaskSpec | dict[str, Any]) -> TrainTaskSpec:
+    """The run's spec.json as read: the package workload passes it on as the dict it loaded."""
+    return task if isinstance(task, TrainTaskSpec) else TrainTaskSpec.model_validate(task)
+
+
+def load_xy(task: TrainTaskSpec | dict[str, Any], store: Store) -> tuple[pd.DataFrame, pd.Series]:
+    job = typed(task)
+    ds = job.dataset
+    frame = read_version(store, dataset_prefix(ds.namespace, ds.name, ds.digest))
+    target, features = job.target, job.features
     if target not in frame.columns:
-        raise RunError("TargetNotFound", f"target {target!r} is not a column of {ds['name']}@{ds['version']}")
+        raise RunError("TargetNotFound", f"target {target!r} is not a column of {ds.name}@{ds.version}")
     missing = [f for f in features if f not in frame.columns]
     if missing:
-        raise RunError("FeatureNotFound", f"feature {missing[0]!r} is not a column of {ds['name']}@{ds['version']}")
+        raise RunError("FeatureNotFound", f"feature {missing[0]!r} is not a column of {ds.name}@{ds.version}")
     if not features:
         raise RunError("NoFeatures", "the feature set is empty")
     x = frame[features].copy()
     for column in features:
-        if task["types"].get(column) not in ("integer", "float", "boolean"):
+        if job.types.get(column) not in ("integer", "float", "boolean"):
             x[column] = x[column].astype(object).where(x[column].notna(), np.nan)
     y = frame[target]
     if y.isna().any():
         keep = y.notna().to_numpy()
         x, y = x[keep], y[keep]
-    if task["task"] == "classification":
+    if job.task == "classification":
         y = y.astype(str) if y.dtype.kind not in "iub" else y
     return x.reset_index(drop=True), y.reset_index(drop=True)
 
 
-def split(task: dict[str, Any], spec: TrainingRunSpec, x: pd.DataFrame, y: pd.Series):
+def split(task: TrainTaskSpec | dict[str, Any], spec: TrainingRunSpec, x: pd.DataFrame, y: pd.Series):
     sp = spec.split
     test_fraction, seed, stratify = (sp.test_fraction, sp.seed, sp.stratify) if sp else (0.2, 42, True)
-    strat = y if task["task"] == "classification" and stratify else None
+    strat = y if typed(task).task == "classification" and stratify else None
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=strat)
 
 
-def folds(task: dict[str, Any], spec: TrainingRunSpec, y_train: pd.Series):
+def folds(task: TrainTaskSpec, spec: TrainingRunSpec, y_train: pd.Series):
     """The CV splitter; on small data, no more folds than the rarest class has rows (at least 2)."""
     n = spec.cv.folds if spec.cv else 5
     seed = spec.split.seed if spec.split else 42
-    if task["task"] == "classification":
+    if task.task == "classification":
         n = max(2, min(n, int(y_train.value_counts().min())))
         return StratifiedKFold(n_splits=n, shuffle=True, random_state=seed)
     return KFold(n_splits=max(2, min(n, len(y_train))), shuffle=True, random_state=seed)
@@ -96,40 +89,42 @@ def seed_of(spec: TrainingRunSpec) -> int:
     return spec.split.seed if spec.split else 42
 
 
-def scoring_of(task: dict[str, Any], spec: TrainingRunSpec) -> tuple[str, str]:
+def scoring_of(task: TrainTaskSpec, spec: TrainingRunSpec) -> tuple[str, str]:
     """(metric name, sklearn scorer) that ranks search trials."""
-    name = (spec.search.scoring if spec.search and spec.search.scoring else PRIMARY[task["task"]])
-    return name, cv_scorers(task["task"]).get(name, name)
+    name = (spec.search.scoring if spec.search and spec.search.scoring else PRIMARY[task.task])
+    return name, cv_scorers(task.task).get(name, name)
 
 
-def trial(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
-    spec = TrainingRunSpec.model_validate(task["spec"])
+def trial(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
+    task = TrainTaskSpec.model_validate(raw)
+    spec = task.spec
     assert spec.search is not None
     index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     params = candidates(spec.search, seed_of(spec))[index]
     x, y = load_xy(task, store)
     x_train, _, y_train, _ = split(task, spec, x, y)
     model = build_pipeline(make_estimator(spec.estimator.name, {**(spec.estimator.params or {}), **params}, seed_of(spec)),
-                           task["features"], task["types"], spec.preprocessing)
+                           task.features, task.types, spec.preprocessing)
     name, scorer = scoring_of(task, spec)
     started = time.perf_counter()
     scores = cross_validate(model, x_train, y_train, cv=folds(task, spec, y_train), scoring=scorer)["test_score"]
     log.info("trial %d %s: %s %.4f", index, params, name, scores.mean())
-    return {"status": "Succeeded", "index": index, "params": params, "score": float(scores.mean()),
-            "std": float(scores.std()), "seconds": time.perf_counter() - started}
+    return TrialTaskResult(status="Succeeded", index=index, params=params, score=float(scores.mean()),
+                           std=float(scores.std()), seconds=time.perf_counter() - started).to_wire()
 
 
-def best_trial(prefix: str, store: Store, count: int) -> tuple[dict[str, Any], pd.DataFrame]:
+def best_trial(prefix: str, store: Store, count: int) -> tuple[TrialTaskResult, pd.DataFrame]:
     rows = []
     for index in range(count):
-        result = store.get_json_or_none(f"{prefix}trials/{index}.json")
-        if result is None or result.get("status") != "Succeeded":
+        raw = store.get_json_or_none(f"{prefix}trials/{index}.json")
+        result = TrialTaskResult.model_validate(raw) if raw is not None else None
+        if result is None or result.status != "Succeeded":
             raise RunError("TrialFailed", f"search trial {index} has no result: "
-                                          f"{(result or {}).get('message', 'it did not finish')}")
+                                          f"{result.message if result else 'it did not finish'}")
         rows.append(result)
-    best = max(rows, key=lambda r: (r["score"], -r["index"]))
-    table = pd.DataFrame([{"index": r["index"], "score": r["score"], "std": r["std"], "seconds": r["seconds"],
-                           **{f"param_{k}": json.dumps(v) for k, v in r["params"].items()}} for r in rows])
+    best = max(rows, key=lambda r: (r.score, -r.index))
+    table = pd.DataFrame([{"index": r.index, "score": r.score, "std": r.std, "seconds": r.seconds,
+                           **{f"param_{k}": json.dumps(v) for k, v in r.params.items()}} for r in rows])
     return best, table
 
 
@@ -142,40 +137,41 @@ def put_immutable(store: Store, key: str, data: bytes) -> str:
         return sha256_hex(store.get(key))
 
 
-def fit(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
+def fit(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
     import skops.io as sio
 
-    spec = TrainingRunSpec.model_validate(task["spec"])
-    prefix = task["prefix"]
+    task = TrainTaskSpec.model_validate(raw)
+    spec, prefix = task.spec, task.prefix
     try:
         x, y = load_xy(task, store)
         params = dict(spec.estimator.params or {})
         best = None
         if spec.search is not None:
             best, trials = best_trial(prefix, store, len(candidates(spec.search, seed_of(spec))))
-            params.update(best["params"])
+            params.update(best.params)
             sink = pa.BufferOutputStream()
             pq.write_table(pa.Table.from_pandas(trials, preserve_index=False), sink)
             put_immutable(store, prefix + "trials.parquet", sink.getvalue().to_pybytes())
-            log.info("best of %d trials: %s (score %.4f)", len(trials), best["params"], best["score"])
-        model = build_pipeline(make_estimator(spec.estimator.name, params, seed_of(spec)), task["features"],
-                               task["types"], spec.preprocessing)
+            log.info("best of %d trials: %s (score %.4f)", len(trials), best.params, best.score)
+        model = build_pipeline(make_estimator(spec.estimator.name, params, seed_of(spec)), task.features,
+                               task.types, spec.preprocessing)
     except ParameterError as err:
-        return {"status": "Failed", "reason": "InvalidParameter", "message": str(err)[:1000]}
+        return TrainResult(status="Failed", reason="InvalidParameter", message=str(err)[:1000]).to_wire()
     except RunError as err:
-        return {"status": "Failed", "reason": err.reason, "message": err.message}
+        return TrainResult(status="Failed", reason=err.reason, message=err.message).to_wire()
 
     x_train, x_test, y_train, y_test = split(task, spec, x, y)
     splitter = folds(task, spec, y_train)
     try:
-        cv = cross_validate(model, x_train, y_train, cv=splitter, scoring=cv_scorers(task["task"]), error_score="raise")
+        cv = cross_validate(model, x_train, y_train, cv=splitter, scoring=cv_scorers(task.task), error_score="raise")
         started = time.perf_counter()
         model.fit(x_train, y_train)
     except (ValueError, TypeError) as err:
-        return {"status": "Failed", "reason": "FitFailed", "message": f"{type(err).__name__}: {str(err)[:800]}"}
+        return TrainResult(status="Failed", reason="FitFailed",
+                           message=f"{type(err).__name__}: {str(err)[:800]}").to_wire()
     fit_seconds = time.perf_counter() - started
-    values, extras = heldout(task["task"], model, x_test, y_test)
-    for name in cv_scorers(task["task"]):
+    values, extras = heldout(task.task, model, x_test, y_test)
+    for name in cv_scorers(task.task):
         scores = cv[f"test_{name}"]
         sign = -1.0 if name in ("rmse", "mae") else 1.0  # sklearn negates losses so that greater is better
         values[f"cv_{name}_mean"] = float(sign * scores.mean())
@@ -185,24 +181,25 @@ def fit(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, An
     values["fit_seconds"] = round(fit_seconds, 4)
     values["model_size_mb"] = round(len(blob) / 1e6, 4)
     record = {
-        "task": task["task"], "metrics": values, **extras, "features": task["features"], "target": task["target"],
+        "task": task.task, "metrics": values, **extras, "features": task.features, "target": task.target,
         "rows": {"train": int(len(x_train)), "test": int(len(x_test))},
-        "dataset": task["dataset"], "seeds": {"split": seed_of(spec), "estimator": seed_of(spec)},
+        "dataset": task.dataset.to_wire(), "seeds": {"split": seed_of(spec), "estimator": seed_of(spec)},
         "cv_folds": splitter.get_n_splits(),
         "params": params, "packages": package_versions(),
         "numericEnvironment": numeric_environment(),  # decides the last bits of every metric
     }
     put_immutable(store, prefix + "metrics.json", json.dumps(record, indent=2, sort_keys=True, default=str).encode())
-    primary = PRIMARY[task["task"]]
+    primary = PRIMARY[task.task]
     log.info("held-out %s %.4f; model %s (%d bytes)", primary, values[primary], model_digest[:12], len(blob))
-    return {
-        "status": "Succeeded", "reason": "Trained", "message": f"held-out {primary} {values[primary]:.4f}",
-        "metrics": values, "modelUri": store.uri(prefix + "model.skops"), "modelDigest": f"sha256:{model_digest}",
-        "bestTrial": best and {"index": best["index"], "params": best["params"], "score": best["score"]},
-        "trials": len(candidates(spec.search, seed_of(spec))) if spec.search else None,
-        "packages": record["packages"],
-        "numericEnvironment": record["numericEnvironment"],
-    }
+    return TrainResult(
+        status="Succeeded", reason="Trained", message=f"held-out {primary} {values[primary]:.4f}",
+        task=task.task, features=task.features, metrics=values, model_uri=store.uri(prefix + "model.skops"),
+        model_digest=f"sha256:{model_digest}",
+        best_trial=best and BestTrial(index=best.index, params=best.params, score=best.score),
+        trials=len(candidates(spec.search, seed_of(spec))) if spec.search else None,
+        packages=record["packages"],
+        numeric_environment=record["numericEnvironment"],
+    ).to_wire()
 
 
 def main(argv: list[str] | None = None) -> int:
