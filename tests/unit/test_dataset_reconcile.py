@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mloop.api.dataset import DatasetSpec, DatasetStatus
+from mloop.api.tasks import IngestResult
 from mloop.executors.base import TaskState, task_name
 from mloop.reconcile.dataset import expired_versions, fold_result, ingest_key, plan_ingest
 
@@ -52,9 +53,11 @@ def test_governance_edits_keep_the_ingest_key() -> None:
     assert ingest_key(S3_REFRESH) != ingest_key(BUILTIN)
 
 
-def result(version: str = "abababababab", created: bool = True) -> dict:
-    return {"status": "Succeeded", "version": version, "digest": DIGEST, "rows": 10, "createdAt": "2026-06-01T00:00:00Z",
-            "uri": "s3://b/p/", "created": created, "columns": [{"name": "x", "type": "integer"}], "validation": []}
+def result(version: str = "abababababab", created: bool = True) -> IngestResult:
+    """result.json as the ingest task writes it, read back through the typed contract."""
+    return IngestResult.model_validate({
+        "status": "Succeeded", "version": version, "digest": DIGEST, "rows": 10, "createdAt": "2026-06-01T00:00:00Z",
+        "uri": "s3://b/p/", "created": created, "columns": [{"name": "x", "type": "integer"}], "validation": []})
 
 
 def test_a_new_version_is_appended_with_an_event() -> None:

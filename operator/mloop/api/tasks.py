@@ -141,19 +141,10 @@ class TrainResult(TaskResult):
 # --- ModelPackage: the package task's spec.json and result.json ---------------------------------------------------
 
 
-class PackagedRun(Wire):
-    """What packaging needs of a succeeded run: the run's own spec.json (as the trainer read it) and its outcome."""
+class PackagedRun(TrainTaskSpec):
+    """What packaging needs of a succeeded run: its spec.json as the trainer read it, and what the fit produced."""
 
-    namespace: str
-    name: str
-    uid: str
-    spec: dict[str, Any]  # the TrainingRunSpec on the wire: split and seed decide the held-out rows for ONNX parity
-    task: Literal["classification", "regression"]
-    target: str
-    features: list[str]
-    types: dict[str, str]
-    dataset: DatasetPin
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = Field(default_factory=dict)
     model_digest: str
     model_key: str
 
@@ -161,7 +152,7 @@ class PackagedRun(Wire):
 class RequirementReport(Wire):
     name: str
     spec: dict[str, Any]
-    results: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class PackageTaskSpec(Wire):
@@ -174,10 +165,10 @@ class PackageTaskSpec(Wire):
     prefix: str  # the package's version folder
     formats: list[Literal["skops", "onnx"]]
     run: PackagedRun
-    columns: list[dict[str, Any]] = []  # the Dataset's declared schema columns: ranges and categories of the signature
-    governance: dict[str, Any] = {}
-    requirements: list[RequirementReport] = []
-    lineage: dict[str, Any] = {}
+    columns: list[dict[str, Any]] = Field(default_factory=list)  # declared schema: the signature's ranges, categories
+    governance: dict[str, Any] = Field(default_factory=dict)
+    requirements: list[RequirementReport] = Field(default_factory=list)
+    lineage: dict[str, Any] = Field(default_factory=dict)
 
 
 class PackageResult(TaskResult):
@@ -185,6 +176,44 @@ class PackageResult(TaskResult):
 
     uri: str | None = None
     digest: str | None = None
-    formats: list[Literal["skops", "onnx"]] = []
+    formats: list[Literal["skops", "onnx"]] = Field(default_factory=list)
     onnx: str = ""  # why ONNX is there or not: the parity note
     signature: dict[str, Any] | None = None
+
+
+# --- Dataset: the ingest task's spec.json and result.json ---------------------------------------------------------
+
+
+class ParentPin(Wire):
+    """The parent version a derived Dataset's task reads."""
+
+    namespace: str
+    name: str
+    digest: str  # hex, without the sha256: prefix
+
+
+class IngestTaskSpec(Wire):
+    """spec.json of an ingest task: the Dataset's spec and what the operator knew when it started the task."""
+
+    namespace: str
+    name: str
+    spec: dict[str, Any]  # the DatasetSpec on the wire
+    previous: str | None = None  # hex digest of the current version: drift is measured against it
+    parent: ParentPin | None = None
+    previous_rows: int = 0  # rows of the current version: a collection source cuts only with enough new ones
+
+
+class IngestResult(TaskResult):
+    """result.json of an ingest task: the version cut (or found unchanged), or why none was."""
+
+    version: str | None = None
+    digest: str | None = None
+    uri: str | None = None
+    rows: int | None = None
+    created: bool = False
+    created_at: str | None = None
+    source_version: str | None = None
+    columns: list[dict[str, Any]] = Field(default_factory=list)
+    profile: list[dict[str, Any]] = Field(default_factory=list)
+    validation: list[dict[str, Any]] | None = None
+    drift: list[dict[str, Any]] | None = None

@@ -13,7 +13,7 @@ from mloop.api.common import set_condition, utcnow
 from mloop.api.dataset import DatasetSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.config import get_settings
-from mloop.executors.base import Task, task_name
+from mloop.api.tasks import IngestResult, IngestTaskSpec, ParentPin, Task, task_name
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit
 from mloop.handlers.metrics import measured
@@ -34,7 +34,7 @@ def ingest_task(namespace: str, name: str, uid: str, task: str, spec: DatasetSpe
     )
 
 
-def _parent(spec: DatasetSpec, namespace: str, datasets: kopf.Index) -> tuple[dict[str, str] | None, str | None]:
+def _parent(spec: DatasetSpec, namespace: str, datasets: kopf.Index) -> tuple[ParentPin | None, str | None]:
     """The parent version a derived Dataset reads, or (None, why it is not there yet). From the index: no API read."""
     assert spec.source.derived is not None
     ref = spec.source.derived.dataset_ref
@@ -52,7 +52,7 @@ def _parent(spec: DatasetSpec, namespace: str, datasets: kopf.Index) -> tuple[di
         digest = status.digest
     else:
         return None, f"parent Dataset {ref.name} has no Ready version yet"
-    return {"namespace": ns, "name": ref.name, "digest": digest.removeprefix("sha256:")}, None
+    return ParentPin(namespace=ns, name=ref.name, digest=digest.removeprefix("sha256:")), None
 
 
 @measured("Dataset")
@@ -78,7 +78,8 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str
             state = executor.state(task)
             if not state.finished and state.phase != "Missing":
                 return dict(body)
-            result = store.get_json_or_none(task.prefix + "result.json")
+            raw = store.get_json_or_none(task.prefix + "result.json")
+            result = IngestResult.model_validate(raw) if raw is not None else None
             storage_ok = True
             if result is None:
                 try:
@@ -96,7 +97,7 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str
             parent, why = _parent(spec, namespace, datasets)
             if parent is None:
                 return commit(body, decide.waiting(status, "WaitingForParent", why or "", generation, now))
-            parent_digest = parent["digest"]
+            parent_digest = parent.digest
 
         plan = decide.plan_ingest(spec, status, generation, now, parent_digest, status.retries or 0)
         if plan is not None:
@@ -104,11 +105,10 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str
                 return commit(body, decide.waiting(status, "StorageUnavailable", "gave up after repeated storage outages; "
                                              "edit the Dataset to try again", generation, now))
             task = ingest_task(namespace, name, uid, task_name("ingest", name, uid, plan.trigger), spec)
-            store.put_json(task.prefix + "spec.json", {
-                "namespace": namespace, "name": name, "spec": spec.to_wire(),
-                "previous": status.digest.removeprefix("sha256:") if status.digest else None, "parent": parent,
-                "previousRows": status.rows or 0,
-            }, overwrite=True)
+            task_spec = IngestTaskSpec(namespace=namespace, name=name, spec=spec.to_wire(), parent=parent,
+                                       previous=status.digest.removeprefix("sha256:") if status.digest else None,
+                                       previous_rows=status.rows or 0)
+            store.put_json(task.prefix + "spec.json", task_spec.to_wire(), overwrite=True)
             executor.submit(task)
             return commit(body, decide.started(status, task.name, plan.reason, generation, now))
 

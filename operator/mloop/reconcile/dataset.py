@@ -10,7 +10,7 @@ from typing import Any
 
 from mloop.api.common import Condition, iso, set_condition
 from mloop.api.dataset import ColumnStatus, DatasetSpec, DatasetStatus, DatasetVersion
-from mloop.api.tasks import TaskState
+from mloop.api.tasks import IngestResult, TaskState
 from mloop.reconcile.durations import parse_duration
 from mloop.reconcile.governance import check_tags
 from mloop.reconcile.outcome import Event, Outcome, camel_reason, dump_conditions, flipped
@@ -88,7 +88,7 @@ def _reason(conditions: list[Condition], type_: str = "Ready") -> str | None:
 
 
 def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state: TaskState,
-                result: dict[str, Any] | None, now: datetime, storage_ok: bool) -> Outcome:
+                result: IngestResult | None, now: datetime, storage_ok: bool) -> Outcome:
     """A finished task's result, folded into status: a new version, or a failure that names its cause."""
     before = _conditions(status)
     patch: dict[str, Any] = {"task": None}
@@ -112,18 +112,18 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
         events.append(Event("Warning", "IngestionFailed", message))
         return Outcome(patch, events)
 
-    if result.get("status") == "Skipped":
+    if result.status == "Skipped":
         # A collection source without enough new labelled rows: nothing to cut yet, nothing wrong.
         has_version = bool(status.version)
-        conditions = set_condition(conditions, "Ready", "True" if has_version else "Unknown", result["reason"],
-                                   result.get("message", ""), generation, now)
+        conditions = set_condition(conditions, "Ready", "True" if has_version else "Unknown", result.reason,
+                                   result.message, generation, now)
         patch.update(observedGeneration=generation, conditions=dump_conditions(conditions), retries=0,
                      phase=status.phase if has_version else "Pending", lastIngestedAt=iso(now))
         return Outcome(patch, events)
-    if result.get("validation") is not None:
-        patch["validation"] = result["validation"][:128]
-    if result.get("status") != "Succeeded":
-        reason, message = result.get("reason", "IngestionFailed"), result.get("message", "")[:1000]
+    if result.validation is not None:
+        patch["validation"] = result.validation[:128]
+    if result.status != "Succeeded" or not (result.version and result.digest and result.uri and result.created_at):
+        reason, message = result.reason or "IngestionFailed", result.message[:1000]
         if reason in ("ValidationFailed", "EmptyTable"):
             conditions = set_condition(conditions, "Validated", "False", reason, message, generation, now)
         conditions = set_condition(conditions, "Ready", "False", reason, message, generation, now)
@@ -133,28 +133,28 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
             events.append(Event("Warning", reason, message))
         return Outcome(patch, events)
 
-    version = DatasetVersion(version=result["version"], digest=result["digest"], rows=result["rows"],
-                             created_at=result["createdAt"], uri=result["uri"])
+    version = DatasetVersion(version=result.version, digest=result.digest, rows=result.rows or 0,
+                             created_at=result.created_at, uri=result.uri)
     versions = [v for v in (status.versions or []) if v.version != version.version]
     is_new = not any(v.version == version.version for v in (status.versions or []))
     versions = (versions + [version])[-MAX_VERSIONS:] if is_new else (status.versions or [])
-    columns = [ColumnStatus.model_validate(c) for c in result.get("columns", [])]
+    columns = [ColumnStatus.model_validate(c) for c in result.columns]
     ok, g_reason, g_message = check_tags(spec.governance, columns)
     conditions = set_condition(conditions, "Validated", "True", "RulesPassed",
-                               f"{len(result.get('validation') or [])} checks passed", generation, now)
+                               f"{len(result.validation or [])} checks passed", generation, now)
     conditions = set_condition(conditions, "GovernanceOK", "True" if ok else "False", g_reason, g_message, generation, now)
-    message = f"version {version.version} with {version.rows} rows" + ("" if result.get("created") else " (content unchanged)")
+    message = f"version {version.version} with {version.rows} rows" + ("" if result.created else " (content unchanged)")
     conditions = set_condition(conditions, "Ready", "True", "VersionCut" if is_new else "Unchanged", message,
                                generation, now)
     patch.update(
         phase="Ready", observedGeneration=generation, version=version.version, digest=version.digest,
-        rows=version.rows, sourceVersion=result.get("sourceVersion"), columns=result.get("columns", [])[:512],
-        profile=result.get("profile", [])[:64], versions=[v.to_wire() for v in versions],
+        rows=version.rows, sourceVersion=result.source_version, columns=result.columns[:512],
+        profile=result.profile[:64], versions=[v.to_wire() for v in versions],
         conditions=dump_conditions(conditions), retries=0, ingestKey=ingest_key(spec),
         lastIngestedAt=iso(now),
     )
     if is_new:
-        patch["drift"] = (result.get("drift") or [])[:64]
+        patch["drift"] = (result.drift or [])[:64]
         events.append(Event("Normal", "VersionCut", f"{message}; digest {version.digest[:19]}…"))
     if flipped(before, conditions, "GovernanceOK") and not ok:
         events.append(Event("Warning", g_reason, g_message))

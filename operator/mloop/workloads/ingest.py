@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mloop.api.dataset import DatasetSpec
+from mloop.api.tasks import IngestResult, IngestTaskSpec
 from mloop.data.canonical import canonical_table, digest_table
 from mloop.data.drift import drift
 from mloop.data.errors import DataError
@@ -28,7 +29,7 @@ from mloop.storage.layout import collected_prefix, dataset_prefix, feedback_pref
 from mloop.workloads.task import main_for, now_iso
 
 
-def load_source(spec: DatasetSpec, task: dict[str, Any], store: Store) -> tuple[pd.DataFrame, str | None]:
+def load_source(spec: DatasetSpec, task: IngestTaskSpec, store: Store) -> tuple[pd.DataFrame, str | None]:
     source = spec.source
     if source.builtin:
         return load_builtin(source.builtin), f"builtin:{source.builtin.name}"
@@ -38,11 +39,13 @@ def load_source(spec: DatasetSpec, task: dict[str, Any], store: Store) -> tuple[
         frame, keys = load_s3(source.s3, store.client)
         return frame, f"{source.s3.uri} ({len(keys)} object{'s' if len(keys) != 1 else ''})"
     if source.derived:
-        parent = task["parent"]
-        frame = read_version(store, dataset_prefix(parent["namespace"], parent["name"], parent["digest"]))
-        return apply_transform(frame, source.derived.transform), f"{parent['name']}@{parent['digest'][:12]}"
+        parent = task.parent
+        if parent is None:
+            raise DataError("WaitingForParent", "the task was started without a parent version")
+        frame = read_version(store, dataset_prefix(parent.namespace, parent.name, parent.digest))
+        return apply_transform(frame, source.derived.transform), f"{parent.name}@{parent.digest[:12]}"
     if source.collection:
-        return load_collection(source.collection, task["namespace"], store)
+        return load_collection(source.collection, task.namespace, store)
     raise DataError("UnsupportedSource", "this source kind is not ingested by the ingest task")
 
 
@@ -77,39 +80,43 @@ def load_collection(source: Any, namespace: str, store: Store) -> tuple[pd.DataF
     return frame, f"collected:{source.model}:{','.join(packages)}"
 
 
-def ingest(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
-    spec = DatasetSpec.model_validate(task["spec"])
-    namespace, name = task["namespace"], task["name"]
+def ingest(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
+    return cut_version(IngestTaskSpec.model_validate(raw), store, log).to_wire()
+
+
+def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> IngestResult:
+    spec = DatasetSpec.model_validate(task.spec)
+    namespace, name = task.namespace, task.name
     try:
         frame, source_version = load_source(spec, task, store)
     except DataError as err:
         log.error("%s: %s", err.reason, err.message)
-        return {"status": "Failed", "reason": err.reason, "message": err.message}
+        return IngestResult(status="Failed", reason=err.reason, message=err.message)
     log.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], source_version)
     if spec.source.collection is not None:
-        new_rows = len(frame) - int(task.get("previousRows") or 0)
+        new_rows = len(frame) - task.previous_rows
         if new_rows < spec.source.collection.min_new_rows:
-            return {"status": "Skipped", "reason": "NotEnoughRows", "sourceVersion": source_version,
-                    "message": f"{max(new_rows, 0)} new labelled rows, {spec.source.collection.min_new_rows} needed"}
+            return IngestResult(status="Skipped", reason="NotEnoughRows", source_version=source_version,
+                                message=f"{max(new_rows, 0)} new labelled rows, {spec.source.collection.min_new_rows} needed")
 
     checked = apply_rules(apply_schema(frame, spec.schema_), spec.validation)
-    base = {
+    base: dict[str, Any] = {
         "rows": len(frame),
         "columns": [c.to_wire() for c in checked.columns],
         "validation": [{"rule": c.rule, **({"column": str(c.column)} if c.column is not None else {}),
                         "passed": c.passed, "message": c.message[:512]} for c in checked.checks],
-        "sourceVersion": source_version,
+        "source_version": source_version,
     }
     failed = checked.first_failure()
     if failed is not None:
         reason = "EmptyTable" if failed.rule == "minRows" and len(frame) == 0 else "ValidationFailed"
         log.error("validation failed: %s", failed.message)
-        return {"status": "Failed", "reason": reason, "message": failed.message, **base}
+        return IngestResult(status="Failed", reason=reason, message=failed.message, **base)
 
     try:
         table = canonical_table(checked.frame)
     except DataError as err:
-        return {"status": "Failed", "reason": err.reason, "message": err.message, **base}
+        return IngestResult(status="Failed", reason=err.reason, message=err.message, **base)
     digest = digest_table(table)
     prefix = dataset_prefix(namespace, name, digest.hexdigest)
     profile = profile_frame(checked.frame)
@@ -140,15 +147,15 @@ def ingest(task: dict[str, Any], store: Store, log: logging.Logger) -> dict[str,
         manifest = existing
         log.info("content unchanged: version %s already exists", digest.version)
 
-    result = {"status": "Succeeded", "reason": "VersionCut" if created else "Unchanged",
-              "message": f"version {digest.version}: {len(frame)} rows" + ("" if created else " (unchanged)"),
-              "version": digest.version, "digest": digest.full, "uri": store.uri(prefix), "created": created,
-              "createdAt": manifest["createdAt"], "profile": summary(profile), **base}
-    previous = task.get("previous")
+    result = IngestResult(status="Succeeded", reason="VersionCut" if created else "Unchanged",
+                          message=f"version {digest.version}: {len(frame)} rows" + ("" if created else " (unchanged)"),
+                          version=digest.version, digest=digest.full, uri=store.uri(prefix), created=created,
+                          created_at=manifest["createdAt"], profile=summary(profile), **base)
+    previous = task.previous
     if previous and previous != digest.hexdigest:
         try:
             before = read_version(store, dataset_prefix(namespace, name, previous))
-            result["drift"] = drift(before, checked.frame)
+            result.drift = drift(before, checked.frame)
         except Exception as err:  # drift is informative; a missing previous version must not fail ingestion
             log.warning("no drift against %s: %s", previous[:12], err)
     return result
