@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     )
     peering: str = Field(default="", description="kopf peering name; empty runs standalone (one replica).")
     liveness_host: str = Field(
-        default="127.0.0.1", description="Address the /healthz endpoint listens on; in a pod, the pod IP.")
+        default="127.0.0.1", description="Address /healthz and /metrics listen on; in a pod, the pod IP.")
     liveness_port: int = Field(default=8080, description="Port of the /healthz endpoint; 0 turns it off.")
     metrics_port: int = Field(default=0, description="Port of the Prometheus /metrics endpoint; 0 turns it off.")
     max_workers: int = Field(default=20, description="Threads for the synchronous handlers.")

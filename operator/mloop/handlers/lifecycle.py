@@ -40,7 +40,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.peering.standalone = True
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
-    serve_metrics(cfg.metrics_port)
+    serve_metrics(cfg.metrics_port, cfg.liveness_host)
 
 
 @kopf.on.startup(id="leader-election")

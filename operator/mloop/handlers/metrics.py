@@ -45,6 +45,6 @@ def measured(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return wrap
 
 
-def serve_metrics(port: int) -> None:
+def serve_metrics(port: int, host: str) -> None:
     if port:
-        start_http_server(port, addr="0.0.0.0")
+        start_http_server(port, addr=host)
