@@ -123,3 +123,13 @@ def test_dev_env_exports_the_stacks_own_local_folder(tmp_path: Path, monkeypatch
     # An operator started with only MLOOP_DEV_DIR set uses the same folder.
     monkeypatch.delenv("MLOOP_LOCAL_DIR")
     assert Settings().local_path == stack_dir / "local"
+
+
+def test_stop_all_ends_the_folders_running_tasks(executor: LocalExecutor, tmp_path: Path) -> None:
+    """What `mloop dev down` does to the tasks its stack's operator left running."""
+    task = counting_task(tmp_path / "runs", seconds=60)
+    executor.submit(task)
+    wait_for(lambda: executor.state(task).phase == "Running", timeout=30)
+    assert executor.stop_all() == 1
+    assert finished(executor, task) == "Failed"
+    assert executor.stop_all() == 0

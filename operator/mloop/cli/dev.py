@@ -82,10 +82,19 @@ def down(quiet: bool = False) -> int:
     if was_running:
         stop_processes(StackInfo.load(path).pids)
         stop_model_servers(stack_local_dir(directory))
+        stop_local_tasks(stack_local_dir(directory))
     shutil.rmtree(directory, ignore_errors=True)
     if not quiet:
         console.print("Local stack stopped." if was_running else "No local stack was running.")
     return 0
+
+
+def stop_local_tasks(directory: Path) -> None:
+    """Tasks the local executor started run in sessions of their own, like pods: `dev down` ends this stack's."""
+    from mloop.executors.local import LocalExecutor
+
+    if directory.is_dir():
+        LocalExecutor(directory=directory).stop_all()
 
 
 def stop_model_servers(directory: Path) -> None:

@@ -118,6 +118,22 @@ class LocalExecutor:
     def log(self, task: Task) -> str:
         return _tail(self._paths(task)[2], lines=2000)
 
+    def stop_all(self) -> int:
+        """End every task of this folder that still runs (its whole process group); returns how many."""
+        stopped = 0
+        for record in self.dir.glob("*.json"):
+            try:
+                pid = json.loads(record.read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                    stopped += 1
+                except ProcessLookupError:
+                    pass
+        return stopped
+
 
 def _tail(path: Path, lines: int = 5) -> str:
     try:
