@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parent.parent
 NS = "bench"
 GROUP_PATH = "/apis/mloop.dev/v1alpha1"
 SETTLED = {"datasets": "Ready", "trainingruns": "Succeeded", "modelpackages": "Packaged"}
@@ -190,9 +191,10 @@ def measure(api: Any, seconds: float, pids: dict[str, int]) -> Window:
 class Bench:
     """One local stack plus one operator process; close() leaves no process behind."""
 
-    def __init__(self, root: Path, label: str):
+    def __init__(self, root: Path, label: str, source: Path | None):
         from mloop.localcluster import LocalStack
 
+        self.source = source
         self.work = root / label
         self.work.mkdir(parents=True)
         self.stack = LocalStack(directory=self.work / "stack")
@@ -201,11 +203,12 @@ class Bench:
         self.api: Any = None
 
     def start(self) -> None:
-        from mloop.k8s.crds import install_crds
         from mloop.k8s.kubectl import kubectl
 
         self.info = self.stack.start()
-        install_crds(self.info.kubeconfig)
+        # From the operator's own source, which may be an exported revision (--rev).
+        subprocess.run([sys.executable, "-c", "import sys; from mloop.k8s.crds import install_crds; "
+                        "install_crds(sys.argv[1])", self.info.kubeconfig], env=self.env, check=True)
         self.api = make_client(self.info.kubeconfig)
         for namespace in (NS, "fanout", "raw"):
             kubectl("create", "namespace", namespace, kubeconfig=self.info.kubeconfig, check=True)
@@ -216,8 +219,11 @@ class Bench:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, **self.info.env(), "MLOOP_EXECUTOR": "local", "MLOOP_LIVENESS_PORT": "0",
-                "MLOOP_METRICS_PORT": "0", "MLOOP_LOCAL_DIR": str(self.work / "tasks")}
+        env = {**os.environ, **self.info.env(), "MLOOP_EXECUTOR": "local", "MLOOP_LIVENESS_PORT": "0",
+               "MLOOP_METRICS_PORT": "0", "MLOOP_LOCAL_DIR": str(self.work / "tasks")}
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)  # ahead of the editable install's path entry
+        return env
 
     def start_operator(self) -> None:
         log = open(self.work / "operator.log", "wb")  # noqa: SIM115 - handed to the child
@@ -287,11 +293,13 @@ def create_all(api: Any, docs: list[dict[str, Any]], pool: ThreadPoolExecutor) -
     list(pool.map(create, docs))
 
 
-def settle(bench: Bench, docs: list[dict[str, Any]], max_in_flight: int, timeout: float) -> tuple[float, list[str]]:
+def settle(bench: Bench, docs: list[dict[str, Any]], max_in_flight: int, timeout: float,
+           stall: float) -> tuple[float, list[str]]:
     """Apply in order, never more than max_in_flight unsettled; return (seconds until all settled, failed)."""
     pending = list(docs)
     applied = 0
-    started = time.monotonic()
+    started = progressed = time.monotonic()
+    last_done = 0
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         while True:
             bench.check_operator()
@@ -300,6 +308,11 @@ def settle(bench: Bench, docs: list[dict[str, Any]], max_in_flight: int, timeout
             if applied == len(docs) and len(done) >= len(docs):
                 elapsed = time.monotonic() - started
                 return elapsed, sorted(f"{p}/{n}" for (p, n) in done if seen[(p, n)] == "Failed")
+            if len(done) != last_done:
+                last_done, progressed = len(done), time.monotonic()
+            elif time.monotonic() - progressed > stall:
+                stuck = Counter(f"{p} {seen[(p, n)] or '(no phase)'}" for (p, n) in seen if (p, n) not in done)
+                raise TimeoutError(f"nothing settled for {stall:.0f} s; unsettled: {dict(stuck)} (see operator.log)")
             room = max_in_flight - (applied - len(done))
             if room > 0 and pending:
                 batch, pending = pending[:room], pending[room:]
@@ -311,8 +324,9 @@ def settle(bench: Bench, docs: list[dict[str, Any]], max_in_flight: int, timeout
             time.sleep(1.0)
 
 
-def steady_state(root: Path, n: int, window: float, max_in_flight: int, grace: float) -> SteadyResult:
-    bench = Bench(root, f"steady-{n}")
+def steady_state(root: Path, source: Path | None, n: int, window: float, max_in_flight: int,
+                 grace: float, stall: float) -> SteadyResult:
+    bench = Bench(root, f"steady-{n}", source)
     try:
         bench.start()
         baseline = measure(bench.api, min(window, 10.0), {"kube-apiserver": bench.stack.procs["kube-apiserver"].pid})
@@ -320,7 +334,7 @@ def steady_state(root: Path, n: int, window: float, max_in_flight: int, grace: f
         docs = workload(n)
         objects = Counter(d["kind"] for d in docs)
         print(f"N={n}: applying {dict(objects)}, at most {max_in_flight} in flight", flush=True)
-        settle_time, failed = settle(bench, docs, max_in_flight, timeout=600 + 6 * len(docs))
+        settle_time, failed = settle(bench, docs, max_in_flight, 600 + 6 * len(docs), stall)
         print(f"N={n}: settled in {settle_time:.1f} s ({len(failed)} failed); quiet {grace:.0f} s, then measuring "
               f"{window:.0f} s", flush=True)
         time.sleep(grace)
@@ -378,8 +392,8 @@ def raw_creates(bench: Bench, count: int) -> float:
     return time.monotonic() - started
 
 
-def fanout(root: Path, runs: int) -> FanoutResult:
-    bench = Bench(root, "fanout")
+def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
+    bench = Bench(root, "fanout", source)
     try:
         bench.start()
         bench.start_operator()
@@ -464,37 +478,60 @@ def fanout_table(r: FanoutResult) -> str:
     ])
 
 
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def operator_source(rev: str | None, root: Path) -> tuple[Path | None, str]:
+    """The operator code under test: the work tree, or one revision exported (others may be editing the tree)."""
+    if rev is None:
+        dirty = git("status", "--porcelain", "--", "operator")
+        return None, f"work tree at {git('rev-parse', '--short', 'HEAD')}" + (
+            " plus uncommitted changes in operator/" if dirty else "")
+    out = root / "src"
+    out.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "operator"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out / "operator", f"revision {git('rev-parse', '--short', rev)} ({rev}), exported"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="*", default=[100], help="Datasets per run of the bench (default 100)")
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured at rest")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds between settling and measuring")
-    parser.add_argument("--max-in-flight", type=int, default=24, help="unsettled objects at most while applying")
+    parser.add_argument("--max-in-flight", type=int, default=12, help="unsettled objects at most while applying")
+    parser.add_argument("--stall", type=float, default=300.0, help="give up when nothing settles for this long")
     parser.add_argument("--fanout", type=int, default=0, help="TrainingRuns applied at once (0: skip)")
+    parser.add_argument("--rev", help="run the operator from this git revision (e.g. HEAD), not the work tree")
     args = parser.parse_args()
+    # `kill` or a background job (which ignores SIGINT) must still reach the finally clauses that stop the stacks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     root = Path(tempfile.mkdtemp(prefix="mloop-bench-steady-"))
+    source, described = operator_source(args.rev, root)
+    print(f"operator code: {described}", flush=True)
     results: list[SteadyResult] = []
     fan: FanoutResult | None = None
     try:
         for n in args.n:
-            results.append(steady_state(root, n, args.window, args.max_in_flight, args.grace))
+            results.append(steady_state(root, source, n, args.window, args.max_in_flight, args.grace, args.stall))
             if len(args.n) > 1 or args.fanout:  # a long bench shows what it has so far
                 print(steady_table(results), flush=True)
         if args.fanout:
-            fan = fanout(root, args.fanout)
+            fan = fanout(root, source, args.fanout)
     except BaseException:
         print(f"logs kept in {root}", file=sys.stderr)
         raise
     shutil.rmtree(root, ignore_errors=True)
     if results:
-        print(f"\nSteady state ({os.cpu_count()} cores; window {args.window:.0f} s)\n")
+        print(f"\nSteady state ({os.cpu_count()} cores; window {args.window:.0f} s; operator: {described})\n")
         print(steady_table(results))
         for r in results:
             if r.failed:
                 print(f"N={r.n}: failed: {', '.join(r.failed[:10])}")
     if fan is not None:
-        print(f"\nFan-out\n\n{fanout_table(fan)}")
+        print(f"\nFan-out (operator: {described})\n\n{fanout_table(fan)}")
 
 
 if __name__ == "__main__":
