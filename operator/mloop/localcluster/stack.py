@@ -105,6 +105,7 @@ class LocalStack:
         self.binaries = binaries or find_binaries()
         self.bucket = bucket
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._argv: dict[str, tuple[list[str], dict[str, str] | None]] = {}  # how each was started, for restarts
         self.info: StackInfo | None = None
         self._certs: CertFiles | None = None
 
@@ -235,9 +236,22 @@ class LocalStack:
         )
         _wait("S3 server", self._ensure_bucket, 30, self.procs, self.dir / "logs")
 
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again on the same port, certificates and etcd data."""
+        assert self.info is not None
+        proc = self.procs.pop("kube-apiserver")
+        stop_processes({"kube-apiserver": proc.pid})
+        proc.wait(timeout=5)
+        self._spawn("kube-apiserver", *self._argv["kube-apiserver"])
+        self.info.pids["kube-apiserver"] = self.procs["kube-apiserver"].pid
+        ctx = self._client_ssl()
+        _wait("kube-apiserver /readyz", lambda: _http_ok(f"{self.info.api_server}/readyz", ctx), 120, self.procs,
+              self.dir / "logs")
+
     # -- helpers -----------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._argv[name] = (argv, env)
         log = open(self.dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         # A session of its own: Ctrl-C in a terminal reaches the CLI, which stops the stack in order.
         self.procs[name] = subprocess.Popen(
