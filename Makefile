@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit dev demo kind-e2e image-check binaries graphviz crds check-crds clean
+.PHONY: test unit dev demo kind-e2e image-check faults binaries graphviz crds check-crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ kind-e2e: $(STAMP)
 
 image-check: $(STAMP) binaries
 	bash tests/e2e/image-check.sh
+
+# Fault injection at full size (more operator kills, a bigger workload); CI runs the smaller size with the tests.
+faults: $(STAMP) binaries
+	MLOOP_FAULTS_FULL=1 $(BIN)/python -m pytest -s tests/integration/test_faults.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
