@@ -106,7 +106,7 @@ def model_servers(namespace: str, name: str, meta: kopf.Meta, spec: kopf.Spec, s
     hands = sorted({f.get("manager") for f in meta.get("managedFields") or []
                     if f.get("manager") != MANAGER and "f:spec" in (f.get("fieldsV1") or {})})
     return {(namespace, name): {
-        "owner": owner.get("uid"), "package": owner.get("name"), "model": (meta.get("labels") or {}).get("mloop.dev/model"),
+        "resourceVersion": meta.get("resourceVersion"), "owner": owner.get("uid"), "package": owner.get("name"), "model": (meta.get("labels") or {}).get("mloop.dev/model"),
         "digest": (template.get("annotations") or {}).get("mloop.dev/package-digest"),
         "applied": (meta.get("annotations") or {}).get(APPLIED), "replicas": spec.get("replicas"),
         "available": status.get("availableReplicas") or 0, "editedBy": hands}}
@@ -174,9 +174,11 @@ def _gather(me: decide.PackageId, spec: ModelPackageSpec, status: ModelPackageSt
             world = _task_outcome(world, status.task, store)
     except StorageUnavailable:
         world = replace(world, storage_ok=False)
-    if status.digest:
-        world = replace(world, local=_local_servers(me.namespace, spec.model, status.digest) if executor == "local" else {},
-                        cluster=_cluster_servers(me.namespace, spec.model, idx) if executor != "local" else {})
+    digest = status.digest or (world.result.digest if world.result else None)  # packaged in this very pass
+    if digest and executor == "local":
+        world = replace(world, local=_local_servers(me.namespace, spec.model, digest))
+    elif digest:
+        world = replace(world, cluster=_cluster_servers(me.namespace, spec.model, idx))
     return world
 
 
@@ -238,6 +240,7 @@ def _cluster_servers(namespace: str, model: str, idx: Indexes) -> dict[str, deci
         name = server_name(model, stage)
         live = _one(idx.model_servers, (namespace, name))
         found[stage] = decide.ClusterServer(name, cluster_url(namespace, model, stage), exists=live is not None,
+                                            resource_version=(live or {}).get("resourceVersion"),
                                             owner_uid=(live or {}).get("owner"), digest=(live or {}).get("digest"),
                                             available=(live or {}).get("available", 0))
     return found
@@ -279,7 +282,8 @@ def reconcile_package(body: Any, patch: Any, idx: Indexes) -> None:
         decision = decide.decide(spec, status, replace(world, storage_ok=False), now)
     if commit(body, decision.outcome()) is None:
         return  # someone moved the package first: its next pass decides on what they wrote
-    for action in decision.actions:
+    # The server first: a package archived here may run its own pass at once, and must find the Deployment taken over.
+    for action in sorted(decision.actions, key=lambda a: isinstance(a, decide.ArchivePackage)):
         _act_after_commit(me, spec, action, idx, now)
 
 
@@ -336,7 +340,7 @@ def _act_after_commit(me: decide.PackageId, spec: ModelPackageSpec, action: Any,
     elif isinstance(action, decide.ApplyServer):
         _apply_server(me, spec.model, action, idx)
     elif isinstance(action, decide.DeleteServer):
-        _delete_server(me.namespace, server_name(spec.model, action.stage))
+        _delete_server(me, server_name(spec.model, action.stage), action.resource_version)
     elif isinstance(action, decide.StopLocalServer):
         with _local_lock() as servers:
             servers.stop(me.namespace, spec.model, action.stage, digest=action.digest)
@@ -376,14 +380,20 @@ def _apply_server(me: decide.PackageId, model: str, action: decide.ApplyServer, 
     core.patch_namespaced_service(name, me.namespace, service, field_manager=MANAGER, force=True, _content_type=APPLY)
 
 
-def _delete_server(namespace: str, name: str) -> None:
+def _delete_server(me: decide.PackageId, name: str, resource_version: str | None) -> None:
+    """Delete the package's Deployment and Service, each on condition that it is still the one this package owns:
+    a newer package of the model may have applied its own over it since the index was read."""
     apps, core = client.AppsV1Api(api_client()), client.CoreV1Api(api_client())
-    for delete in (apps.delete_namespaced_deployment, core.delete_namespaced_service):
-        try:
-            delete(name, namespace)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+    try:
+        apps.delete_namespaced_deployment(name, me.namespace, body=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=resource_version)))
+        service = core.read_namespaced_service(name, me.namespace)
+        if any(o.uid == me.uid for o in service.metadata.owner_references or []):
+            core.delete_namespaced_service(name, me.namespace, body=client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(resource_version=service.metadata.resource_version)))
+    except ApiException as err:
+        if err.status not in (404, 409):
+            raise
 
 
 @contextmanager

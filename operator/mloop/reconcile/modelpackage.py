@@ -75,6 +75,7 @@ class ClusterServer:
     name: str
     url: str
     exists: bool = False
+    resource_version: str | None = None  # deleting is on condition of it: a newer package may have taken it over
     owner_uid: str | None = None
     digest: str | None = None
     available: int = 0
@@ -149,6 +150,7 @@ class ApplyServer:
 @dataclass(frozen=True)
 class DeleteServer:
     stage: str
+    resource_version: str | None
 
 
 Action = Union[ClaimVersion, WriteSpec, SubmitTask, ArchivePackage, EnsureLocalServer, StopLocalServer, ApplyServer,
@@ -417,7 +419,7 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
     else:
         for st, server in world.cluster.items():
             if st != wanted and server.exists and server.owner_uid == world.package.uid:
-                p.actions.append(DeleteServer(st))
+                p.actions.append(DeleteServer(st, server.resource_version))
                 p.event("Normal", "ServerDeleted", f"{st} Deployment and Service for {spec.model} deleted")
         if wanted and serve is not None:
             server = world.cluster[wanted]

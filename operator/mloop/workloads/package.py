@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from mloop.api.tasks import PackageResult, PackageTaskSpec
-from mloop.api.trainingrun import TrainingRunSpec
 from mloop.storage.artifacts import AlreadyExists, DigestMismatch, Store, sha256_hex
 from mloop.storage.models import UntrustedModel, load_model
 from mloop.workloads.task import main_for, now_iso
@@ -65,9 +64,8 @@ def to_onnx(task: PackageTaskSpec, model: Any, store: Store, log: logging.Logger
             session = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as err:  # skl2onnx raises many types for what it cannot convert
         return None, f"no ONNX converter for this pipeline: {type(err).__name__}: {str(err)[:300]}"
-    trainer_view = run.to_wire()  # the trainer's own helpers read its spec.json keys
-    x, y = load_xy(trainer_view, store)
-    _, x_test, _, _ = split(trainer_view, TrainingRunSpec.model_validate(run.spec), x, y)
+    x, y = load_xy(run, store)
+    _, x_test, _, _ = split(run, run.spec, x, y)
     feeds = {}
     for f in features:
         column = x_test[f].to_numpy().reshape(-1, 1)
