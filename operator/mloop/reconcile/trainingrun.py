@@ -66,8 +66,9 @@ def cache_key(spec: TrainingRunSpec, dataset_digest: str, packages: dict[str, st
               numeric: dict[str, Any] | None = None) -> str:
     """Same computation, same data, same code, same numeric environment: the same key.
 
-    `numeric` is the environment a new run is expected to get, as the operator can know it before any
-    pod runs (`numeric.trainer_environment()` of its own process); each result records the one it got."""
+    `numeric`: to record a success, the environment its fit recorded; to look one up, the environment a new
+    run is expected to get, which the operator knows before any pod runs only from its own process
+    (`numeric.trainer_environment()`). A hit thus reuses only a result computed in that environment."""
     material = {
         "spec": spec.model_dump(mode="json", by_alias=True, exclude=EXECUTION_ONLY, exclude_none=True),
         "dataset": dataset_digest,
