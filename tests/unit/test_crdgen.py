@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import yaml
 
-from mloop.api.crdgen import crd_for, main
+from mloop.api.crdgen import crd_for, main, policy_for
 from mloop.api.kinds import KINDS
+from mloop.api.params import ESTIMATOR_PARAMS, MANAGED
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +69,7 @@ def test_every_string_list_and_map_is_bounded(info) -> None:
 @pytest.mark.parametrize("info", KINDS, ids=lambda i: i.kind)
 def test_names_subresources_and_columns(info) -> None:
     text = (ROOT / "crds" / f"{info.crd_name}.yaml").read_text()
-    crd = yaml.safe_load(text)
+    crd = next(yaml.safe_load_all(text))
     names = crd["spec"]["names"]
     assert names["shortNames"][0] == info.short
     assert names["categories"] == ["mloop"]
@@ -80,3 +83,67 @@ def test_short_names_are_the_designed_ones() -> None:
     assert {i.kind: i.short for i in KINDS} == {
         "Requirement": "req", "Dataset": "ds", "TrainingRun": "tr", "ModelPackage": "mp"
     }
+
+
+def kind(name: str):
+    return next(i for i in KINDS if i.kind == name)
+
+
+def test_parameter_allow_list_matches_scikit_learn() -> None:
+    """The plain-data allow-list the CRDs are built from is each estimator's signature, less what mloop sets."""
+    import inspect
+
+    from mloop.training.estimators import FORBIDDEN, MODULES, estimator_class
+
+    assert set(MANAGED) == FORBIDDEN
+    assert {name: set(params) for name, params in ESTIMATOR_PARAMS.items()} == {
+        name: set(inspect.signature(estimator_class(name)).parameters) - FORBIDDEN for name in MODULES}
+
+
+def test_generating_the_crds_needs_no_scikit_learn() -> None:
+    code = ("import sys; from mloop.api.crdgen import render; from mloop.api.kinds import KINDS; "
+            "[render(i) for i in KINDS]; print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "operator")})
+    assert result.stdout.strip() == "[]"
+
+
+def test_maps_carry_value_schema_and_minimum_sizes() -> None:
+    spec = root_schema(kind("TrainingRun"))["properties"]["spec"]["properties"]
+    parameters = spec["search"]["properties"]["parameters"]
+    assert parameters["minProperties"] == 1 and parameters["maxProperties"] == 16
+    assert parameters["additionalProperties"]["type"] == "array"
+    assert (parameters["additionalProperties"]["minItems"], parameters["additionalProperties"]["maxItems"]) == (1, 64)
+    assert spec["estimator"]["properties"]["params"]["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
+    requirement = root_schema(kind("Requirement"))["properties"]["spec"]["properties"]
+    assert requirement["metrics"]["minItems"] == 1
+
+
+def test_no_pattern_properties_reach_a_crd_and_typed_maps_check_keys_in_cel() -> None:
+    for info in KINDS:
+        assert "patternProperties" not in yaml.safe_dump(crd_for(info))
+        assert "x-mloop" not in yaml.safe_dump(crd_for(info))
+    metrics = root_schema(kind("TrainingRun"))["properties"]["status"]["properties"]["metrics"]
+    assert metrics["x-kubernetes-validations"] == [
+        {"rule": "self.all(k, k.matches('^[a-z][a-z0-9_]*$') && size(k) <= 64)",
+         "message": "a key must match ^[a-z][a-z0-9_]*$, at most 64 characters"}]
+
+
+def test_rules_the_crd_cannot_see_go_to_a_policy_on_spec_only() -> None:
+    assert [i.kind for i in KINDS if policy_for(i)] == ["Dataset", "TrainingRun"]
+    policy, binding = policy_for(kind("TrainingRun"))
+    assert binding["spec"] == {"policyName": "trainingruns.mloop.dev", "validationActions": ["Deny"]}
+    rules = policy["spec"]["validations"]
+    messages = [r["messageExpression"] for r in rules]
+    assert all(m.startswith("'spec.") for m in messages)
+    assert any(m.startswith("'spec.search.parameters.' + ") for m in messages)
+    assert any(m.startswith("'spec.estimator.params.' + ") for m in messages)
+    assert not any("status" in r["expression"] for r in rules)
+
+
+def test_the_allow_list_in_the_policy_is_the_plain_data() -> None:
+    policy, _ = policy_for(kind("TrainingRun"))
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert "'LogisticRegression': ['C', 'class_weight'," in variables["estimatorParams"]
+    assert variables["estimatorParams"].count("': [") == len(ESTIMATOR_PARAMS)
+    assert variables["managedParams"] == "['n_jobs', 'verbose', 'warm_start']"

@@ -24,6 +24,11 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(s|m|h|d))+$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*( (AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.+-]*)*$"
 
+# json_schema_extra key: CEL rules (`expression`, `messageExpression` giving the text after the field path,
+# optional `variables`) on data the CRD's own CEL cannot see; `self` is the node. crdgen puts them in an
+# admission policy.
+ADMISSION_RULES = "x-mloop-admission"
+
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN)]
 ColumnName = Annotated[str, Field(min_length=1, max_length=128, pattern=COLUMN_PATTERN)]
 MetricName = Annotated[str, Field(min_length=1, max_length=64, pattern=METRIC_PATTERN)]

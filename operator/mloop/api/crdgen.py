@@ -6,11 +6,18 @@
 The JSON schema pydantic emits is rewritten into a Kubernetes *structural* schema:
 references inlined, optional values unwrapped, every node typed, and the CEL rules
 and bounds carried over, so the API server refuses bad input with a field path.
+
+The CRD's own CEL sees only typed data: a map of untyped values (estimator parameters)
+or a list of untyped cells (inline rows) is invisible to it. Rules on such data, the
+models' `x-mloop-admission` rules and the key rules of such maps, become a
+ValidatingAdmissionPolicy written after the kind's CRD in the same file; its messages
+start with the field path, as the CRD's own refusals do.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,11 +25,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from mloop.api.common import ADMISSION_RULES
 from mloop.api.kinds import CATEGORY, GROUP, KINDS, VERSION, KindInfo
 
 _COPIED = ("description", "minLength", "maxLength", "pattern", "enum", "format", "minimum", "maximum",
            "minItems", "maxItems", "minProperties", "maxProperties")
 _ANY: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
+_KEYS = "x-mloop-keys"  # a map's key constraints, until _place_rules decides where they are checked
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -80,16 +89,77 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             if node.get("required"):
                 out["required"] = list(node["required"])
         extra = node.get("additionalProperties")
-        if isinstance(extra, dict) and extra:
+        patterns = node.get("patternProperties") or {}
+        if len(patterns) > 1:
+            raise ValueError(f"a map with several key patterns cannot be structural: {sorted(patterns)}")
+        if patterns:
+            # Structural schemas forbid patternProperties: the value schema goes to
+            # additionalProperties and the key pattern becomes a rule.
+            [(pattern, extra)] = patterns.items()
+            names = node.get("propertyNames") or {}
+            out[_KEYS] = {"pattern": pattern, **{k: names[k] for k in ("minLength", "maxLength") if k in names}}
+            out["additionalProperties"] = _structural(extra, defs) if extra else dict(_ANY)
+        elif isinstance(extra, dict) and extra:
             out["additionalProperties"] = _structural(extra, defs)
         elif not props:
             out.update(_ANY)
     if type_ == "array":
         out["items"] = _structural(node.get("items") or {}, defs)
     for key, value in node.items():
-        if key.startswith("x-kubernetes-"):
+        if key.startswith("x-kubernetes-") or key == ADMISSION_RULES:
             out[key] = value
     return out
+
+
+def _cel_visible(node: dict[str, Any]) -> bool:
+    """Whether the API server exposes this node to CRD rules (its SchemaDeclType is not nil)."""
+    if node.get("x-kubernetes-int-or-string"):
+        return True
+    if node.get("type") == "array":
+        return _cel_visible(node.get("items") or {})
+    if node.get("type") == "object" and "additionalProperties" in node:
+        return _cel_visible(node["additionalProperties"])
+    return "type" in node
+
+
+def _key_test(keys: dict[str, Any]) -> str:
+    test = f"k.matches({_cel_string(keys['pattern'])})"
+    if "maxLength" in keys:
+        test += f" && size(k) <= {keys['maxLength']}"
+    return test
+
+
+def _key_words(keys: dict[str, Any]) -> str:
+    bound = f", at most {keys['maxLength']} characters" if "maxLength" in keys else ""
+    return f"a key must match {keys['pattern']}{bound}"
+
+
+def _cel_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _place_rules(node: dict[str, Any], path: str, admission: list[dict[str, Any]]) -> None:
+    """Move key rules and admission rules out of the schema: onto the map when the CRD's CEL can see its
+    keys, else into `admission` with the node's path. Status is written by the operator and left unchecked."""
+    keys = node.pop(_KEYS, None)
+    rules = node.pop(ADMISSION_RULES, [])
+    if keys and _cel_visible(node["additionalProperties"]):
+        node.setdefault("x-kubernetes-validations", []).append(
+            {"rule": f"self.all(k, {_key_test(keys)})", "message": _key_words(keys)})
+    elif keys:
+        test = _key_test(keys)
+        rules = [*rules, {"expression": f"self.all(k, {test})",
+                          "messageExpression": f"'.' + self.filter(k, !({test}))[0] + {_cel_string(': ' + _key_words(keys))}"}]
+    if rules and path.startswith("spec"):
+        if "[" in path:
+            raise ValueError(f"admission rules under a list are not supported: {path}")
+        admission.extend({**rule, "path": path} for rule in rules)
+    for name, sub in (node.get("properties") or {}).items():
+        _place_rules(sub, f"{path}.{name}", admission)
+    if isinstance(node.get("items"), dict):
+        _place_rules(node["items"], f"{path}[*]", admission)
+    if isinstance(node.get("additionalProperties"), dict):
+        _place_rules(node["additionalProperties"], f"{path}[*]", admission)
 
 
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
@@ -99,9 +169,16 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     return _structural(raw, defs)
 
 
+def _schemas(info: KindInfo) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Spec and status schemas, and the admission rules taken out of them."""
+    spec, status, admission = schema_of(info.spec), schema_of(info.status), []
+    _place_rules(spec, "spec", admission)
+    _place_rules(status, "status", [])
+    return spec, status, admission
+
+
 def crd_for(info: KindInfo) -> dict[str, Any]:
-    spec = schema_of(info.spec)
-    status = schema_of(info.status)
+    spec, status, _ = _schemas(info)
     root = {
         "description": info.description,
         "type": "object",
@@ -150,11 +227,61 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
     }
 
 
+def _guarded(rule: dict[str, Any]) -> tuple[str, str]:
+    """A rule written on a node (`self`) as a policy expression on `object`, true where the node is absent."""
+    target = "object." + rule["path"]
+    segments = rule["path"].split(".")
+    guards = [f"!has(object.{'.'.join(segments[:i + 1])})" for i in range(1, len(segments))]
+    expression = re.sub(r"\bself\b", target, rule["expression"])
+    message = re.sub(r"\bself\b", target, rule["messageExpression"])
+    message = "'" + rule["path"] + message[1:] if message.startswith("'") else f"'{rule['path']}' + {message}"
+    return " || ".join([*guards, f"({expression})"]), message
+
+
+def policy_for(info: KindInfo) -> list[dict[str, Any]]:
+    """The kind's ValidatingAdmissionPolicy and its binding; empty when every rule fits the CRD."""
+    _, _, admission = _schemas(info)
+    if not admission:
+        return []
+    variables: dict[str, str] = {}
+    validations = []
+    for rule in admission:
+        for var in rule.get("variables", []):
+            if variables.setdefault(var["name"], var["expression"]) != var["expression"]:
+                raise ValueError(f"two admission variables named {var['name']}")
+        expression, message = _guarded(rule)
+        validations.append({"expression": expression, "messageExpression": message, "reason": "Invalid"})
+    labels = {"app.kubernetes.io/name": "mloop", "app.kubernetes.io/part-of": "mloop"}
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": info.crd_name, "labels": labels},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": [VERSION], "operations": ["CREATE", "UPDATE"],
+                "resources": [info.plural]}]},
+            "variables": [{"name": k, "expression": v} for k, v in variables.items()],
+            "validations": validations,
+        },
+    }
+    if not variables:
+        del policy["spec"]["variables"]
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": info.crd_name, "labels": labels},
+        "spec": {"policyName": info.crd_name, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]
+
+
 HEADER = "# Generated by `python -m mloop.api.crdgen` from operator/mloop/api. Do not edit.\n"
 
 
 def render(info: KindInfo) -> str:
-    return HEADER + yaml.safe_dump(crd_for(info), sort_keys=False, width=100)
+    """The kind's CRD, then the admission policy for what its CEL cannot see."""
+    return HEADER + yaml.safe_dump_all([crd_for(info), *policy_for(info)], sort_keys=False, width=100)
 
 
 def render_kustomization() -> str:

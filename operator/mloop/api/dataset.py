@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mloop.api.common import (
+    ADMISSION_RULES,
     ApiModel,
     ColumnName,
     Condition,
@@ -52,8 +54,19 @@ class BuiltinSource(ApiModel):
     )
 
 
+_ROW_FITS = "self.rows.map(r, size(r) == size(self.columns))"
+
+
 class InlineSource(ApiModel):
     """A small table written in the resource itself."""
+
+    # The CRD's CEL cannot see rows of untyped cells, so the admission policy checks the row width.
+    model_config = ConfigDict(json_schema_extra={ADMISSION_RULES: [{
+        "expression": "self.rows.all(r, size(r) == size(self.columns))",
+        "messageExpression": f"'.rows[' + string({_ROW_FITS}.indexOf(false)) + ']: ' + "
+                             f"string(size(self.rows[{_ROW_FITS}.indexOf(false)])) + ' values for ' + "
+                             "string(size(self.columns)) + ' columns; give one value per column, null for a missing one'",
+    }]})
 
     columns: Annotated[list[ColumnName], Field(min_length=1, max_length=64)] = Field(description="Column names.")
     rows: Annotated[
@@ -61,13 +74,18 @@ class InlineSource(ApiModel):
         Field(min_length=1, max_length=1000),
     ] = Field(description="Rows of values, one value per column; null for a missing value.")
 
-    # CEL cannot type the untyped cells, so the row width is checked here instead of in the schema.
-    @model_validator(mode="after")
-    def _rows_match_columns(self) -> InlineSource:
-        for i, row in enumerate(self.rows):
-            if len(row) != len(self.columns):
-                raise ValueError(f"rows[{i}] has {len(row)} values for {len(self.columns)} columns")
-        return self
+    # The same check for a cluster without the policy: the error's location is the row, rows[i].
+    @field_validator("rows")
+    @classmethod
+    def _rows_match_columns(cls, rows: list[list[Any]], info: ValidationInfo) -> list[list[Any]]:
+        width = len(info.data.get("columns") or [])
+        errors = [InitErrorDetails(type=PydanticCustomError(
+            "row_width", "{values} values for {columns} columns; give one value per column, null for a missing one",
+            {"values": len(row), "columns": width}), loc=(i,), input=row)
+            for i, row in enumerate(rows) if width and len(row) != width]
+        if errors:
+            raise ValidationError.from_exception_data("rows", errors)
+        return rows
 
 
 class SampleTransform(ApiModel):

@@ -133,8 +133,8 @@ class RequirementSpec(ApiModel):
         default=None, description="Intended use and context; copied into model cards."
     )
     priority: Literal["low", "medium", "high", "critical"] = Field(default="medium", description="Priority.")
-    metrics: Annotated[list[MetricCriterion], Field(max_length=32)] | None = Field(
-        default=None, description="Thresholds on held-out or cross-validation metrics."
+    metrics: Annotated[list[MetricCriterion], Field(min_length=1, max_length=32)] | None = Field(
+        default=None, description="Thresholds on held-out or cross-validation metrics; leave out rather than empty."
     )
     data: DataCriteria | None = Field(default=None, description="Criteria on the training data.")
     governance: GovernanceLimits | None = Field(default=None, description="Licence, classification and PII limits.")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 
 from mloop.api.common import (
+    ADMISSION_RULES,
     ApiModel,
     ColumnName,
     Condition,
@@ -21,6 +22,7 @@ from mloop.api.common import (
     Resources,
     VersionedRef,
 )
+from mloop.api.params import PARAM_PATTERN, estimator_param_rules
 
 # Estimators a run may name; the trainer checks parameters against each class's own signature.
 CLASSIFIERS = (
@@ -54,11 +56,15 @@ REGRESSORS = (
     "MLPRegressor",
 )
 EstimatorName = Literal[CLASSIFIERS + REGRESSORS]  # type: ignore[valid-type]
-ParamName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*(__[A-Za-z][A-Za-z0-9_]*)*$")]
+ParamName = Annotated[str, Field(min_length=1, max_length=64, pattern=PARAM_PATTERN)]
 
 
 class EstimatorSpec(ApiModel):
     """A scikit-learn estimator from the allow-list, with its parameters."""
+
+    model_config = ConfigDict(
+        json_schema_extra={ADMISSION_RULES: estimator_param_rules("params", "name", present="has(self.params)")}
+    )
 
     name: EstimatorName = Field(description="Estimator class name from the allow-list, e.g. RandomForestClassifier.")
     params: Annotated[dict[ParamName, Any], Field(max_length=64)] | None = Field(
@@ -150,7 +156,9 @@ class TrainingRunSpec(ApiModel):
                     "rule": "!has(self.features) || !self.features.exists(f, f == self.target)",
                     "message": "the target cannot also be a feature",
                 },
-            ]
+            ],
+            # The search's parameters are the estimator's, which only this node sees both of.
+            ADMISSION_RULES: estimator_param_rules("search.parameters", "estimator.name", present="has(self.search)"),
         }
     )
 

@@ -39,10 +39,10 @@ def flipped(before: list[Condition], after: list[Condition], type_: str) -> bool
 
 
 def describe_validation_error(err: ValidationError, root: str = "spec") -> str:
-    """'spec.estimator.params: unknown parameter' style messages, first three errors."""
+    """'spec.source.inline.rows[1]: 1 values for 2 columns' style messages (the API server's paths), first three."""
     parts = []
     for e in err.errors()[:3]:
-        path = ".".join([root, *(str(p) for p in e["loc"])])
+        path = root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
         parts.append(f"{path}: {e['msg']}")
     more = len(err.errors()) - 3
     if more > 0:
