@@ -11,20 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import warnings
 from typing import Any
 
-import numpy as np
-
 from mloop.api.tasks import PackageResult, PackageTaskSpec
+from mloop.serving.parity import Conversion, convert
 from mloop.storage.artifacts import AlreadyExists, DigestMismatch, Store, sha256_hex
 from mloop.storage.models import UntrustedModel, load_model
 from mloop.workloads.task import main_for, now_iso
 from mloop.workloads.train import load_xy, split
-
-NUMERIC = ("integer", "float", "boolean")
-PROBA_TOLERANCE = 0.05  # float32 inputs can move a tree split: labels must agree, probabilities nearly
-REGRESSION_TOLERANCE = 1e-3
 
 
 def signature(task: PackageTaskSpec, model: Any) -> dict[str, Any]:
@@ -43,48 +37,14 @@ def signature(task: PackageTaskSpec, model: Any) -> dict[str, Any]:
     return {"model": task.model, "version": task.version, "inputs": inputs, "output": output}
 
 
-def to_onnx(task: PackageTaskSpec, model: Any, store: Store, log: logging.Logger) -> tuple[bytes | None, str]:
-    """The ONNX file and a note, or None and why not. Parity is checked on the run's held-out rows."""
-    try:
-        import onnxruntime as ort
-        from skl2onnx import convert_sklearn
-        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-    except ImportError as err:
-        return None, f"ONNX tools are not installed: {err}"
+def to_onnx(task: PackageTaskSpec, model: Any, store: Store, log: logging.Logger) -> Conversion:
+    """The ONNX file and its parity on the run's held-out rows (see mloop.serving.parity)."""
     run = task.run
-    features, types = run.features, run.types
-    initial = [(f, FloatTensorType([None, 1]) if types.get(f) in NUMERIC else StringTensorType([None, 1]))
-               for f in features]
-    estimator = model[-1]
-    options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            onx = convert_sklearn(model, initial_types=initial, options=options, target_opset=18)
-            session = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
-    except Exception as err:  # skl2onnx raises many types for what it cannot convert
-        return None, f"no ONNX converter for this pipeline: {type(err).__name__}: {str(err)[:300]}"
     x, y = load_xy(run, store)
     _, x_test, _, _ = split(run, run.spec, x, y)
-    feeds = {}
-    for f in features:
-        column = x_test[f].to_numpy().reshape(-1, 1)
-        feeds[f] = column.astype(np.float32) if types.get(f) in NUMERIC else column.astype(str).astype(object)
-    outputs = session.run(None, feeds)
-    expected = model.predict(x_test)
-    if run.task == "classification":
-        agreement = float(np.mean(np.asarray(outputs[0]).ravel().astype(str) == expected.astype(str)))
-        gap = float(np.abs(outputs[1] - model.predict_proba(x_test)).max()) if options and len(outputs) > 1 else 0.0
-        ok = agreement == 1.0 and gap <= PROBA_TOLERANCE
-        note = f"labels agree on {agreement:.0%} of {len(x_test)} held-out rows, max probability gap {gap:.2g}"
-    else:
-        gap = float(np.abs(np.asarray(outputs[0]).ravel() - expected).max())
-        ok = gap <= REGRESSION_TOLERANCE * (1 + float(np.abs(expected).max()))
-        note = f"max prediction gap {gap:.2g} on {len(x_test)} held-out rows"
-    log.info("ONNX parity: %s", note)
-    if not ok:
-        return None, f"ONNX parity check failed: {note}"
-    return onx.SerializeToString(), f"ONNX parity: {note}"
+    conversion = convert(model, run.features, run.types, run.task, x_test)
+    log.info("ONNX: %s parity (%s): %s", conversion.parity, conversion.input_type, conversion.note)
+    return conversion
 
 
 def model_card(task: PackageTaskSpec, onnx_note: str) -> str:
@@ -122,11 +82,12 @@ def package(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str,
                              else "UntrustedModel", message=str(err)).to_wire()
     files: dict[str, bytes] = {"model.skops": blob}
     sig = signature(task, model)
-    onnx_note = "ONNX not requested"
+    conversion = Conversion(None, "unavailable", None, "ONNX not requested")
     if "onnx" in task.formats:
-        onnx, onnx_note = to_onnx(task, model, store, log)
-        if onnx is not None:
-            files["model.onnx"] = onnx
+        conversion = to_onnx(task, model, store, log)
+        if conversion.blob is not None:
+            files["model.onnx"] = conversion.blob
+    onnx_note = conversion.card_note()
     files["signature.json"] = json.dumps(sig, indent=2).encode()
     files["modelcard.md"] = model_card(task, onnx_note).encode()
     files["lineage.json"] = json.dumps(task.lineage, indent=2, sort_keys=True).encode()
@@ -139,7 +100,7 @@ def package(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str,
             recorded[name] = {"sha256": sha256_hex(store.get(prefix + name)), "size": len(body)}
     manifest = {"kind": "ModelPackage", "namespace": task.namespace, "model": task.model,
                 "version": task.version, "package": task.name, "files": recorded,
-                "modelDigest": run.model_digest, "createdAt": now_iso()}
+                "modelDigest": run.model_digest, "createdAt": now_iso(), "onnx": conversion.manifest_entry()}
     body = json.dumps(manifest, indent=2, sort_keys=True).encode()
     try:
         store.put(prefix + "manifest.json", body)
