@@ -29,6 +29,12 @@ class ServeSpec(ApiModel):
     sampling_rate: Annotated[float, Field(ge=0, le=1)] = Field(
         default=1.0, description="Fraction of predictions logged to S3 for collection; 0 turns collection off."
     )
+    runtime: Literal["auto", "onnx", "sklearn"] = Field(
+        default="auto",
+        description="Which model the server runs: auto runs the ONNX model with onnxruntime when the package's "
+        "parity check passed exactly (every held-out label equal), else scikit-learn; onnx requires that "
+        "ONNX model (the server refuses to start without it); sklearn always runs the scikit-learn model.",
+    )
 
 
 class ModelPackageSpec(ApiModel):
