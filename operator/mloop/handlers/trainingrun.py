@@ -134,10 +134,11 @@ def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datase
             result, storage_ok = None, False
         return World(**base, task=state, result=result, pinned=pinned, cache_key=key, storage_ok=storage_ok)
 
-    storage_ok, pinned, hit = _reachable(store), None, None
+    storage_ok, pinned, hit = True, None, None
     version = decide.pin_version(spec, dataset)
-    if storage_ok and isinstance(version, DatasetVersion) and dataset is not None:
+    if isinstance(version, DatasetVersion) and dataset is not None:  # about to start: S3 is needed from here on
         try:
+            store.ping()
             if version.digest != dataset.digest:
                 pinned = _version_facts(store, ds_namespace, ref.name, version.digest)
             if spec.cache_policy == "reuse":
