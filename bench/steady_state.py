@@ -136,9 +136,10 @@ def request_counts(api: Any) -> Counter[str]:
         if not match:
             continue
         labels = dict(LABEL.findall(match["labels"]))
-        resource = labels.get("resource") or "(non-resource)"
-        if labels.get("subresource"):
-            resource += "/" + labels["subresource"]
+        if labels.get("resource"):
+            resource = labels["resource"] + ("/" + labels["subresource"] if labels.get("subresource") else "")
+        else:  # a non-resource path (discovery, /metrics) is kept in the subresource label
+            resource = "/" + labels.get("subresource", "").lstrip("/")
         counts[f"{labels.get('verb', '?')} {resource}"] += int(float(match["value"]))
     return counts
 
@@ -179,9 +180,8 @@ def measure(api: Any, seconds: float, pids: dict[str, int]) -> Window:
     after = request_counts(api)
     elapsed = time.monotonic() - started
     after_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    # The API server does not count /metrics scrapes in apiserver_request_total (checked on 1.35).
     delta = Counter({k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0})
-    delta["GET (non-resource)"] -= 1  # the first scrape itself is counted once it has been answered
-    delta = +delta
     cpu = {name: 100 * (after_cpu[name] - before_cpu[name]) / elapsed for name in pids}
     return Window(elapsed, delta, cpu, " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
@@ -460,7 +460,7 @@ def steady_table(results: list[SteadyResult]) -> str:
                                        f"{r.baseline.cpu['kube-apiserver']:.1f}%)" for r in results])
     row("operator RSS at rest (peak)", [f"{r.rss:.0f} MB ({r.hwm:.0f} MB)" for r in results],
         f"< {TARGETS['rss']:.0f} MB")
-    row("load average 1/5/15 min, end of window", [r.rest.load for r in results])
+    row("load average 1/5/15 min, end of window", [r.rest.load for r in results], "(2 cores, shared)")
     row("in flight at most while applying", [str(r.max_in_flight) for r in results])
     return "\n".join(rows)
 
@@ -528,6 +528,8 @@ def main() -> None:
         print(f"\nSteady state ({os.cpu_count()} cores; window {args.window:.0f} s; operator: {described})\n")
         print(steady_table(results))
         for r in results:
+            every = ", ".join(f"{key} {count}" for key, count in r.rest.requests.most_common())
+            print(f"N={r.n}: every request in the {r.rest.seconds:.0f} s window: {every or 'none'}")
             if r.failed:
                 print(f"N={r.n}: failed: {', '.join(r.failed[:10])}")
     if fan is not None:
