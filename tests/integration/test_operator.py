@@ -53,18 +53,6 @@ def test_kopf_runner_watches_all_four_kinds_and_exits_cleanly(kubectl, api_clien
     assert DURATION.labels("TrainingRun")._sum.get() > 0
 
 
-def test_spec_the_schema_cannot_judge_is_marked_invalid_with_its_path(kubectl, api_client, namespace) -> None:
-    spec = {"source": {"inline": {"columns": ["a", "b"], "rows": [[1, 2], [3]]}}}
-    with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "mloop.handlers"], timeout=60) as runner:
-        apply(kubectl, namespace, "Dataset", "ragged", spec)
-        obj = wait_for(lambda: (o := get(api_client, namespace, "datasets", "ragged")) and condition(o, "Ready") and o)
-    assert runner.exit_code == 0
-    ready = condition(obj, "Ready")
-    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
-    assert "spec.source.inline" in ready["message"] and "rows[1] has 1 values for 2 columns" in ready["message"]
-    assert obj["status"]["phase"] == "Failed"
-
-
 def test_python_m_mloop_serves_liveness_and_stops_on_sigterm(stack, kubeconfig) -> None:
     port = free_port()
     metrics = free_port()

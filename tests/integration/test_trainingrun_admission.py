@@ -52,8 +52,6 @@ def test_licence_and_classification_limits(kubectl, api_client, namespace, opera
 
 
 BAD = [
-    ("bad-param-name", {"estimator": {"name": "LogisticRegression", "params": {"max_iterations": 10}}},
-     "InvalidParameter", "LogisticRegression has no parameter 'max_iterations'"),
     ("bad-param-value", {"estimator": {"name": "LogisticRegression", "params": {"C": -1}}},
      "InvalidParameter", "The 'C' parameter of LogisticRegression must be"),
     ("bad-search-value", {"search": {"type": "grid", "parameters": {"penalty": ["l2", "l7"]}}},
