@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION = "mloop.dev", "v1alpha1"
 TERMINAL_EVENTS = {"Dataset": {"VersionCut"}, "TrainingRun": {"RunSucceeded", "CacheHit"},
@@ -112,6 +111,7 @@ class Operator:
                     "MLOOP_LIVENESS_PORT": "0", "MLOOP_NAMESPACES": namespace, "MLOOP_POLL_INTERVAL": "0.5"}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.offset = 0
         self.lock = threading.Lock()
 
     def start(self) -> None:
@@ -120,8 +120,21 @@ class Operator:
             with open(self.log_path, "ab") as log:
                 log.write(f"===== operator start {self.starts} at {time.time():.3f}\n".encode())
                 log.flush()
+                self.offset = log.tell()
                 self.proc = subprocess.Popen([sys.executable, "-m", "mloop"], env=self.env, stdout=log,
                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_up(self, timeout: float = 120) -> None:
+        """Until this start has logged a line of kopf's: before that it is still importing, and a kill there
+        would test nothing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.offset)
+                if b"kopf." in log.read():
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"operator start {self.starts} logged nothing of kopf's in {timeout:.0f}s")
 
     def kill(self) -> None:
         """SIGKILL the operator alone: its tasks and model servers run on, as they would after a node crash."""
@@ -193,7 +206,7 @@ def unsettled(api: client.CustomObjectsApi, work: Workload, namespace: str) -> l
     """Objects of the workload not settled yet; an unreachable API server counts everything as unsettled."""
     try:
         found = {kind: list_kind(api, namespace, kind) for kind in PLURALS}
-    except (ApiException, OSError, Exception):  # urllib3 raises its own errors while the server restarts
+    except Exception:  # ApiException, or urllib3's own errors while the server restarts
         return ["(api server unreachable)"]
     return [f"{kind}/{name}" for kind in PLURALS for name in work.names(kind)
             if name not in found[kind] or not settled(kind, found[kind][name], work.served)]
@@ -245,6 +258,7 @@ class Snapshot:
     cache_entries: set[str]
     claims: dict[str, dict[int, dict]]  # model -> version -> claim.json
     events: dict[tuple[str, str], Counter]  # (kind, name) -> reason counts
+    tasks: Counter  # "train-iris-lr" -> local tasks launched for it (names end in a hash of their intent)
     leftovers: list[str] = field(default_factory=list)  # processes left behind
 
 
@@ -255,7 +269,7 @@ def s3_keys(s3: Any, prefix: str) -> list[str]:
     return keys
 
 
-def snapshot(api_client: Any, s3: Any, namespace: str) -> Snapshot:
+def snapshot(api_client: Any, s3: Any, namespace: str, local_dir: Path) -> Snapshot:
     import json
 
     api = client.CustomObjectsApi(api_client)
@@ -283,7 +297,26 @@ def snapshot(api_client: Any, s3: Any, namespace: str) -> Snapshot:
     events: dict[tuple[str, str], Counter] = {}
     for e in client.CoreV1Api(api_client).list_namespaced_event(namespace).items:
         events.setdefault((e.involved_object.kind, e.involved_object.name), Counter())[e.reason] += e.count or 1
-    return Snapshot(objects, versions, incomplete, records, cache, claims, events)
+    tasks = Counter(path.name.removeprefix(f"{namespace}.").removesuffix(".json").rsplit("-", 1)[0]
+                    for path in local_dir.glob(f"{namespace}.*.json"))
+    return Snapshot(objects, versions, incomplete, records, cache, claims, events, tasks)
+
+
+def fault_events(control: Snapshot, got: Snapshot) -> Counter:
+    """Events whose reason the control never posted (StorageUnavailable, TaskRetried...): the fault was felt."""
+    seen = {reason for counts in control.events.values() for reason in counts}
+    return sum((Counter({r: n for r, n in counts.items() if r not in seen}) for counts in got.events.values()),
+               Counter())
+
+
+def dump(got: Snapshot, path: Path) -> None:
+    """Statuses and event counts, kept beside the operator log for whoever reads a failure."""
+    import json
+
+    path.write_text(json.dumps({
+        "status": {f"{kind}/{name}": o.get("status") for kind, objs in got.objects.items() for name, o in objs.items()},
+        "events": {f"{kind}/{name}": counts for (kind, name), counts in got.events.items()},
+        "tasks": got.tasks, "cache": sorted(got.cache_entries), "claims": got.claims}, indent=1, default=str))
 
 
 def leftover_processes(*needles: str) -> list[str]:
@@ -314,17 +347,22 @@ class Findings:
     stuck: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # expected, not a defect: shown, never failed on
 
     def empty(self) -> bool:
         return not (self.lost or self.duplicated or self.stuck or self.wrong or self.left)
 
     def text(self) -> str:
-        return "\n".join(f"{what}: {item}" for what in ("stuck", "lost", "duplicated", "wrong", "left")
+        return "\n".join(f"{what}: {item}" for what in ("stuck", "lost", "duplicated", "wrong", "left", "retried")
                          for item in getattr(self, what))
 
 
-def compare(work: Workload, control: Snapshot, got: Snapshot, stuck: list[str]) -> Findings:
+def compare(work: Workload, control: Snapshot, got: Snapshot, stuck: list[str], retries: bool = False) -> Findings:
+    """What differs from the control. With `retries`, tasks started again after a failed attempt (an S3 outage)
+    are expected and not counted as duplicates."""
     f = Findings(stuck=list(stuck), left=list(got.leftovers))
+    for task, count in sorted((got.tasks - control.tasks).items()):
+        (f.retried if retries else f.duplicated).append(f"{count} more local task(s) {task}-* than the control ran")
     dsets, runs, pkgs = (got.objects[k] for k in ("Dataset", "TrainingRun", "ModelPackage"))
     c_dsets, c_runs, c_pkgs = (control.objects[k] for k in ("Dataset", "TrainingRun", "ModelPackage"))
 
@@ -394,7 +432,7 @@ def compare(work: Workload, control: Snapshot, got: Snapshot, stuck: list[str]) 
                 f.lost.append(f"{kind}/{name}: no {'/'.join(sorted(reasons))} event")
             elif count > 1:
                 f.duplicated.append(f"{kind}/{name}: {count} {'/'.join(sorted(reasons))} events "
-                                    f"({dict(got.events[(kind, name)])})")
+                                    f"({dict(sorted(got.events[(kind, name)].items()))})")
     return f
 
 
@@ -408,7 +446,7 @@ def operator_lines(log: str, findings: Findings, limit: int = 40) -> str:
 
 # -- the table ---------------------------------------------------------------------------------------------------
 
-COLUMNS = ("scenario", "kills", "in flight", "lost", "duplicated", "stuck", "wrong", "left", "seconds")
+COLUMNS = ("scenario", "kills", "in flight", "fault events", "lost", "duplicated", "stuck", "wrong", "left", "retried", "seconds")
 
 
 def table(rows: list[dict]) -> str:

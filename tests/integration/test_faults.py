@@ -14,6 +14,7 @@ import random
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.faults import (Findings, Operator, Snapshot, Workload, apply, apply_later, compare, leftover_processes,
-                          operator_lines, snapshot, table, unsettled, wait_settled, workload)
+from tests.faults import (Findings, Operator, Snapshot, Workload, apply, apply_later, compare, dump, fault_events,
+                          leftover_processes, operator_lines, snapshot, table, unsettled, wait_settled, workload)
 
 FULL = os.environ.get("MLOOP_FAULTS_FULL") == "1"
 KILLS = 60 if FULL else 20
@@ -88,7 +89,8 @@ def run_workload(name: str, stack: Any, kubectl: Callable[..., Any], api_client:
             raise errors[0]
         stuck = wait_settled(api, work, namespace, timeout=SETTLE_TIMEOUT)
         seconds = time.monotonic() - started
-        got = snapshot(api_client, s3, namespace)
+        got = snapshot(api_client, s3, namespace, run.operator.local_dir)
+        dump(got, directory / "snapshot.json")
         # Deleted as a user would, with the operator still running (it stops what its finalizers guard), so that
         # no later operator of the session adopts them. The test bed has no namespace controller to do it.
         left = delete_workload(api, namespace)
@@ -133,15 +135,17 @@ def settle_processes(*needles: str, grace: float = 15.0) -> list[str]:
 
 
 def record(rows: list[dict], scenario: str, run: Run, findings: Findings, seconds: float,
-           control: Findings | None = None) -> None:
+           control: Findings | None = None, felt: Counter | None = None) -> None:
+    felt = felt or Counter()
     row: dict[str, Any] = {"scenario": scenario, "kills": run.kills, "in flight": run.in_flight,
-                           "seconds": round(seconds)}
-    for what in ("lost", "duplicated", "stuck", "wrong", "left"):
+                           "fault events": sum(felt.values()), "seconds": round(seconds)}
+    for what in ("lost", "duplicated", "stuck", "wrong", "left", "retried"):
         items = getattr(findings, what)
         shared = len(set(items) & set(getattr(control, what))) if control else 0
         row[what] = f"{len(items)} ({shared} as control)" if shared else len(items)
     rows.append(row)
-    print(f"\n{scenario}: {row}\n{findings.text()}\n{chr(10).join(run.notes)}")
+    print(f"\n{scenario}: {row}\nevents the control never posted: {dict(felt)}\n{findings.text()}\n"
+          f"{chr(10).join(run.notes)}")
 
 
 def report(run: Run, findings: Findings) -> str:
@@ -183,11 +187,11 @@ def mid_run(run: Run, api: Any, timeout: float = 120) -> None:
 
 
 def check(name: str, fault: Callable[[Run, Any], None], stack, kubectl, api_client, s3, work, control: Control,
-          rows, tmp_path_factory) -> None:
+          rows, tmp_path_factory, retries: bool = False) -> None:
     directory = tmp_path_factory.mktemp(name)
     run, got, stuck, seconds = run_workload(name, stack, kubectl, api_client, s3, work, directory, fault)
-    findings = compare(work, control.snapshot, got, stuck)
-    record(rows, name, run, findings, seconds, control.findings)
+    findings = compare(work, control.snapshot, got, stuck, retries)
+    record(rows, name, run, findings, seconds, control.findings, fault_events(control.snapshot, got))
     assert findings.empty() and not run.notes, report(run, findings)
 
 
@@ -197,6 +201,7 @@ def test_operator_sigkilled_at_random_instants(stack, kubectl, api_client, s3, w
 
     def kills(run: Run, api: Any) -> None:
         while run.kills < KILLS:
+            run.operator.wait_up()
             time.sleep(rng.uniform(*KILL_INTERVAL))
             busy = unsettled(api, work, run.namespace)
             run.operator.kill()
@@ -216,7 +221,7 @@ def test_s3_outage_mid_run(stack, kubectl, api_client, s3, work, control, rows, 
         finally:
             stack.start_s3()
 
-    check("s3-outage", outage, stack, kubectl, api_client, s3, work, control, rows, tmp_path_factory)
+    check("s3-outage", outage, stack, kubectl, api_client, s3, work, control, rows, tmp_path_factory, retries=True)
 
 
 def test_apiserver_restart_mid_run(stack, kubectl, api_client, s3, work, control, rows, tmp_path_factory) -> None:
