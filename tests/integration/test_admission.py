@@ -317,3 +317,19 @@ def test_without_the_policy_the_operator_refuses_a_short_row_with_the_same_path(
     ready = condition(obj, "Ready")
     assert (ready["status"], ready["reason"], obj["status"]["phase"]) == ("False", "InvalidSpec", "Failed")
     assert "spec.source.inline.rows[1]: 2 values for 3 columns" in ready["message"], ready["message"]
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"estimator": {"name": "LogisticRegression", "params": {"C": -1}}},
+     "spec.estimator.params.C: The 'C' parameter of LogisticRegression must be"),
+    ({"search": {"type": "grid", "parameters": {"penalty": ["l2", "l7"]}}},
+     "spec.search.parameters.penalty: The 'penalty' parameter of LogisticRegression must be"),
+], ids=["value", "search-value"])
+def test_parameter_values_no_cel_rule_carries_are_refused_by_the_operator_with_their_path(
+        kubectl, api_client, namespace, operator, change, words) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=manifest("Dataset", DS, name="iris"), check=True)
+    kubectl("apply", "-n", namespace, "-f", "-", input=manifest("TrainingRun", {**TR, **change}, name="run"), check=True)
+    run = wait_for(lambda: (o := get_object(api_client, namespace, "trainingruns", "run"))
+                   and (o.get("status") or {}).get("phase") == "Failed" and o, timeout=60)
+    failed = condition(run, "Succeeded")
+    assert failed["reason"] == "InvalidParameter" and words in failed["message"], failed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from typing import Any
 
 from mloop.api.trainingrun import CLASSIFIERS, REGRESSORS
@@ -37,24 +38,27 @@ def task_of(name: str) -> str:
     return "classification" if name in CLASSIFIERS else "regression" if name in REGRESSORS else "unknown"
 
 
-def make_estimator(name: str, params: dict[str, Any] | None, seed: int) -> Any:
-    """An estimator with checked parameters; random_state defaults to the run's seed."""
+def make_estimator(name: str, params: dict[str, Any] | None, seed: int, where: str = "spec.estimator.params") -> Any:
+    """An estimator with checked parameters; random_state defaults to the run's seed. A refusal starts with the
+    parameter's field path under `where`, as the API server's refusals do."""
     cls = estimator_class(name)
     accepted = set(inspect.signature(cls).parameters)
     params = dict(params or {})
     unknown = sorted(set(params) - accepted)
     if unknown:
-        raise ParameterError(f"{name} has no parameter {unknown[0]!r}; it takes: {', '.join(sorted(accepted))}")
+        raise ParameterError(f"{where}.{unknown[0]}: {name} has no parameter {unknown[0]!r}; "
+                             f"it takes: {', '.join(sorted(accepted))}")
     forbidden = sorted(set(params) & FORBIDDEN)
     if forbidden:
-        raise ParameterError(f"parameter {forbidden[0]!r} is managed by mloop and cannot be set")
+        raise ParameterError(f"{where}.{forbidden[0]}: parameter {forbidden[0]!r} is managed by mloop and cannot be set")
     if "random_state" in accepted and "random_state" not in params:
         params["random_state"] = seed
     estimator = cls(**params)
     try:
         estimator._validate_params()
     except Exception as err:  # sklearn's InvalidParameterError names the parameter and the allowed values
-        raise ParameterError(str(err)) from err
+        named = re.match(r"The '(\w+)' parameter", str(err))
+        raise ParameterError(f"{where}.{named.group(1)}: {err}" if named else str(err)) from err
     return estimator
 
 
@@ -62,4 +66,4 @@ def check_search_space(name: str, space: dict[str, list[Any]] | None, base: dict
     """Every candidate value of a search, checked like a parameter."""
     for param, values in (space or {}).items():
         for value in values:
-            make_estimator(name, {**(base or {}), param: value}, seed)
+            make_estimator(name, {**(base or {}), param: value}, seed, where="spec.search.parameters")
