@@ -311,10 +311,13 @@ def test_served_endpoints_and_server_parameters() -> None:
     assert local.status["endpoint"] == "http://127.0.0.1:9"
     ensure = decide(spec(stage="Staging", **SERVE), status(**PACKAGED), world(), NOW).actions[0]
     assert ensure == EnsureLocalServer("Staging", PACKAGED["uri"], DIGEST, 0.5)
-    on_cluster = decide(spec(stage="Production", **SERVE), status(**PACKAGED), world(executor="kubernetes",
-                        cluster=CLUSTER), NOW)
-    assert on_cluster.status["endpoint"] == "http://iris-production.ns.svc.cluster.local"
-    assert on_cluster.actions[0] == ApplyServer("Production", PACKAGED["uri"], DIGEST, 2, 0.5, None)
+    applying = decide(spec(stage="Production", **SERVE), status(**PACKAGED), world(executor="kubernetes",
+                      cluster=CLUSTER), NOW)
+    assert "endpoint" not in applying.status  # published once the Deployment is there
+    assert applying.actions[0] == ApplyServer("Production", PACKAGED["uri"], DIGEST, 2, 0.5, None)
+    applied = decide(spec(stage="Production", **SERVE), status(**PACKAGED), world(
+        executor="kubernetes", cluster=cluster("Production", owner_uid=ME.uid, digest=DIGEST)), NOW)
+    assert applied.status["endpoint"] == "http://iris-production.ns.svc.cluster.local"
 
 
 def test_leaving_the_stage_says_not_serving_and_clears_the_endpoint() -> None:

@@ -446,20 +446,26 @@ def requirement_event(namespace: str, **kwargs: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "modelpackages")
-def package_event(namespace: str, spec: kopf.Spec, status: kopf.Status, **kwargs: Any) -> None:
-    """Two packages of a model holding Production: the older ones' passes give it up (when the newer package's
-    direct archive lost a race with another write)."""
-    if status.get("stage") != "Production":
-        return
+def package_event(body: kopf.Body, namespace: str, spec: kopf.Spec, status: kopf.Status, **kwargs: Any) -> None:
+    """A packaged package's own write brings one more pass on the fresh body: a pass woken by another object
+    (its Deployment, a sibling) on an index body that was already behind lost its write and left its step here.
+    Production changed hands: with two holders (the newer package's direct archive lost a race with another
+    write), the older ones' passes give it up; with none left, the packages it was taken from may have it back."""
     idx = Indexes.of(kwargs)
-    holders = [b for b in idx.packages_by_model.get((namespace, spec.get("model")), [])
-               if b["status"].get("stage") == "Production"]
-    if len(holders) < 2:
+    if status.get("phase") == "Packaged":
+        reconcile_package(body, kopf.Patch(), idx)
+    bodies = list(idx.packages_by_model.get((namespace, spec.get("model")), []))
+    holders = [b for b in bodies if b["status"].get("stage") == "Production"]
+    if len(holders) > 1:
+        newest = max(holders, key=lambda b: b["status"].get("version") or 0)
+        woken = [b for b in holders if b is not newest]
+    elif not holders:
+        woken = [b for b in bodies if b["spec"].get("stage") == "Production"
+                 and _reason(b["status"], "Promoted") == "Superseded"]
+    else:
         return
-    newest = max(holders, key=lambda b: b["status"].get("version") or 0)
-    for body in holders:
-        if body is not newest:
-            reconcile_package(body, kopf.Patch(), idx)
+    for body in woken:
+        reconcile_package(body, kopf.Patch(), idx)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=SERVER_LABELS)

@@ -430,10 +430,13 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
                 p.event("Normal", "ServerStarted", f"Deployment {name} created for version {version}")
             elif server.digest != digest:
                 p.event("Normal", "ServerRolled", f"Deployment {name} rolls to version {version}")
+            if not (server.exists and server.digest == digest and server.owner_uid == world.package.uid):
+                # The endpoint is published once the Deployment is this package's (its event brings the next pass).
+                p.condition("Serving", "Unknown", "Rolling", f"Deployment {name} is being applied for version {version}")
+                return
             p.update["endpoint"] = server.url
-            available = server.available if server.exists and server.digest == digest else 0
-            if available:
-                p.condition("Serving", "True", "Available", f"Deployment {name}: {available} replica(s) available")
+            if server.available:
+                p.condition("Serving", "True", "Available", f"Deployment {name}: {server.available} replica(s) available")
             else:
                 p.condition("Serving", "Unknown", "Rolling", f"Deployment {name} has no available replica yet")
             return
