@@ -275,6 +275,7 @@ class SteadyResult:
     rss: float
     hwm: float
     max_in_flight: int
+    settle_cpu: float  # operator CPU seconds while settling: its own cost, less dependent on the machine's load
 
     @property
     def total(self) -> int:
@@ -334,7 +335,9 @@ def steady_state(root: Path, source: Path | None, n: int, window: float, max_in_
         docs = workload(n)
         objects = Counter(d["kind"] for d in docs)
         print(f"N={n}: applying {dict(objects)}, at most {max_in_flight} in flight", flush=True)
+        cpu_before = cpu_seconds(bench.pids()["operator"])
         settle_time, failed = settle(bench, docs, max_in_flight, 600 + 6 * len(docs), stall)
+        settle_cpu = cpu_seconds(bench.pids()["operator"]) - cpu_before
         print(f"N={n}: settled in {settle_time:.1f} s ({len(failed)} failed); quiet {grace:.0f} s, then measuring "
               f"{window:.0f} s", flush=True)
         time.sleep(grace)
@@ -342,7 +345,7 @@ def steady_state(root: Path, source: Path | None, n: int, window: float, max_in_
         bench.check_operator()
         pid = bench.pids()["operator"]
         return SteadyResult(n, objects, settle_time, failed, baseline, rest, memory_mb(pid, "VmRSS"),
-                            memory_mb(pid, "VmHWM"), max_in_flight)
+                            memory_mb(pid, "VmHWM"), max_in_flight, settle_cpu)
     finally:
         bench.close()
 
@@ -357,6 +360,7 @@ class FanoutResult:
     raw_jobs: int
     raw: float
     load: str
+    cpu: dict[str, float]  # CPU seconds during each side: operator, bench client, kube-apiserver
 
 
 def job_count(api: Any, namespace: str) -> int:
@@ -392,6 +396,15 @@ def raw_creates(bench: Bench, count: int) -> float:
     return time.monotonic() - started
 
 
+def process_cpu(bench: Bench) -> dict[str, float]:
+    return {"operator": cpu_seconds(bench.pids()["operator"]), "client": cpu_seconds(os.getpid()),
+            "kube-apiserver": cpu_seconds(bench.pids()["kube-apiserver"])}
+
+
+def cpu_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in after}
+
+
 def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
     bench = Bench(root, "fanout", source)
     try:
@@ -406,7 +419,9 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
                 raise TimeoutError("Dataset fanout/iris not Ready after 300 s")
             time.sleep(0.5)
 
+        cpu0 = process_cpu(bench)
         raw = raw_creates(bench, runs)
+        raw_cpu = cpu_delta(process_cpu(bench), cpu0)
         while sum(1 for _ in json.loads(raw_get(bench.api, "/api/v1/namespaces/raw/pods"))["items"]) < runs:
             time.sleep(0.5)  # let the Job controller finish the peer's pods before the operator's turn
         time.sleep(2)
@@ -415,6 +430,7 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
                 "estimator": {"name": "LogisticRegression", "params": {"max_iter": 300}},
                 "split": {"testFraction": 0.25, "seed": 7}}
         docs = [doc("TrainingRun", f"fan-{i:05d}", spec, "fanout") for i in range(runs)]
+        cpu0 = process_cpu(bench)
         started = time.monotonic()
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
             create_all(bench.api, docs, pool)
@@ -425,7 +441,9 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
                 raise TimeoutError(f"only {job_count(bench.api, 'fanout')} of {runs} Jobs after 900 s")
             time.sleep(0.1)
         jobs = time.monotonic() - started
-        return FanoutResult(runs, applied, jobs, runs, raw, " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        ours = cpu_delta(process_cpu(bench), cpu0)
+        return FanoutResult(runs, applied, jobs, runs, raw, " ".join(f"{x:.2f}" for x in os.getloadavg()),
+                            {**{f"raw {k}": v for k, v in raw_cpu.items()}, **ours})
     finally:
         bench.close()
 
@@ -443,6 +461,8 @@ def steady_table(results: list[SteadyResult]) -> str:
         [f"{r.objects['Dataset']} / {r.objects['TrainingRun']} / {r.objects['ModelPackage']}" for r in results])
     row("settling time, first apply -> all settled", [f"{r.settle:.1f} s" for r in results], "linear in N")
     row("settling time per object", [f"{1000 * r.settle / r.total:.0f} ms" for r in results], "flat in N")
+    row("operator CPU while settling, per object", [f"{1000 * r.settle_cpu / r.total:.0f} ms" for r in results],
+        "flat in N")
     row("objects that ended Failed", [str(len(r.failed)) for r in results], "0")
     row("operator CPU at rest", [f"{r.rest.cpu['operator']:.2f}% of a core" for r in results],
         f"< {TARGETS['cpu']:.0f}%")
@@ -474,6 +494,10 @@ def fanout_table(r: FanoutResult) -> str:
         f"{ours:.1f} runs/s | {r.raw_jobs} Jobs in {r.raw:.1f} s, {peer:.0f} Jobs/s | {ours / peer:.2f} | "
         f">= {TARGETS['fanout']:.0f} runs/s |",
         f"| applying the {r.runs} TrainingRuns (20 threads) | {r.apply:.1f} s | - | - | - |",
+        f"| operator CPU per run / client CPU per Job | {1000 * r.cpu['operator'] / r.runs:.0f} ms | "
+        f"{1000 * r.cpu['raw client'] / r.raw_jobs:.0f} ms | - | - |",
+        f"| kube-apiserver CPU per run / per Job | {1000 * r.cpu['kube-apiserver'] / r.runs:.0f} ms | "
+        f"{1000 * r.cpu['raw kube-apiserver'] / r.raw_jobs:.0f} ms | - | - |",
         f"| load average 1/5/15 min, end | {r.load} | - | - | - |",
     ])
 
