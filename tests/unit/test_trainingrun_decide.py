@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mloop.api.common import GovernanceTags
+from mloop.api.common import GovernanceTags, iso
 from mloop.api.dataset import DatasetStatus
 from mloop.api.requirement import RequirementSpec
 from mloop.api.tasks import EXIT_STORAGE, TaskState, TrainResult, task_name
@@ -16,6 +16,7 @@ from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.reconcile.trainingrun import (
     MAX_STORAGE_RETRIES,
     CacheEntry,
+    ExportAttempt,
     RecordCache,
     RunRef,
     SetLabel,
@@ -24,6 +25,7 @@ from mloop.reconcile.trainingrun import (
     World,
     WriteSpec,
     decide,
+    fold_export,
 )
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -269,3 +271,38 @@ def test_waiting_twice_posts_one_event_and_finished_runs_are_left_alone() -> Non
     assert [e.reason for e in first.events] == ["WaitingForDataset"] and again.events == ()
     done = TrainingRunStatus.model_validate({"phase": "Succeeded"})
     assert decide(spec(), done, world(task=failed(EXIT_STORAGE)), NOW).status == {}
+
+
+SUCCEEDED = {"phase": "Succeeded", "mlflow": {"state": "Pending", "attempts": 1}}
+SHOWN = {"tracking_uri": "http://mlflow:5000", "experiment": "iris"}
+
+
+@pytest.mark.parametrize("raw,attempt,state,attempts,condition,events", [
+    (SUCCEEDED, ExportAttempt("Exported", **SHOWN, experiment_id="1", run_id="r1", model_uri="models:/m-1"),
+     "Exported", 2, ("True", "Exported"), ["Exported"]),
+    (SUCCEEDED, ExportAttempt("Unreachable", **SHOWN, error="connection refused", retry_in=4.0), "Pending", 2,
+     ("False", "ExportPending"), ["ExportPending"]),
+    ({**SUCCEEDED, "conditions": [{"type": "MLflowExported", "status": "False", "reason": "ExportPending",
+                                   "lastTransitionTime": "2026-06-01T11:00:00Z"}]},
+     ExportAttempt("Unreachable", **SHOWN, error="connection refused", retry_in=4.0), "Pending", 2,
+     ("False", "ExportPending"), []),
+    (SUCCEEDED, ExportAttempt("Busy", **SHOWN, retry_in=2.0), "Pending", 1, ("False", "ExportPending"), []),
+    (SUCCEEDED, ExportAttempt("Refused", **SHOWN, error="digest mismatch"), "Failed", 2, ("False", "ExportFailed"),
+     ["ExportFailed"]),
+    (SUCCEEDED, ExportAttempt("NotAllowed", **SHOWN), "Failed", 1, ("False", "TrackingUriNotAllowed"),
+     ["TrackingUriNotAllowed"]),
+    (SUCCEEDED, ExportAttempt("Disabled"), "Disabled", 1, ("False", "ExportDisabled"), []),
+], ids=["exported", "unreachable", "still-unreachable", "busy", "refused", "not-allowed", "disabled"])
+def test_fold_export(raw, attempt, state, attempts, condition, events) -> None:
+    decision = fold_export(TrainingRunStatus.model_validate(raw), 1, attempt, NOW)
+    export = decision.status["mlflow"]
+    assert (export["state"], export.get("attempts", 0)) == (state, attempts)
+    assert cond(decision, "MLflowExported") == condition and [e.reason for e in decision.events] == events
+    assert "phase" not in decision.status  # the run stays Succeeded whatever the export does
+    if state == "Pending":
+        assert export["retryAt"] == iso(NOW + timedelta(seconds=attempt.retry_in))
+
+
+def test_export_of_a_run_that_never_wanted_one_changes_nothing() -> None:
+    decision = fold_export(TrainingRunStatus.model_validate({"phase": "Succeeded"}), 1, ExportAttempt("Disabled"), NOW)
+    assert "mlflow" not in decision.status and not decision.events

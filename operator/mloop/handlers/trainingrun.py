@@ -11,26 +11,28 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from mloop.api.common import GovernanceTags, get_condition, iso, utcnow
+from mloop.api.common import GovernanceTags, get_condition, utcnow
 from mloop.api.dataset import ColumnProfile, ColumnStatus, DatasetStatus, DatasetVersion
 from mloop.api.kinds import GROUP, VERSION
 from mloop.api.requirement import RequirementSpec
 from mloop.api.tasks import TrainResult
-from mloop.api.trainingrun import MlflowStatus, TrainingRunSpec, TrainingRunStatus
+from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import ReconcilePass, commit
+from mloop.handlers.common import commit
 from mloop.handlers.metrics import measured
 from mloop.integrations import mlflow_export
 from mloop.reconcile import trainingrun as decide
 from mloop.reconcile.outcome import describe_validation_error
-from mloop.reconcile.trainingrun import CacheEntry, RecordCache, RunRef, SetLabel, SubmitTask, VersionFacts, World, WriteSpec
+from mloop.reconcile.trainingrun import (CacheEntry, ExportAttempt, RecordCache, RunRef, SetLabel, SubmitTask,
+                                        VersionFacts, World, WriteSpec)
 from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
 from mloop.storage.layout import cache_entry, dataset_prefix, key_of, run_prefix
 from mloop.training.estimators import ParameterError, check_search_space, make_estimator
@@ -185,9 +187,8 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requ
     now = utcnow()
     if status.phase in FINISHED:
         if _export_due(status, now):
-            run = Run(body)
-            _export(run, TrainingRunSpec.model_validate(dict(body["spec"])), operator_store())
-            run.commit()
+            attempt = export_attempt(body, TrainingRunSpec.model_validate(dict(body["spec"])), status, operator_store())
+            commit(body, decide.fold_export(status, meta.get("generation", 1), attempt, now).outcome())
         else:
             commit(body, decide.Decision({}).outcome())  # sends what the outbox still owes, if anything
         return
@@ -195,11 +196,10 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requ
                  prefix=run_prefix(meta["namespace"], meta["name"], meta["uid"]), generation=meta.get("generation", 1),
                  labels=dict(meta.get("labels") or {}))
     try:
-        spec: TrainingRunSpec | None = TrainingRunSpec.model_validate(dict(body["spec"]))
+        spec = TrainingRunSpec.model_validate(dict(body["spec"]))
     except ValidationError as err:
         commit(body, decide.decide(None, status, World(run=run, spec_error=describe_validation_error(err)), now).outcome())
         return
-    assert spec is not None
     store, executor = operator_store(), executor_for(spec.executor)
     decision = decide.decide(spec, status, gather(spec, status, run, datasets, requirements, store, executor), now)
     act_before(decision, store, executor)
@@ -209,86 +209,46 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requ
         act_after(decision, run.namespace, store)
 
 
-class Run(ReconcilePass):
-    """The MLflow export pass over one succeeded TrainingRun."""
-
-    main = "Succeeded"
-
-    def __init__(self, body: kopf.Body):
-        super().__init__(body, TrainingRunStatus)
-
-
 def _export_due(status: TrainingRunStatus, now: datetime) -> bool:
     export = status.mlflow
     return (status.phase == "Succeeded" and export is not None and export.state == "Pending"
             and (export.retry_at is None or export.retry_at <= now))
 
 
-def _export(run: Run, spec: TrainingRunSpec, store: Store) -> None:
-    """One attempt at the MLflow export of a succeeded run; on failure the run stays Succeeded and Ready,
-    and the MLflowExported condition says when the next attempt is due."""
-    settings = get_settings()
-    state = run.status.mlflow or MlflowStatus(state="Pending")
-    target = mlflow_export.target_for(spec.mlflow, spec.experiment, run.namespace, settings)
+def export_attempt(body: kopf.Body, spec: TrainingRunSpec, status: TrainingRunStatus, store: Store) -> ExportAttempt:
+    """One attempt at the MLflow export of a succeeded run, whose status says what to export."""
+    meta, settings = body["metadata"], get_settings()
+    target = mlflow_export.target_for(spec.mlflow, spec.experiment, meta["namespace"], settings)
     if target is None:
-        if run.status.mlflow is not None:  # turned off in the operator settings before it landed
-            run.update["mlflow"] = {**state.to_wire(), "state": "Disabled", "retryAt": None}
-            run.condition("MLflowExported", "False", "ExportDisabled", "MLflow export was turned off before it landed")
-        return
-    shown = mlflow_export.shown(target.tracking_uri)
+        return ExportAttempt("Disabled")
+    seen = ExportAttempt("", tracking_uri=mlflow_export.shown(target.tracking_uri), experiment=target.experiment)
     if not mlflow_export.allowed(target, settings):
-        message = (f"trackingUri {shown} is not the operator's MLflow server nor under MLOOP_MLFLOW_ALLOWED_URIS; "
-                   f"not exported")
-        run.update["mlflow"] = {**state.to_wire(), "state": "Failed", "trackingUri": shown,
-                                "experiment": target.experiment, "retryAt": None}
-        if run.reason_of("MLflowExported") != "TrackingUriNotAllowed":
-            run.event("Warning", "TrackingUriNotAllowed", message)
-        run.condition("MLflowExported", "False", "TrackingUriNotAllowed", message)
-        return
-    current = TrainingRunStatus.model_validate({**dict(run.body.get("status") or {}), **run.update})
-    met = get_condition(run.conditions, "RequirementsMet")
+        return replace(seen, outcome="NotAllowed")
+    met = get_condition(list(status.conditions), "RequirementsMet")
     record = mlflow_export.RunRecord(
-        namespace=run.namespace, name=run.name, uid=run.uid, estimator=spec.estimator.name,
-        model_uri=current.model_uri or "", model_digest=current.model_digest or "", metrics=current.metrics or {},
-        dataset=current.dataset or "", dataset_digest=current.dataset_digest or "",
+        namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], estimator=spec.estimator.name,
+        model_uri=status.model_uri or "", model_digest=status.model_digest or "", metrics=status.metrics or {},
+        dataset=status.dataset or "", dataset_digest=status.dataset_digest or "",
         requirement_refs=[f"{r.namespace}/{r.name}" if r.namespace else r.name for r in spec.requirement_refs or []],
-        requirements_met=None if met is None else met.status == "True", primary_metric=current.primary_metric or "",
-        started_at=current.started_at, finished_at=current.finished_at)
-    wire = {**state.to_wire(), "trackingUri": shown, "experiment": target.experiment}
-    where = f"MLflow at {shown}"
+        requirements_met=None if met is None else met.status == "True", primary_metric=status.primary_metric or "",
+        started_at=status.started_at, finished_at=status.finished_at)
+    known = status.mlflow.run_id if status.mlflow else None
+    attempts = (status.mlflow.attempts if status.mlflow else 0) + 1
     started = time.monotonic()
     try:
-        done = mlflow_export.export_run(target, record, store, known_run_id=state.run_id)
+        done = mlflow_export.export_run(target, record, store, known_run_id=known)
     except mlflow_export.ExportBusy:
-        retry = run.now + timedelta(seconds=settings.poll_interval)
-        run.update["mlflow"] = {**wire, "state": "Pending", "retryAt": iso(retry)}
-        run.condition("MLflowExported", "False", "ExportPending", f"{where}: waiting for another export to finish")
-        return
+        return replace(seen, outcome="Busy", retry_in=settings.poll_interval)
     except mlflow_export.ExportRefused as err:
-        attempts = state.attempts + 1
-        run.update["mlflow"] = {**wire, "state": "Failed", "attempts": attempts, "retryAt": None}
-        message = f"{where}: not exported: {str(err)[:300]}"
-        run.condition("MLflowExported", "False", "ExportFailed", message)
-        run.event("Warning", "ExportFailed", message)
-        return
+        return replace(seen, outcome="Refused", error=str(err))
     except Exception as err:  # MLflow down, slow or answering with an error; S3 down: all worth a retry
-        attempts = state.attempts + 1
+        log.warning("TrainingRun %s/%s: MLflow export pending: %s", meta["namespace"], meta["name"], str(err)[:500])
         delay = mlflow_export.backoff_seconds(attempts, settings.poll_interval, settings.mlflow_retry_max_seconds)
-        retry = run.now + timedelta(seconds=delay)
-        run.update["mlflow"] = {**wire, "state": "Pending", "attempts": attempts, "retryAt": iso(retry)}
-        message = f"{where}: {mlflow_export.short_error(err)}; attempt {attempts}, next at {iso(retry)}"
-        log.warning("TrainingRun %s/%s: MLflow export pending: %s", run.namespace, run.name, str(err)[:500])
-        if run.reason_of("MLflowExported") != "ExportPending":
-            run.event("Warning", "ExportPending", message)
-        run.condition("MLflowExported", "False", "ExportPending", message)
-        return
-    run.update["mlflow"] = {**wire, "state": "Exported", "attempts": state.attempts + 1, "retryAt": None,
-                            "experimentId": done.experiment_id, "runId": done.run_id, "modelUri": done.model_uri,
-                            "exportedAt": iso(run.now)}
-    message = f"MLflow run {done.run_id} in experiment {target.experiment} at {shown}"
-    log.info("TrainingRun %s/%s exported in %.1fs: %s", run.namespace, run.name, time.monotonic() - started, message)
-    run.condition("MLflowExported", "True", "Exported", message)
-    run.event("Normal", "Exported", f"{message}; model {done.model_uri}")
+        return replace(seen, outcome="Unreachable", error=mlflow_export.short_error(err), retry_in=delay)
+    log.info("TrainingRun %s/%s exported in %.1fs: MLflow run %s", meta["namespace"], meta["name"],
+             time.monotonic() - started, done.run_id)
+    return replace(seen, outcome="Exported", experiment_id=done.experiment_id, run_id=done.run_id,
+                   model_uri=done.model_uri)
 
 
 def _needs_visit(status: kopf.Status, **_: Any) -> bool:

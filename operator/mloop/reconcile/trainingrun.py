@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Union
 
 from mloop.api.common import Condition, GovernanceTags, iso, set_condition
@@ -446,3 +446,62 @@ def _finish(draft: _Draft, spec: TrainingRunSpec, world: World, result: TrainRes
     if world.export_wanted:
         draft.update["mlflow"] = {"state": "Pending"}  # exported by a later pass, once this status is written
     draft.event("Normal", "RunSucceeded", f"{draft.update['primaryMetric']}; model {str(result.model_digest)[:19]}…")
+
+
+# -- the MLflow export of a succeeded run ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportAttempt:
+    """How one export attempt (or the check before it) ended, as the handler observed it."""
+
+    outcome: str  # Disabled, NotAllowed, Busy, Refused, Unreachable, Exported
+    tracking_uri: str = ""  # as shown: without credentials
+    experiment: str = ""
+    error: str = ""
+    experiment_id: str = ""
+    run_id: str = ""
+    model_uri: str = ""
+    retry_in: float = 0.0  # seconds until the next attempt (Busy, Unreachable)
+
+
+def fold_export(status: TrainingRunStatus, generation: int, attempt: ExportAttempt, now: datetime) -> Decision:
+    """The status an export attempt leaves; the run stays Succeeded and Ready whatever it is."""
+    draft = _Draft(status, generation, now)
+    state = status.mlflow.to_wire() if status.mlflow else {"state": "Pending"}
+    wire = {**state, "trackingUri": attempt.tracking_uri, "experiment": attempt.experiment}
+    attempts = (status.mlflow.attempts if status.mlflow else 0) + 1
+    where = f"MLflow at {attempt.tracking_uri}"
+    if attempt.outcome == "Disabled":
+        if status.mlflow is not None:  # turned off in the operator settings before it landed
+            draft.update["mlflow"] = {**state, "state": "Disabled", "retryAt": None}
+            draft.condition("MLflowExported", "False", "ExportDisabled", "MLflow export was turned off before it landed")
+    elif attempt.outcome == "NotAllowed":
+        message = (f"trackingUri {attempt.tracking_uri} is not the operator's MLflow server nor under "
+                   f"MLOOP_MLFLOW_ALLOWED_URIS; not exported")
+        draft.update["mlflow"] = {**wire, "state": "Failed", "retryAt": None}
+        if draft.reason_of("MLflowExported") != "TrackingUriNotAllowed":
+            draft.event("Warning", "TrackingUriNotAllowed", message)
+        draft.condition("MLflowExported", "False", "TrackingUriNotAllowed", message)
+    elif attempt.outcome == "Busy":  # not an attempt of this run's: not counted
+        draft.update["mlflow"] = {**wire, "state": "Pending", "retryAt": iso(now + timedelta(seconds=attempt.retry_in))}
+        draft.condition("MLflowExported", "False", "ExportPending", f"{where}: waiting for another export to finish")
+    elif attempt.outcome == "Refused":
+        message = f"{where}: not exported: {attempt.error[:300]}"
+        draft.update["mlflow"] = {**wire, "state": "Failed", "attempts": attempts, "retryAt": None}
+        draft.condition("MLflowExported", "False", "ExportFailed", message)
+        draft.event("Warning", "ExportFailed", message)
+    elif attempt.outcome == "Unreachable":
+        retry = iso(now + timedelta(seconds=attempt.retry_in))
+        message = f"{where}: {attempt.error}; attempt {attempts}, next at {retry}"
+        draft.update["mlflow"] = {**wire, "state": "Pending", "attempts": attempts, "retryAt": retry}
+        if draft.reason_of("MLflowExported") != "ExportPending":
+            draft.event("Warning", "ExportPending", message)
+        draft.condition("MLflowExported", "False", "ExportPending", message)
+    else:
+        draft.update["mlflow"] = {**wire, "state": "Exported", "attempts": attempts, "retryAt": None,
+                                  "experimentId": attempt.experiment_id, "runId": attempt.run_id,
+                                  "modelUri": attempt.model_uri, "exportedAt": iso(now)}
+        message = f"MLflow run {attempt.run_id} in experiment {attempt.experiment} at {attempt.tracking_uri}"
+        draft.condition("MLflowExported", "True", "Exported", message)
+        draft.event("Normal", "Exported", f"{message}; model {attempt.model_uri}")
+    return draft.decision()

@@ -38,13 +38,7 @@ class RunError(Exception):
         self.reason, self.message = reason, message
 
 
-def typed(task: TrainTaskSpec | dict[str, Any]) -> TrainTaskSpec:
-    """The run's spec.json as read: the package workload passes it on as the dict it loaded."""
-    return task if isinstance(task, TrainTaskSpec) else TrainTaskSpec.model_validate(task)
-
-
-def load_xy(task: TrainTaskSpec | dict[str, Any], store: Store) -> tuple[pd.DataFrame, pd.Series]:
-    job = typed(task)
+def load_xy(job: TrainTaskSpec, store: Store) -> tuple[pd.DataFrame, pd.Series]:
     ds = job.dataset
     frame = read_version(store, dataset_prefix(ds.namespace, ds.name, ds.digest))
     target, features = job.target, job.features
@@ -68,10 +62,10 @@ def load_xy(task: TrainTaskSpec | dict[str, Any], store: Store) -> tuple[pd.Data
     return x.reset_index(drop=True), y.reset_index(drop=True)
 
 
-def split(task: TrainTaskSpec | dict[str, Any], spec: TrainingRunSpec, x: pd.DataFrame, y: pd.Series):
+def split(task: TrainTaskSpec, spec: TrainingRunSpec, x: pd.DataFrame, y: pd.Series):
     sp = spec.split
     test_fraction, seed, stratify = (sp.test_fraction, sp.seed, sp.stratify) if sp else (0.2, 42, True)
-    strat = y if typed(task).task == "classification" and stratify else None
+    strat = y if task.task == "classification" and stratify else None
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=strat)
 
 
