@@ -216,9 +216,12 @@ def _task_outcome(world: decide.World, name: str, store: Store) -> decide.World:
     state = executor_for(world.executor).state(task)
     if not state.finished and state.phase != "Missing":
         return replace(world, task=state)
-    raw = store.get_json_or_none(task.prefix + "result.json")
-    if raw is None and state.finished:
-        store.ping()  # raises StorageUnavailable: then the task may have failed for want of storage
+    try:
+        raw = store.get_json_or_none(task.prefix + "result.json")
+        if raw is None and state.finished:
+            store.ping()  # then the task may have failed for want of storage
+    except StorageUnavailable:
+        return replace(world, task=state, storage_ok=False)
     return replace(world, task=state, result=None if raw is None else PackageResult.model_validate(raw))
 
 
