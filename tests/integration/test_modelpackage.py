@@ -165,3 +165,46 @@ def test_tampered_model_is_refused(kubectl, api_client, namespace, operator, s3)
     assert cond["reason"] == "DigestMismatch" and "does not match the recorded" in cond["message"]
     listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=f"packages/{namespace}/iris/").get("Contents", [])
     assert not [o for o in listed if o["Key"].endswith("manifest.json")]
+
+
+def start_s3(stack, s3) -> None:
+    """LocalStack.start_s3 asks for the bucket right after the spawn and does not wait out botocore's connection
+    error (it waits out OSError only): when the server is slow to listen, wait for it here."""
+    from botocore.exceptions import EndpointConnectionError
+
+    try:
+        stack.start_s3()
+    except EndpointConnectionError:
+        wait_for(lambda: s3.client.head_bucket(Bucket=s3.bucket) if _listening(s3) else None, timeout=30)
+
+
+def _listening(s3) -> bool:
+    import socket
+
+    host, port = s3.endpoint.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as sock:
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def test_s3_outage_while_packaging_is_waited_out_and_retried(kubectl, api_client, namespace, operator, stack,
+                                                              s3) -> None:
+    setup_iris(kubectl, api_client, namespace)
+    apply_object(kubectl, namespace, "ModelPackage", "iris-1", {"model": "iris", "trainingRunRef": {"name": "iris-lr"}})
+    # The task starts a Python process before it reads anything: stopping S3 now leaves it without storage.
+    first = wait_for(lambda: get_object(api_client, namespace, "modelpackages", "iris-1").get("status", {}).get("task"),
+                     interval=0.05)
+    stack.stop_s3()
+    try:
+        cond = wait_for(lambda: (c := condition(get_object(api_client, namespace, "modelpackages", "iris-1"), "Packaged"))
+                        and c["reason"] == "StorageUnavailable" and c, timeout=90)
+        assert cond["status"] == "Unknown"
+        assert get_object(api_client, namespace, "modelpackages", "iris-1")["status"]["phase"] == "Packaging"
+    finally:
+        start_s3(stack, s3)
+    obj = packaged(api_client, namespace, "iris-1")
+    assert obj["status"]["version"] == 1 and obj["status"]["uri"] == f"s3://{s3.bucket}/packages/{namespace}/iris/1/"
+    messages = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=iris-1,reason=Packaging",
+                       "-o", "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}").stdout
+    assert f"S3 was unavailable to task {first}: retrying as package-iris-1-" in messages
+    manifest = s3.client.head_object(Bucket=s3.bucket, Key=f"packages/{namespace}/iris/1/manifest.json")
+    assert manifest["ContentLength"] > 0
