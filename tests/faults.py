@@ -102,6 +102,7 @@ class Operator:
     after every kill. Its output goes to one log, each start marked."""
 
     def __init__(self, stack_env: dict[str, str], namespace: str, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
         self.namespace = namespace
         self.local_dir = directory / "local"
         self.log_path = directory / "operator.log"
@@ -124,17 +125,17 @@ class Operator:
                 self.proc = subprocess.Popen([sys.executable, "-m", "mloop"], env=self.env, stdout=log,
                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def wait_up(self, timeout: float = 120) -> None:
-        """Until this start has logged a line of kopf's: before that it is still importing, and a kill there
-        would test nothing."""
+    def wait_working(self, timeout: float = 60) -> bool:
+        """Until this start has run a handler (it logs one line per handler): before that it is still importing
+        or listing, and kills there only ever repeat the start-up. False when it had nothing to do."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.log_path, "rb") as log:
                 log.seek(self.offset)
-                if b"kopf." in log.read():
-                    return
+                if b"kopf.objects" in log.read():
+                    return True
             time.sleep(0.1)
-        raise AssertionError(f"operator start {self.starts} logged nothing of kopf's in {timeout:.0f}s")
+        return False
 
     def kill(self) -> None:
         """SIGKILL the operator alone: its tasks and model servers run on, as they would after a node crash."""

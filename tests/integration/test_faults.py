@@ -4,13 +4,14 @@ same dataset versions and run records in S3, the same metrics, contiguous packag
 per model, one terminal event per object, and no process left behind.
 
 CI size by default; MLOOP_FAULTS_FULL=1 (`make faults`) runs more kills on a bigger workload. Run with -s to see
-the table; it is also written to faults-table.txt under pytest's tmp dir.
+the table; it is also written to faults-table.txt in the suite's folder (/tmp/mloop-faults-*).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import tempfile
 import threading
 import time
 import uuid
@@ -32,6 +33,9 @@ KILL_INTERVAL = (0.5, 4.0)
 SEED = 20261128
 S3_OUTAGE_SECONDS = 20
 SETTLE_TIMEOUT = 1200 if FULL else 420
+# Each scenario is a whole workload, and the control's fixture runs inside the first test; on a 2-core machine
+# shared with other sessions that exceeds the suite-wide 600 s.
+pytestmark = pytest.mark.timeout(3 * SETTLE_TIMEOUT)
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Run:
     kills: int = 0
     in_flight: int = 0  # kills that hit while some object was still unsettled
     notes: list[str] = field(default_factory=list)
+    over: threading.Event = field(default_factory=threading.Event)  # the main thread gave up: stop injecting
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +56,19 @@ def work() -> Workload:
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict]]:
+def workdir() -> Path:
+    """Operator logs, task folders, snapshots and the table, kept for whoever reads a failure. Not pytest's tmp
+    dir: pytest keeps the newest three per user, so concurrent sessions delete each other's mid-run."""
+    return Path(tempfile.mkdtemp(prefix="mloop-faults-"))
+
+
+@pytest.fixture(scope="module")
+def rows(workdir: Path) -> Iterator[list[dict]]:
     """The table's rows; printed and written once every scenario has run."""
     collected: list[dict] = []
     yield collected
     text = table(collected)
-    path = tmp_path_factory.mktemp("faults") / "faults-table.txt"
+    path = workdir / "faults-table.txt"
     path.write_text(text + "\n")
     print(f"\nfault injection ({'full' if FULL else 'CI'} size), table also in {path}\n{text}")
 
@@ -97,6 +109,9 @@ def run_workload(name: str, stack: Any, kubectl: Callable[..., Any], api_client:
         if left:
             run.notes.append(f"still there 120 s after their deletion: {left}")
     finally:
+        run.over.set()
+        if thread.is_alive():
+            thread.join()
         code = run.operator.stop()
         stop_servers(run.operator.local_dir)
     if code != 0:
@@ -161,10 +176,10 @@ class Control:
 
 
 @pytest.fixture(scope="module")
-def control(stack, kubectl, api_client, s3, work, rows, tmp_path_factory) -> Control:
+def control(stack, kubectl, api_client, s3, work, rows, workdir) -> Control:
     """The workload once with no faults: what every scenario must end up with. Its own defects fail
     test_control_without_faults; the scenarios still compare with it and mark the findings it shares."""
-    directory = tmp_path_factory.mktemp("control")
+    directory = workdir / "control"
     run, got, stuck, seconds = run_workload("control", stack, kubectl, api_client, s3, work, directory, None)
     findings = compare(work, got, got, stuck)
     record(rows, "control (no faults)", run, findings, seconds)
@@ -187,8 +202,8 @@ def mid_run(run: Run, api: Any, timeout: float = 120) -> None:
 
 
 def check(name: str, fault: Callable[[Run, Any], None], stack, kubectl, api_client, s3, work, control: Control,
-          rows, tmp_path_factory, retries: bool = False) -> None:
-    directory = tmp_path_factory.mktemp(name)
+          rows, workdir, retries: bool = False) -> None:
+    directory = workdir / name
     run, got, stuck, seconds = run_workload(name, stack, kubectl, api_client, s3, work, directory, fault)
     findings = compare(work, control.snapshot, got, stuck, retries)
     record(rows, name, run, findings, seconds, control.findings, fault_events(control.snapshot, got))
@@ -196,12 +211,12 @@ def check(name: str, fault: Callable[[Run, Any], None], stack, kubectl, api_clie
 
 
 def test_operator_sigkilled_at_random_instants(stack, kubectl, api_client, s3, work, control, rows,
-                                              tmp_path_factory) -> None:
+                                              workdir) -> None:
     rng = random.Random(SEED)
 
     def kills(run: Run, api: Any) -> None:
-        while run.kills < KILLS:
-            run.operator.wait_up()
+        while run.kills < KILLS and not run.over.is_set():
+            run.operator.wait_working()
             time.sleep(rng.uniform(*KILL_INTERVAL))
             busy = unsettled(api, work, run.namespace)
             run.operator.kill()
@@ -209,10 +224,10 @@ def test_operator_sigkilled_at_random_instants(stack, kubectl, api_client, s3, w
             run.in_flight += bool(busy)
             run.operator.start()
 
-    check("sigkill", kills, stack, kubectl, api_client, s3, work, control, rows, tmp_path_factory)
+    check("sigkill", kills, stack, kubectl, api_client, s3, work, control, rows, workdir)
 
 
-def test_s3_outage_mid_run(stack, kubectl, api_client, s3, work, control, rows, tmp_path_factory) -> None:
+def test_s3_outage_mid_run(stack, kubectl, api_client, s3, work, control, rows, workdir) -> None:
     def outage(run: Run, api: Any) -> None:
         mid_run(run, api)
         stack.stop_s3()
@@ -221,12 +236,12 @@ def test_s3_outage_mid_run(stack, kubectl, api_client, s3, work, control, rows, 
         finally:
             stack.start_s3()
 
-    check("s3-outage", outage, stack, kubectl, api_client, s3, work, control, rows, tmp_path_factory, retries=True)
+    check("s3-outage", outage, stack, kubectl, api_client, s3, work, control, rows, workdir, retries=True)
 
 
-def test_apiserver_restart_mid_run(stack, kubectl, api_client, s3, work, control, rows, tmp_path_factory) -> None:
+def test_apiserver_restart_mid_run(stack, kubectl, api_client, s3, work, control, rows, workdir) -> None:
     def restart(run: Run, api: Any) -> None:
         mid_run(run, api)
         stack.restart_apiserver()
 
-    check("apiserver-restart", restart, stack, kubectl, api_client, s3, work, control, rows, tmp_path_factory)
+    check("apiserver-restart", restart, stack, kubectl, api_client, s3, work, control, rows, workdir)
