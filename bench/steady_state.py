@@ -274,6 +274,7 @@ class SteadyResult:
     rest: Window
     rss: float
     hwm: float
+    anon: float  # RssAnon: VmRSS also counts shared-library pages, which the kernel drops under memory pressure
     max_in_flight: int
     settle_cpu: float  # operator CPU seconds while settling: its own cost, less dependent on the machine's load
 
@@ -345,7 +346,7 @@ def steady_state(root: Path, source: Path | None, n: int, window: float, max_in_
         bench.check_operator()
         pid = bench.pids()["operator"]
         return SteadyResult(n, objects, settle_time, failed, baseline, rest, memory_mb(pid, "VmRSS"),
-                            memory_mb(pid, "VmHWM"), max_in_flight, settle_cpu)
+                            memory_mb(pid, "VmHWM"), memory_mb(pid, "RssAnon"), max_in_flight, settle_cpu)
     finally:
         bench.close()
 
@@ -478,7 +479,7 @@ def steady_table(results: list[SteadyResult]) -> str:
         row(f"top {k + 1}: verb resource, req/s", cells)
     row("kube-apiserver CPU at rest", [f"{r.rest.cpu['kube-apiserver']:.1f}% (alone: "
                                        f"{r.baseline.cpu['kube-apiserver']:.1f}%)" for r in results])
-    row("operator RSS at rest (peak)", [f"{r.rss:.0f} MB ({r.hwm:.0f} MB)" for r in results],
+    row("operator RSS at rest (peak; anonymous)", [f"{r.rss:.0f} MB ({r.hwm:.0f}; {r.anon:.0f} MB)" for r in results],
         f"< {TARGETS['rss']:.0f} MB")
     row("load average 1/5/15 min, end of window", [r.rest.load for r in results], "(2 cores, shared)")
     row("in flight at most while applying", [str(r.max_in_flight) for r in results])
