@@ -29,6 +29,9 @@ SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*( (AND|OR|WITH) [A-Za-z0-9][A-Za-z0-
 # admission policy.
 ADMISSION_RULES = "x-mloop-admission"
 
+# A list whose items must differ: the API server refuses a duplicate with its index.
+UNIQUE: dict[str, Any] = {"x-kubernetes-list-type": "set"}
+
 Name = Annotated[str, Field(min_length=1, max_length=253, pattern=NAME_PATTERN)]
 ColumnName = Annotated[str, Field(min_length=1, max_length=128, pattern=COLUMN_PATTERN)]
 MetricName = Annotated[str, Field(min_length=1, max_length=64, pattern=METRIC_PATTERN)]
@@ -190,7 +193,7 @@ class GovernanceTags(ApiModel):
     owner: Annotated[str, Field(max_length=253)] | None = Field(
         default=None, description="Accountable owner: a team, a person or an e-mail address."
     )
-    purposes: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=16)] | None = Field(
+    purposes: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=16, json_schema_extra=UNIQUE)] | None = Field(
         default=None, description="Purposes the data may be used for, e.g. training, evaluation."
     )
     retention_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(

@@ -23,6 +23,7 @@ from mloop.api.common import (
     OutboxEntry,
     PiiLevel,
     S3_URI_PATTERN,
+    UNIQUE,
     Stage,
     VERSION_PATTERN,
     VersionedRef,
@@ -68,7 +69,8 @@ class InlineSource(ApiModel):
                              "string(size(self.columns)) + ' columns; give one value per column, null for a missing one'",
     }]})
 
-    columns: Annotated[list[ColumnName], Field(min_length=1, max_length=64)] = Field(description="Column names.")
+    columns: Annotated[list[ColumnName], Field(min_length=1, max_length=64, json_schema_extra=UNIQUE)] = Field(
+        description="Column names.")
     rows: Annotated[
         list[Annotated[list[Any], Field(max_length=64)]],
         Field(min_length=1, max_length=1000),
@@ -123,10 +125,10 @@ class Transform(ApiModel):
         }
     )
 
-    select: Annotated[list[ColumnName], Field(min_length=1, max_length=256)] | None = Field(
+    select: Annotated[list[ColumnName], Field(min_length=1, max_length=256, json_schema_extra=UNIQUE)] | None = Field(
         default=None, description="Keep only these columns, in this order."
     )
-    drop: Annotated[list[ColumnName], Field(min_length=1, max_length=256)] | None = Field(
+    drop: Annotated[list[ColumnName], Field(min_length=1, max_length=256, json_schema_extra=UNIQUE)] | None = Field(
         default=None, description="Remove these columns."
     )
     filter: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
@@ -204,7 +206,8 @@ class ColumnSpec(ApiModel):
         default="feature", description="feature, target, id or timestamp."
     )
     pii: PiiLevel = Field(default="none", description="PII level: none, quasi, direct or sensitive.")
-    allowed_values: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1, max_length=256)] | None = Field(
+    allowed_values: Annotated[list[Annotated[str, Field(max_length=256)]],
+                              Field(min_length=1, max_length=256, json_schema_extra=UNIQUE)] | None = Field(
         default=None, description="The only values allowed (compared as strings)."
     )
     min: float | None = Field(default=None, description="Smallest allowed value.")
@@ -214,7 +217,9 @@ class ColumnSpec(ApiModel):
 class SchemaSpec(ApiModel):
     """Declared columns. Without a declaration the schema is inferred."""
 
-    columns: Annotated[list[ColumnSpec], Field(min_length=1, max_length=512)] = Field(description="Declared columns.")
+    columns: Annotated[list[ColumnSpec], Field(min_length=1, max_length=512, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})] = Field(
+        description="Declared columns, one per name.")
     allow_extra_columns: bool = Field(default=False, description="Accept columns that are not declared.")
 
 
@@ -225,7 +230,7 @@ class ValidationRules(ApiModel):
     max_null_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(
         default=None, description="Largest allowed null fraction in any column."
     )
-    unique: Annotated[list[ColumnName], Field(max_length=16)] | None = Field(
+    unique: Annotated[list[ColumnName], Field(max_length=16, json_schema_extra=UNIQUE)] | None = Field(
         default=None, description="Columns whose values must be unique (ids)."
     )
 

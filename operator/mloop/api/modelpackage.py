@@ -17,6 +17,7 @@ from mloop.api.common import (
     OutboxEntry,
     Resources,
     Stage,
+    UNIQUE,
 )
 
 
@@ -56,7 +57,7 @@ class ModelPackageSpec(ApiModel):
     requirement_refs: Annotated[list[ObjectRef], Field(max_length=16)] | None = Field(
         default=None, description="Requirements that gate promotion; default the TrainingRun's own."
     )
-    formats: Annotated[list[Literal["skops", "onnx"]], Field(max_length=2)] | None = Field(
+    formats: Annotated[list[Literal["skops", "onnx"]], Field(max_length=2, json_schema_extra=UNIQUE)] | None = Field(
         default=None, description="Formats to write; skops is always written, onnx is optional."
     )
     stage: Stage = Field(default="None", description="Desired stage: None, Staging, Production or Archived.")

@@ -22,6 +22,7 @@ from mloop.api.common import (
     PiiLevel,
     SPDX_PATTERN,
     Stage,
+    UNIQUE,
 )
 
 
@@ -58,7 +59,7 @@ class DataCriteria(ApiModel):
     min_rows: Annotated[int, Field(ge=1, le=10_000_000_000)] | None = Field(
         default=None, description="Minimum number of rows in the dataset version used for training."
     )
-    required_columns: Annotated[list[ColumnName], Field(max_length=256)] | None = Field(
+    required_columns: Annotated[list[ColumnName], Field(max_length=256, json_schema_extra=UNIQUE)] | None = Field(
         default=None, description="Columns that must be present."
     )
     max_null_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(
@@ -73,12 +74,12 @@ class GovernanceLimits(ApiModel):
     """Which data may be used at all; a run that breaks these is refused before it starts."""
 
     allowed_licenses: Annotated[
-        list[Annotated[str, Field(max_length=128, pattern=SPDX_PATTERN)]], Field(max_length=64)
+        list[Annotated[str, Field(max_length=128, pattern=SPDX_PATTERN)]], Field(max_length=64, json_schema_extra=UNIQUE)
     ] | None = Field(default=None, description="SPDX licence ids the data may carry. Empty allows any licence.")
     max_classification: Classification | None = Field(
         default=None, description="Highest data classification allowed."
     )
-    allowed_pii_levels: Annotated[list[PiiLevel], Field(max_length=4)] | None = Field(
+    allowed_pii_levels: Annotated[list[PiiLevel], Field(max_length=4, json_schema_extra=UNIQUE)] | None = Field(
         default=None,
         description="PII levels a feature column may have. Columns of other levels may exist but not be used as features.",
     )
@@ -133,7 +134,9 @@ class RequirementSpec(ApiModel):
         default=None, description="Intended use and context; copied into model cards."
     )
     priority: Literal["low", "medium", "high", "critical"] = Field(default="medium", description="Priority.")
-    metrics: Annotated[list[MetricCriterion], Field(min_length=1, max_length=32)] | None = Field(
+    metrics: Annotated[list[MetricCriterion], Field(min_length=1, max_length=32, json_schema_extra={
+        "x-kubernetes-validations": [{"rule": "self.filter(m, has(m.primary) && m.primary).size() <= 1",
+                                      "message": "at most one metric criterion is primary"}]})] | None = Field(
         default=None, description="Thresholds on held-out or cross-validation metrics; leave out rather than empty."
     )
     data: DataCriteria | None = Field(default=None, description="Criteria on the training data.")

@@ -20,6 +20,7 @@ from mloop.api.common import (
     OUTBOX_DESCRIPTION,
     OutboxEntry,
     Resources,
+    UNIQUE,
     VersionedRef,
 )
 from mloop.api.params import PARAM_PATTERN, estimator_param_rules
@@ -164,7 +165,7 @@ class TrainingRunSpec(ApiModel):
 
     dataset_ref: VersionedRef = Field(description="The Dataset, optionally pinned to a version.")
     target: ColumnName = Field(description="Column to predict.")
-    features: Annotated[list[ColumnName], Field(min_length=1, max_length=512)] | None = Field(
+    features: Annotated[list[ColumnName], Field(min_length=1, max_length=512, json_schema_extra=UNIQUE)] | None = Field(
         default=None, description="Feature columns; default every column that is neither the target nor an id."
     )
     preprocessing: PreprocessingSpec | None = Field(default=None, description="Impute, scale and encode.")
