@@ -140,8 +140,14 @@ def request_counts(api: Any) -> Counter[str]:
             resource = labels["resource"] + ("/" + labels["subresource"] if labels.get("subresource") else "")
         else:  # a non-resource path (discovery, /metrics) is kept in the subresource label
             resource = "/" + labels.get("subresource", "").lstrip("/")
-        counts[f"{labels.get('verb', '?')} {resource}"] += int(float(match["value"]))
+        code = labels.get("code", "")
+        failed = f" ({code})" if code and not code.startswith("2") else ""  # 409s show retried or duplicate creates
+        counts[f"{labels.get('verb', '?')} {resource}{failed}"] += int(float(match["value"]))
     return counts
+
+
+def counter_delta(after: Counter[str], before: Counter[str]) -> Counter[str]:
+    return Counter({k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0})
 
 
 def cpu_seconds(pid: int) -> float:
@@ -181,7 +187,7 @@ def measure(api: Any, seconds: float, pids: dict[str, int]) -> Window:
     elapsed = time.monotonic() - started
     after_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     # The API server does not count /metrics scrapes in apiserver_request_total (checked on 1.35).
-    delta = Counter({k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0})
+    delta = counter_delta(after, before)
     cpu = {name: 100 * (after_cpu[name] - before_cpu[name]) / elapsed for name in pids}
     return Window(elapsed, delta, cpu, " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
@@ -362,6 +368,8 @@ class FanoutResult:
     raw: float
     load: str
     cpu: dict[str, float]  # CPU seconds during each side: operator, bench client, kube-apiserver
+    requests: Counter[str]  # API requests while the operator fanned out (all clients, the Job controller's too)
+    raw_requests: Counter[str]
 
 
 def job_count(api: Any, namespace: str) -> int:
@@ -420,18 +428,19 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
                 raise TimeoutError("Dataset fanout/iris not Ready after 300 s")
             time.sleep(0.5)
 
-        cpu0 = process_cpu(bench)
+        cpu0, counts0 = process_cpu(bench), request_counts(bench.api)
         raw = raw_creates(bench, runs)
         raw_cpu = cpu_delta(process_cpu(bench), cpu0)
         while sum(1 for _ in json.loads(raw_get(bench.api, "/api/v1/namespaces/raw/pods"))["items"]) < runs:
             time.sleep(0.5)  # let the Job controller finish the peer's pods before the operator's turn
         time.sleep(2)
+        raw_requests = counter_delta(request_counts(bench.api), counts0)
 
         spec = {"datasetRef": {"name": "iris"}, "target": "species", "executor": "kubernetes",
                 "estimator": {"name": "LogisticRegression", "params": {"max_iter": 300}},
                 "split": {"testFraction": 0.25, "seed": 7}}
         docs = [doc("TrainingRun", f"fan-{i:05d}", spec, "fanout") for i in range(runs)]
-        cpu0 = process_cpu(bench)
+        cpu0, counts0 = process_cpu(bench), request_counts(bench.api)
         started = time.monotonic()
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
             create_all(bench.api, docs, pool)
@@ -443,8 +452,9 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
             time.sleep(0.1)
         jobs = time.monotonic() - started
         ours = cpu_delta(process_cpu(bench), cpu0)
+        requests = counter_delta(request_counts(bench.api), counts0)
         return FanoutResult(runs, applied, jobs, runs, raw, " ".join(f"{x:.2f}" for x in os.getloadavg()),
-                            {**{f"raw {k}": v for k, v in raw_cpu.items()}, **ours})
+                            {**{f"raw {k}": v for k, v in raw_cpu.items()}, **ours}, requests, raw_requests)
     finally:
         bench.close()
 
@@ -499,8 +509,16 @@ def fanout_table(r: FanoutResult) -> str:
         f"{1000 * r.cpu['raw client'] / r.raw_jobs:.0f} ms | - | - |",
         f"| kube-apiserver CPU per run / per Job | {1000 * r.cpu['kube-apiserver'] / r.runs:.0f} ms | "
         f"{1000 * r.cpu['raw kube-apiserver'] / r.raw_jobs:.0f} ms | - | - |",
+        f"| API requests per run / per Job (all clients) | {sum(r.requests.values()) / r.runs:.1f} | "
+        f"{sum(r.raw_requests.values()) / r.raw_jobs:.1f} | - | - |",
+        f"| top requests per run / per Job | {per_item(r.requests, r.runs)} | {per_item(r.raw_requests, r.raw_jobs)} "
+        "| - | - |",
         f"| load average 1/5/15 min, end | {r.load} | - | - | - |",
     ])
+
+
+def per_item(counts: Counter[str], items: int, k: int = 5) -> str:
+    return ", ".join(f"{key} {count / items:.2f}" for key, count in counts.most_common(k))
 
 
 def git(*args: str) -> str:
