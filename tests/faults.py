@@ -256,7 +256,7 @@ class Snapshot:
     dataset_versions: dict[str, set[str]]  # dataset -> digests with a manifest.json in S3
     incomplete_versions: dict[str, set[str]]  # dataset -> digests without one
     run_records: dict[str, dict[str, Counter]]  # run -> uid folder -> file name counts
-    cache_entries: set[str]
+    cache_entries: dict[str, str]  # cache key -> the run recorded under it
     claims: dict[str, dict[int, dict]]  # model -> version -> claim.json
     events: dict[tuple[str, str], Counter]  # (kind, name) -> reason counts
     tasks: Counter  # "train-iris-lr" -> local tasks launched for it (names end in a hash of their intent)
@@ -288,7 +288,8 @@ def snapshot(api_client: Any, s3: Any, namespace: str, local_dir: Path) -> Snaps
     for key in s3_keys(s3, f"runs/{namespace}/"):
         _, _, name, uid, file = key.split("/", 4)
         records.setdefault(name, {}).setdefault(uid, Counter())[file] += 1
-    cache = {key.rsplit("/", 1)[1] for key in s3_keys(s3, f"cache/{namespace}/")}
+    cache = {key.rsplit("/", 1)[1]: json.loads(s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())["run"]
+             for key in s3_keys(s3, f"cache/{namespace}/")}
     claims: dict[str, dict[int, dict]] = {}
     for key in s3_keys(s3, f"packages/{namespace}/"):
         _, _, model, version, file = key.split("/", 4)
@@ -317,7 +318,7 @@ def dump(got: Snapshot, path: Path) -> None:
     path.write_text(json.dumps({
         "status": {f"{kind}/{name}": o.get("status") for kind, objs in got.objects.items() for name, o in objs.items()},
         "events": {f"{kind}/{name}": counts for (kind, name), counts in got.events.items()},
-        "tasks": got.tasks, "cache": sorted(got.cache_entries), "claims": got.claims}, indent=1, default=str))
+        "tasks": got.tasks, "cache": got.cache_entries, "claims": got.claims}, indent=1, default=str))
 
 
 def leftover_processes(*needles: str) -> list[str]:
@@ -395,9 +396,11 @@ def compare(work: Workload, control: Snapshot, got: Snapshot, stuck: list[str], 
         f.lost += [f"TrainingRun/{name}: {file} missing from its record" for file in sorted(set(c_files) - set(files))]
         f.duplicated += [f"TrainingRun/{name}: {file} not in the control's record" for file in
                          sorted(set(files) - set(c_files))]
-    if len(got.cache_entries) != len(control.cache_entries):
-        (f.lost if len(got.cache_entries) < len(control.cache_entries) else f.duplicated).append(
-            f"cache: {len(got.cache_entries)} entries vs {len(control.cache_entries)} in the control")
+    # Keys hash the spec, dataset digest and trainer environment, not the namespace: the same set as the control.
+    f.lost += [f"TrainingRun/{run}: no cache entry (key {key[:12]})" for key, run in control.cache_entries.items()
+               if key not in got.cache_entries]
+    f.duplicated += [f"TrainingRun/{run}: cache entry the control has not (key {key[:12]})"
+                     for key, run in got.cache_entries.items() if key not in control.cache_entries]
 
     for model, names in work.models.items():
         versions = sorted((pkgs.get(n) or {}).get("status", {}).get("version") or 0 for n in names)
