@@ -346,3 +346,22 @@ def test_parameter_values_no_cel_rule_carries_are_refused_by_the_operator_with_t
                    and (o.get("status") or {}).get("phase") == "Failed" and o, timeout=60)
     failed = condition(run, "Succeeded")
     assert failed["reason"] == "InvalidParameter" and words in failed["message"], failed
+
+
+def test_an_object_admitted_before_the_policy_takes_metadata_patches_but_not_a_bad_spec_change(
+        kubectl, kubeconfig, namespace) -> None:
+    """Policies do not ratchet: an object from before a rule must still take the operator's annotations."""
+    from mloop.k8s.crds import install_crds
+
+    legacy = manifest("Dataset", at(INLINE, "source.inline.rows", [[1, 30, "a"], [2, 41]]), name="legacy")
+    kubectl("delete", "validatingadmissionpolicybinding", "datasets.mloop.dev", check=True)
+    try:
+        wait_for(lambda: kubectl("apply", "-n", namespace, "-f", "-", input=legacy).returncode == 0)
+    finally:
+        install_crds(kubeconfig)
+        wait_for_policies(lambda text: kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=text))
+    annotated = kubectl("annotate", "-n", namespace, "dataset", "legacy", "mloop.dev/note=kept")
+    assert annotated.returncode == 0, annotated.stderr
+    changed = kubectl("patch", "-n", namespace, "dataset", "legacy", "--type=merge", "-p",
+                      '{"spec": {"source": {"inline": {"rows": [[1, 30, "a"], [2]]}}}}')
+    assert changed.returncode != 0 and "spec.source.inline.rows[1]: 1 values for 3 columns" in changed.stderr, changed.stderr

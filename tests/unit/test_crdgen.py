@@ -95,7 +95,10 @@ def test_parameter_allow_list_matches_scikit_learn() -> None:
 
     from mloop.training.estimators import FORBIDDEN, MODULES, estimator_class
 
+    from mloop.api.trainingrun import CLASSIFIERS, REGRESSORS
+
     assert set(MANAGED) == FORBIDDEN
+    assert set(ESTIMATOR_PARAMS) == set(CLASSIFIERS + REGRESSORS)
     assert {name: set(params) for name, params in ESTIMATOR_PARAMS.items()} == {
         name: set(inspect.signature(estimator_class(name)).parameters) - FORBIDDEN for name in MODULES}
 

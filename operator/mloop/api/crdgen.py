@@ -261,6 +261,10 @@ def policy_for(info: KindInfo) -> list[dict[str, Any]]:
             "matchConstraints": {"resourceRules": [{
                 "apiGroups": [GROUP], "apiVersions": [VERSION], "operations": ["CREATE", "UPDATE"],
                 "resources": [info.plural]}]},
+            # No ratcheting in policies: an object admitted before a rule existed must still take the
+            # operator's metadata patches (annotations, finalizers), so only a new or changed spec is judged.
+            "matchConditions": [{"name": "spec-is-new-or-changed",
+                                 "expression": "request.operation != 'UPDATE' || object.spec != oldObject.spec"}],
             "variables": [{"name": k, "expression": v} for k, v in variables.items()],
             "validations": validations,
         },
