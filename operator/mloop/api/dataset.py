@@ -246,6 +246,15 @@ class RefreshPolicy(ApiModel):
 class DatasetSpec(ApiModel):
     """A named, versioned table."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.refresh) || has(self.source.s3)", "fieldPath": ".refresh",
+                 "message": "refresh re-reads an s3 source; the other sources never need it"}
+            ]
+        }
+    )
+
     source: DatasetSource = Field(description="Where the rows come from.")
     schema_: SchemaSpec | None = Field(
         default=None, alias="schema", description="Declared columns; inferred when absent."

@@ -157,6 +157,12 @@ class TrainingRunSpec(ApiModel):
                     "rule": "!has(self.features) || !self.features.exists(f, f == self.target)",
                     "message": "the target cannot also be a feature",
                 },
+                {
+                    "rule": "!has(self.task) || (self.task == 'classification') == (self.estimator.name in "
+                            + "[" + ", ".join(f"'{c}'" for c in CLASSIFIERS) + "])",
+                    "message": "the task must be the estimator's: classification for a classifier, regression for a regressor",
+                    "fieldPath": ".task",
+                },
             ],
             # The search's parameters are the estimator's, which only this node sees both of.
             ADMISSION_RULES: estimator_param_rules("search.parameters", "estimator.name", present="has(self.search)"),
