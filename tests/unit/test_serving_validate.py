@@ -1,17 +1,24 @@
-"""Request validation against a signature, and the collector's bound, in tables."""
+"""Request validation against a signature, OIP v2 tensors (JSON and binary), the runtime choice, worker count,
+and the collector's bound, in tables."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 
+import numpy as np
 import pytest
 
 from mloop.serving.collector import Collector
-from mloop.serving.validate import BadRequest, columns_from_v2, frame_from_columns
+from mloop.serving.oip import columns_from_v2, encode_bytes, response, split_body
+from mloop.serving.runtime import RuntimeUnavailable, choose
+from mloop.serving.server import worker_count
+from mloop.serving.validate import BadRequest, check_columns, prepare
 
-SIGNATURE = {"inputs": [{"name": "x", "type": "float", "min": 0, "max": 10, "nullable": False},
-                        {"name": "colour", "type": "category", "allowedValues": ["red", "blue"]}],
-             "output": {"name": "y", "task": "classification", "classes": ["a", "b"]}}
+SIGNATURE = prepare({"inputs": [{"name": "x", "type": "float", "min": 0, "max": 10, "nullable": False},
+                                {"name": "colour", "type": "category", "allowedValues": ["red", "blue"]}],
+                     "output": {"name": "y", "task": "classification", "classes": ["a", "b"]}})
+EMPTY = memoryview(b"")
 
 
 @pytest.mark.parametrize(
@@ -19,36 +26,121 @@ SIGNATURE = {"inputs": [{"name": "x", "type": "float", "min": 0, "max": 10, "nul
     [
         ({"x": [1.0]}, "colour", "missing input column 'colour'"),
         ({"x": [1.0], "colour": ["red"], "z": [1]}, "z", "unknown input column 'z'"),
-        ({"x": ["1"], "colour": ["red"]}, "x", "must be numeric"),
+        ({"x": ["1"], "colour": ["red"]}, "x", "must be numeric; row 0 is '1'"),
+        ({"x": [1.0, "long"], "colour": ["red", "red"]}, "x", "must be numeric; row 1 is 'long'"),
+        ({"x": [1.0, {"a": 1}], "colour": ["red", "red"]}, "x", "must be numeric; row 1"),
         ({"x": [11.0], "colour": ["red"]}, "x", "outside [0, 10]"),
         ({"x": [None], "colour": ["red"]}, "x", "may not be null"),
         ({"x": [1.0], "colour": ["green"]}, "colour", "'green' at row 0"),
         ({"x": [1.0, 2.0], "colour": ["red"]}, None, "same length"),
         ({"x": [], "colour": []}, None, "between 1 and"),
+        ({"x": 1.0, "colour": ["red"]}, "x", "must be a list"),
     ],
 )
 def test_refusals_name_the_column(columns, column, words) -> None:
     with pytest.raises(BadRequest) as err:
-        frame_from_columns(columns, SIGNATURE)
+        check_columns(columns, SIGNATURE)
     assert err.value.column == column and words in err.value.message
-    assert err.value.body()["error"] == err.value.message
+    assert err.value.body()["error"] == err.value.message and err.value.status == 400
 
 
-def test_valid_columns_become_a_frame_in_signature_order() -> None:
-    frame = frame_from_columns({"colour": ["red", None], "x": [1, 2.5]}, SIGNATURE)
-    assert list(frame.columns) == ["x", "colour"] and frame["x"].tolist() == [1.0, 2.5]
+def test_valid_columns_become_arrays_in_signature_order_and_nulls_are_reported() -> None:
+    arrays, rows, any_null = check_columns({"colour": ["red", None], "x": [1, 2.5]}, SIGNATURE)
+    assert list(arrays) == ["x", "colour"] and rows == 2 and any_null
+    assert arrays["x"].dtype == np.float64 and arrays["x"].tolist() == [1.0, 2.5]
+    assert arrays["colour"].tolist() == ["red", None]
+    assert check_columns({"colour": ["blue"], "x": [3]}, SIGNATURE)[2] is False
 
 
 def test_v2_tensors_per_column_or_one_matrix() -> None:
-    numeric = {"inputs": [{"name": "a", "type": "float"}, {"name": "b", "type": "float"}]}
+    numeric = prepare({"inputs": [{"name": "a", "type": "float"}, {"name": "b", "type": "float"}]})
     per_column = columns_from_v2([{"name": "a", "shape": [2, 1], "datatype": "FP64", "data": [1, 2]},
-                                  {"name": "b", "shape": [2, 1], "datatype": "FP64", "data": [3, 4]}], numeric)
-    matrix = columns_from_v2([{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [[1, 3], [2, 4]]}], numeric)
-    assert per_column == matrix == {"a": [1, 2], "b": [3, 4]}
-    with pytest.raises(BadRequest):
-        columns_from_v2([{"name": "a", "shape": [3, 1], "datatype": "FP64", "data": [1, 2]}], numeric)
-    with pytest.raises(BadRequest):
-        columns_from_v2([{"name": "a", "shape": [1], "datatype": "FLOAT", "data": [1]}], numeric)
+                                  {"name": "b", "shape": [2, 1], "datatype": "FP64", "data": [3, 4]}],
+                                 EMPTY, ["a", "b"])
+    matrix = columns_from_v2([{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [[1, 3], [2, 4]]}],
+                             EMPTY, ["a", "b"])
+    for columns in (per_column, matrix):
+        arrays, rows, _ = check_columns(columns, numeric)
+        assert rows == 2 and arrays["a"].tolist() == [1, 2] and arrays["b"].tolist() == [3, 4]
+    with pytest.raises(BadRequest, match="does not match 2 values"):
+        columns_from_v2([{"name": "a", "shape": [3, 1], "datatype": "FP64", "data": [1, 2]}], EMPTY, ["a", "b"])
+    with pytest.raises(BadRequest, match="unknown datatype 'FLOAT'"):
+        columns_from_v2([{"name": "a", "shape": [1], "datatype": "FLOAT", "data": [1]}], EMPTY, ["a", "b"])
+
+
+def test_binary_tensors_decode_like_their_json_twins() -> None:
+    """The body layout tritonclient sends: a JSON header, then raw little-endian tensors in input order."""
+    fp64 = np.array([5.1, 6.7], dtype="<f8").tobytes()
+    words = encode_bytes(["red", "blue"])
+    head = (b'{"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP64", "parameters": {"binary_data_size": 16}},'
+            b' {"name": "colour", "shape": [2, 1], "datatype": "BYTES", "parameters": {"binary_data_size": %d}}]}'
+            % len(words))
+    body, tail = split_body(head + fp64 + words, str(len(head)))
+    columns = columns_from_v2(body["inputs"], tail, ["x", "colour"])
+    signature = prepare({"inputs": [{"name": "x", "type": "float"}, {"name": "colour", "type": "category"}]})
+    arrays, rows, _ = check_columns(columns, signature)
+    assert rows == 2 and arrays["x"].tolist() == [5.1, 6.7] and arrays["colour"].tolist() == ["red", "blue"]
+    with pytest.raises(BadRequest, match="overruns the binary part"):
+        columns_from_v2(body["inputs"], tail[:20], ["x", "colour"])
+    with pytest.raises(BadRequest, match="belong to no input"):
+        columns_from_v2(body["inputs"], memoryview(bytes(tail) + b"\0"), ["x", "colour"])
+    with pytest.raises(BadRequest, match="does not fit a body"):
+        split_body(head, str(len(head) + 1))
+
+
+@pytest.mark.parametrize("parameter,words", [("shared_memory_region", "shared-memory tensors are not supported"),
+                                             ("classification", "classification extension is not supported")])
+def test_unsupported_request_modes_say_so(parameter, words) -> None:
+    with pytest.raises(BadRequest, match=words):
+        columns_from_v2([{"name": "a", "shape": [1], "datatype": "FP64", "parameters": {parameter: "r0"}}], EMPTY,
+                        ["a"])
+
+
+def test_binary_response_carries_the_json_length_and_length_prefixed_strings() -> None:
+    body, header_length = response({"id": "1"}, [{"name": "predict", "shape": [2], "datatype": "BYTES",
+                                                  "data": ["setosa", "virginica"]}], {"predict"})
+    assert header_length is not None and b'"binary_data_size":23' in body[:header_length]
+    assert body[header_length:] == struct.pack("<I", 6) + b"setosa" + struct.pack("<I", 9) + b"virginica"
+    plain, none = response({"id": "1"}, [{"name": "predict", "shape": [1], "datatype": "FP64", "data": [1.5]}], set())
+    assert none is None and b'"data":[1.5]' in plain
+
+
+@pytest.mark.parametrize(
+    "requested,manifest,runtime",
+    [
+        ("auto", {"files": {"model.onnx": {}}, "onnx": {"parity": "exact"}}, "onnx"),
+        ("auto", {"files": {"model.onnx": {}}, "onnx": {"parity": "approximate"}}, "sklearn"),
+        ("auto", {"files": {"model.onnx": {}}}, "sklearn"),  # packaged before parity was recorded
+        ("auto", {"files": {}, "onnx": {"parity": "exact"}}, "sklearn"),
+        ("sklearn", {"files": {"model.onnx": {}}, "onnx": {"parity": "exact"}}, "sklearn"),
+        ("onnx", {"files": {"model.onnx": {}}, "onnx": {"parity": "exact"}}, "onnx"),
+        ("onnx", {"files": {"model.onnx": {}}, "onnx": {"parity": "approximate", "note": "gap 2e-05"}}, None),
+    ],
+)
+def test_runtime_choice(requested, manifest, runtime) -> None:
+    if runtime is None:
+        with pytest.raises(RuntimeUnavailable, match=r"ONNX parity approximate \(gap 2e-05\)"):
+            choose(requested, manifest)
+    else:
+        assert choose(requested, manifest)[0] == runtime
+
+
+@pytest.mark.parametrize("files,workers", [
+    ({"cpu.max": "150000 100000\n"}, 2),
+    ({"cpu.max": "50000 100000\n"}, 1),
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+    ({}, None),
+])
+def test_workers_follow_the_cpu_limit_or_the_cores(tmp_path, files, workers) -> None:
+    """A cgroup folder laid out as the kernel does (v2 cpu.max, or v1's CFS quota)."""
+    import os
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    cores = len(os.sched_getaffinity(0))
+    assert worker_count(str(tmp_path)) == (min(workers, cores) if workers else cores)
 
 
 def test_collector_bound_drops_and_counts_and_keeps_what_it_holds() -> None:

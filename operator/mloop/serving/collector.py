@@ -2,6 +2,7 @@
 
 The buffer never grows past its bound: when S3 is slow or down, serving goes on, events past
 the bound are dropped, counted and logged, and what is already buffered is kept until it is written.
+Each worker process has its own collector with its share of the bound; drops land in one metric.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mloop.serving.metrics import CollectionMetrics
 from mloop.storage.artifacts import Store
 from mloop.storage.layout import collected_prefix, feedback_prefix
 
@@ -29,8 +31,8 @@ log = logging.getLogger("mloop.serve.collector")
 class Buffer:
     """One stream (predictions or feedback): rows waiting for S3, bounded."""
 
-    def __init__(self, kind: str, prefix: str, capacity: int):
-        self.kind, self.prefix, self.capacity = kind, prefix, capacity
+    def __init__(self, kind: str, prefix: str, capacity: int, metrics: CollectionMetrics | None):
+        self.kind, self.prefix, self.capacity, self.metrics = kind, prefix, capacity, metrics
         self.rows: deque[dict[str, Any]] = deque()
         self.dropped = 0
         self.written = 0
@@ -42,6 +44,8 @@ class Buffer:
         if room < len(rows):
             lost = len(rows) - max(room, 0)
             self.dropped += lost
+            if self.metrics:
+                self.metrics.dropped[self.kind].inc(lost)
             now = time.monotonic()
             if now - self._last_drop_log > 5:
                 log.warning("%s buffer full (%d rows): dropped %d rows, %d in total", self.kind, self.capacity, lost,
@@ -49,15 +53,24 @@ class Buffer:
                 self._last_drop_log = now
             rows = rows[: max(room, 0)]
         self.rows.extend(rows)
+        self.gauge()
+
+    def gauge(self) -> None:
+        if self.metrics:
+            self.metrics.buffered[self.kind].set(len(self.rows))
 
 
 class Collector:
     def __init__(self, store: Store | None, namespace: str, model: str, version: int, sampling_rate: float,
-                 capacity: int = 50_000, batch_rows: int = 5_000, interval: float = 5.0):
-        self.store, self.sampling_rate = store, sampling_rate
+                 capacity: int = 50_000, batch_rows: int = 5_000, interval: float = 5.0,
+                 constants: dict[str, Any] | None = None, metrics: CollectionMetrics | None = None):
+        """`constants`: columns equal on every prediction row (model, version, ...), added when written."""
+        self.store, self.sampling_rate, self.metrics = store, sampling_rate, metrics
         self.batch_rows, self.interval = batch_rows, interval
-        self.predictions = Buffer("predictions", collected_prefix(namespace, model, version).rstrip("/"), capacity)
-        self.feedback = Buffer("feedback", feedback_prefix(namespace, model).rstrip("/"), capacity)
+        self.constants = constants or {}
+        self.predictions = Buffer("predictions", collected_prefix(namespace, model, version).rstrip("/"), capacity,
+                                  metrics)
+        self.feedback = Buffer("feedback", feedback_prefix(namespace, model).rstrip("/"), capacity, metrics)
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -96,12 +109,18 @@ class Collector:
                     await asyncio.to_thread(self._write, buffer, batch)
                 except Exception as err:  # S3 down or slow: keep the rows, try again later
                     self.failures += 1
+                    if self.metrics:
+                        self.metrics.failures.inc()
                     log.warning("writing %d %s rows failed (%s); kept in the buffer", len(batch), buffer.kind, err)
                     return False
                 for _ in batch:
                     buffer.rows.popleft()
                 buffer.written += len(batch)
                 buffer.batches += 1
+                buffer.gauge()
+                if self.metrics:
+                    self.metrics.written[buffer.kind].inc(len(batch))
+                    self.metrics.batches[buffer.kind].inc()
                 if not everything and len(buffer.rows) < self.batch_rows:
                     break
         return not (self.predictions.rows or self.feedback.rows)
@@ -110,7 +129,8 @@ class Collector:
         if self.store is None:
             return
         if buffer.kind == "predictions":  # encoded here, in the writer thread, not on the request path
-            batch = [{**r, "served_at": datetime.fromtimestamp(r["served_at"], timezone.utc).isoformat(),
+            batch = [{**r, **self.constants,
+                      "served_at": datetime.fromtimestamp(r["served_at"], timezone.utc).isoformat(),
                       "inputs": json.dumps(r["inputs"]), "prediction": json.dumps(r["prediction"])} for r in batch]
         now = datetime.now(timezone.utc)
         key = f"{buffer.prefix}/{now:%Y/%m/%d}/{now:%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"

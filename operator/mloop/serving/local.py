@@ -34,11 +34,12 @@ class LocalServers:
         path = self._state_path(namespace, model, stage)
         return json.loads(path.read_text()) if path.exists() else None
 
-    def ensure(self, namespace: str, model: str, stage: str, uri: str, digest: str, sampling: float) -> tuple[str, str]:
+    def ensure(self, namespace: str, model: str, stage: str, uri: str, digest: str, sampling: float,
+               runtime: str = "auto") -> tuple[str, str]:
         """(endpoint, what happened): started, restarted, rolled, or running."""
         path = self._state_path(namespace, model, stage)
         state = self.state(namespace, model, stage)
-        if state and alive(state["pid"]) and state["digest"] == digest:
+        if state and alive(state["pid"]) and state["digest"] == digest and state.get("runtime", "auto") == runtime:
             return f"http://127.0.0.1:{state['port']}", "running"
         what = "started"
         if state and alive(state["pid"]):
@@ -49,12 +50,13 @@ class LocalServers:
         port = state["port"] if state else free_port()
         log = open(self.dir / f"{namespace}.{model}.{stage.lower()}.log", "ab")  # noqa: SIM115 - handed to the child
         argv = [sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest, "--port", str(port),
-                "--stage", stage, "--sampling-rate", str(sampling), "--flush-seconds", "2"]
+                "--stage", stage, "--sampling-rate", str(sampling), "--flush-seconds", "2", "--runtime", runtime]
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=task_env(self.settings), start_new_session=True)
         log.close()
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"pid": proc.pid, "port": port, "digest": digest, "started": time.time()}))
+        tmp.write_text(json.dumps({"pid": proc.pid, "port": port, "digest": digest, "runtime": runtime,
+                                   "started": time.time()}))
         os.replace(tmp, path)
         return f"http://127.0.0.1:{port}", what
 

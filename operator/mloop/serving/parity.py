@@ -34,14 +34,15 @@ class Conversion:
         return {"parity": self.parity, "inputType": self.input_type, "note": self.note}
 
     def card_note(self) -> str:
-        if self.blob is None:
+        if self.input_type is None:
             return self.note
-        lines = f"ONNX ({self.parity} parity, {self.input_type} inputs): {self.note}."
+        text = f"ONNX ({self.parity} parity, {self.input_type} inputs): {self.note}."
         if self.input_type == "float32":
-            lines += (" The converter needs float32 for this pipeline: requests are rounded to float32 before "
-                      "the ONNX model sees them.")
-        return lines + (" onnxruntime serves it under runtime auto." if self.parity == "exact" else
-                        " The server runs the scikit-learn model, whose answers float32 would move.")
+            text += (" The converter needs float32 for this pipeline: requests are rounded to float32 before "
+                     "the ONNX model sees them.")
+        return text + {"exact": " onnxruntime serves it under runtime auto.",
+                       "approximate": " The server runs the scikit-learn model, whose answers float32 would move.",
+                       "failed": " No ONNX file is written; the server runs the scikit-learn model."}[self.parity]
 
 
 def _convert_imputer(scope: Any, operator: Any, container: Any) -> None:
@@ -125,7 +126,7 @@ def convert(model: Any, features: list[str], types: dict[str, str], task: str, x
                    else 0.0)
             note = f"labels agree on {agreement:.0%} of {len(rows)} held-out rows, max probability gap {gap:.2g}"
             if agreement < 1.0 or gap > PROBA_TOLERANCE:
-                return Conversion(None, "failed", input_type, f"ONNX parity check failed: {note}")
+                return Conversion(None, "failed", input_type, note)
             return Conversion(blob, "exact", input_type, note)
         got = np.asarray(outputs[0], dtype=np.float64).ravel()
         gap = float(np.abs(got - expected).max())
@@ -134,5 +135,5 @@ def convert(model: Any, features: list[str], types: dict[str, str], task: str, x
             return Conversion(blob, "exact", input_type, note)
         if gap <= REGRESSION_TOLERANCE * (1 + float(np.abs(expected).max())):
             return Conversion(blob, "approximate", input_type, note)
-        return Conversion(None, "failed", input_type, f"ONNX parity check failed: {note}")
+        return Conversion(None, "failed", input_type, note)
     return Conversion(None, "failed", None, "no ONNX converter for this pipeline: " + "; ".join(errors))

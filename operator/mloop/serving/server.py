@@ -1,173 +1,202 @@
-"""The model server: loads one package (digest-checked), speaks OIP v2 REST and a simple /predict.
+"""The model server: one package (digest-checked) over OIP v2 REST (JSON and binary tensors) and a simple /predict.
 
     mloop serve --package s3://bucket/packages/<ns>/<model>/<version>/ --digest sha256:<manifest digest>
+
+The parent process fetches and checks the package, then forks N workers that share the port with
+SO_REUSEPORT; each has its own model session and its own bounded collection buffer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
+import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from aiohttp import web
 
+from mloop.serving import oip
 from mloop.serving.collector import Collector
-from mloop.serving.validate import BadRequest, columns_from_v2, frame_from_columns
+from mloop.serving.runtime import OnnxRuntime, RuntimeUnavailable, SklearnRuntime, choose
+from mloop.serving.validate import BadRequest, check_columns, prepare
 from mloop.storage.artifacts import DigestMismatch, Store, sha256_hex
-from mloop.storage.models import load_model
+from mloop.storage.models import UntrustedModel, check_digest, load_model
 
 log = logging.getLogger("mloop.serve")
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+JSON = "application/json"
 
 
 class Package:
-    """A loaded package: manifest digest checked, then each file against the manifest."""
+    """A fetched package: manifest digest checked, then each file against the manifest, models loaded."""
 
-    def __init__(self, store: Store, uri: str, digest: str):
+    def __init__(self, store: Store, uri: str, digest: str, runtime: str):
         prefix = uri.removeprefix(f"s3://{store.bucket}/")
         manifest_bytes = store.get(prefix + "manifest.json")
         if sha256_hex(manifest_bytes) != digest.removeprefix("sha256:"):
             raise DigestMismatch(f"package manifest at {uri} has sha256 {sha256_hex(manifest_bytes)[:12]}…, "
                                  f"expected {digest.removeprefix('sha256:')[:12]}…: refusing to serve it")
-        self.manifest = json.loads(manifest_bytes)
+        self.manifest = orjson.loads(manifest_bytes)
         files = self.manifest["files"]
-        self.signature = json.loads(store.get(prefix + "signature.json", expected_sha256=files["signature.json"]["sha256"]))
+        self.runtime, self.runtime_reason = choose(runtime, self.manifest)
+        self.signature = orjson.loads(store.get(prefix + "signature.json",
+                                                expected_sha256=files["signature.json"]["sha256"]))
         self.model = load_model(store.get(prefix + "model.skops"), files["model.skops"]["sha256"])
+        self.onnx = (check_digest(store.get(prefix + "model.onnx"), files["model.onnx"]["sha256"])
+                     if self.runtime == "onnx" else None)
         self.name, self.version = self.manifest["model"], int(self.manifest["version"])
         self.namespace, self.package = self.manifest["namespace"], self.manifest["package"]
         self.task = self.signature["output"]["task"]
         self.classes = self.signature["output"].get("classes")
+        self.names = [i["name"] for i in self.signature["inputs"]]
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}
-        self.predictions = 0
-        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
+def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: Any) -> web.Application:
+    """The routes of one worker. Runtimes are built here, after the fork: an onnxruntime session is per process."""
+    from mloop.serving.metrics import render
 
-    def observe(self, route: str, status: int, seconds: float, rows: int = 0) -> None:
-        self.requests[(route, status)] = self.requests.get((route, status), 0) + 1
-        self.predictions += rows
-        self.latency_sum += seconds
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                self.latency[i] += 1
-                break
-        else:
-            self.latency[-1] += 1
+    model_name, version = pkg.name, str(pkg.version)
+    signature = prepare(pkg.signature)
+    sklearn = SklearnRuntime(pkg.model, pkg.task, pkg.names)
+    runtime: SklearnRuntime | OnnxRuntime = (OnnxRuntime(pkg.onnx, pkg.task, pkg.names, sklearn)
+                                             if pkg.onnx is not None else sklearn)
+    platform = "onnxruntime" if runtime.name == "onnx" else "scikit-learn"
+    label_type = "BYTES" if pkg.task == "classification" else "FP64"
+    stage_name = stage or ""
 
+    def answer(body: Any, status: int = 200) -> web.Response:
+        return web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
 
-def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Application:
-    metrics = Metrics()
-    model_name = pkg.name
+    def refuse(route: str, err: BadRequest) -> web.Response:
+        metrics.observe(route, err.status)
+        return answer(err.body(), err.status)
 
-    def json_error(err: BadRequest, status: int = 400) -> web.Response:
-        return web.json_response(err.body(), status=status)
+    def predict(arrays: dict[str, Any], any_null: bool, with_proba: bool) -> tuple[list[Any], Any]:
+        """Nulls go to scikit-learn: the ONNX parity check never saw one."""
+        return (sklearn if any_null else runtime).predict(arrays, with_proba)
 
-    def predict(frame: Any, with_proba: bool) -> tuple[list[Any], list[list[float]] | None]:
-        """Labels always; probabilities only when asked for, since they cost a second pass through the model."""
-        labels = pkg.model.predict(frame)
-        proba = None
-        if with_proba and pkg.task == "classification" and hasattr(pkg.model, "predict_proba"):
-            try:
-                proba = pkg.model.predict_proba(frame).round(6).tolist()
-            except (AttributeError, ValueError):
-                proba = None
-        out = [str(v) for v in labels] if pkg.task == "classification" else [float(v) for v in labels]
-        return out, proba
-
-    def collect(request_id: str, columns: dict[str, list[Any]], labels: list[Any]) -> list[str]:
+    def collect(request_id: str, arrays: dict[str, Any], rows: int, labels: list[Any]) -> list[str]:
         """Cheap on the request path: raw values only; the collector's writer thread encodes them."""
-        ids = [request_id] if len(labels) == 1 else [f"{request_id}-{i}" for i in range(len(labels))]
+        ids = [request_id] if rows == 1 else [f"{request_id}-{i}" for i in range(rows)]
         if collector.sampled():
             now = time.time()
-            names = list(columns)
+            columns = {n: [None if isinstance(v, float) and math.isnan(v) else v for v in a.tolist()]
+                       for n, a in arrays.items()}
             collector.record_predictions([
-                {"row_id": rid, "request_id": request_id, "served_at": now, "model": model_name,
-                 "version": pkg.version, "package": pkg.package, "stage": stage or "",
-                 "inputs": {n: columns[n][i] for n in names}, "prediction": label}
+                {"row_id": rid, "request_id": request_id, "served_at": now,
+                 "inputs": {n: c[i] for n, c in columns.items()}, "prediction": label}
                 for i, (rid, label) in enumerate(zip(ids, labels))])
         return ids
 
-    async def read_json(request: web.Request) -> Any:
+    def json_body(raw: bytes) -> Any:
         try:
-            return await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("the body is not valid JSON")
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest("the body is not valid JSON") from None
+
+    def check_encoding(request: web.Request) -> None:
+        encoding = request.headers.get("Content-Encoding", "identity").lower()
+        if encoding != "identity":
+            raise BadRequest(f"Content-Encoding {encoding} is not supported; send the body uncompressed", status=415)
 
     def check_model(request: web.Request) -> None:
         if request.match_info.get("model") != model_name:
-            raise web.HTTPNotFound(text=json.dumps({"error": f"no model {request.match_info.get('model')!r}; "
-                                                             f"this server serves {model_name!r}"}),
-                                   content_type="application/json")
-        version = request.match_info.get("version")
-        if version is not None and version != str(pkg.version):
-            raise web.HTTPNotFound(text=json.dumps({"error": f"version {version} is not served; {pkg.version} is"}),
-                                   content_type="application/json")
+            raise BadRequest(f"no model {request.match_info.get('model')!r}; this server serves {model_name!r}",
+                             status=404)
+        asked = request.match_info.get("version")
+        if asked is not None and asked != version:
+            raise BadRequest(f"version {asked} is not served; {version} is", status=404)
 
     async def live(_: web.Request) -> web.Response:
-        return web.json_response({"live": True})
+        return answer({"live": True})
 
     async def ready(_: web.Request) -> web.Response:
-        return web.json_response({"ready": True})
+        return answer({"ready": True})
 
     async def model_ready(request: web.Request) -> web.Response:
-        check_model(request)
-        return web.json_response({"name": model_name, "ready": True})
+        try:
+            check_model(request)
+        except BadRequest as err:
+            return answer(err.body(), err.status)
+        return answer({"name": model_name, "ready": True})
 
     async def metadata(request: web.Request) -> web.Response:
-        check_model(request)
+        try:
+            check_model(request)
+        except BadRequest as err:
+            return answer(err.body(), err.status)
         dtype = {"integer": "FP64", "float": "FP64", "boolean": "FP64"}
-        outputs = [{"name": "predict", "datatype": "BYTES" if pkg.task == "classification" else "FP64", "shape": [-1]}]
+        outputs = [{"name": "predict", "datatype": label_type, "shape": [-1]}]
         if pkg.classes:
             outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(pkg.classes)]})
-        return web.json_response({
-            "name": model_name, "versions": [str(pkg.version)], "platform": "scikit-learn",
+        return answer({
+            "name": model_name, "versions": [version], "platform": platform,
             "inputs": [{"name": i["name"], "datatype": dtype.get(i["type"], "BYTES"), "shape": [-1, 1]}
                        for i in pkg.signature["inputs"]],
-            "outputs": outputs, "parameters": {"package": pkg.package, "stage": stage or "",
-                                               "classes": pkg.classes or []}})
+            "outputs": outputs, "parameters": {"package": pkg.package, "stage": stage_name,
+                                               "classes": pkg.classes or [], "runtime": runtime.name,
+                                               "runtime_reason": pkg.runtime_reason}})
 
     async def infer(request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
             check_model(request)
-            body = await read_json(request)
+            check_encoding(request)
+            body, tail = oip.split_body(await request.read(), request.headers.get("Inference-Header-Content-Length"))
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object with 'inputs'")
-            columns = columns_from_v2(body.get("inputs"), pkg.signature)
-            frame = frame_from_columns(columns, pkg.signature)
+            arrays, rows, any_null = check_columns(oip.columns_from_v2(body.get("inputs"), tail, pkg.names),
+                                                   signature)
+            parameters = body.get("parameters") or {}
+            requested = body.get("outputs") or []
+            if not isinstance(parameters, dict) or not isinstance(requested, list):
+                raise BadRequest("'parameters' must be an object and 'outputs' a list")
+            wanted, binary = set(), set()
+            for out in requested:
+                if not isinstance(out, dict) or out.get("name") not in ("predict", "predict_proba"):
+                    raise BadRequest(f"unknown output {out.get('name') if isinstance(out, dict) else out!r}; "
+                                     "this model has 'predict' and 'predict_proba'")
+                out_params = out.get("parameters") or {}
+                for key, why in oip.UNSUPPORTED_PARAMETERS.items():
+                    if key in out_params:
+                        raise BadRequest(f"output {out['name']!r}: {why}")
+                wanted.add(out["name"])
+                if out_params.get("binary_data"):
+                    binary.add(out["name"])
         except BadRequest as err:
-            metrics.observe("infer", 400, time.perf_counter() - started)
-            return json_error(err)
+            return refuse("infer", err)
+        if parameters.get("binary_data_output"):
+            binary = {"predict", "predict_proba"}
         request_id = str(body.get("id") or uuid.uuid4())
-        wanted = {o.get("name") for o in body.get("outputs") or [] if isinstance(o, dict)}
-        labels, proba = predict(frame, "predict_proba" in wanted)
-        ids = collect(request_id, columns, labels)
-        outputs = [{"name": "predict", "shape": [len(labels)],
-                    "datatype": "BYTES" if pkg.task == "classification" else "FP64", "data": labels}]
+        labels, proba = predict(arrays, any_null, "predict_proba" in wanted)
+        ids = collect(request_id, arrays, rows, labels)
+        outputs = [{"name": "predict", "shape": [rows], "datatype": label_type, "data": labels}]
         if proba is not None:
-            outputs.append({"name": "predict_proba", "shape": [len(proba), len(proba[0])], "datatype": "FP64",
-                            "data": [v for row in proba for v in row]})
+            outputs.append({"name": "predict_proba", "shape": [rows, proba.shape[1]], "datatype": "FP64",
+                            "data": proba.astype("float64").round(6).ravel()})
         if wanted:
             outputs = [o for o in outputs if o["name"] in wanted]
-        metrics.observe("infer", 200, time.perf_counter() - started, len(labels))
-        return web.json_response({"model_name": model_name, "model_version": str(pkg.version), "id": request_id,
-                                  "parameters": {"row_ids": ids}, "outputs": outputs})
+        payload, header_length = oip.response({"model_name": model_name, "model_version": version, "id": request_id,
+                                               "parameters": {"row_ids": ids}}, outputs, binary)
+        metrics.observe("infer", 200, time.perf_counter() - started, rows)
+        headers = {"Inference-Header-Content-Length": str(header_length)} if header_length is not None else None
+        return web.Response(body=payload, headers=headers,
+                            content_type="application/octet-stream" if header_length is not None else JSON)
 
     async def simple_predict(request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
-            body = await read_json(request)
+            check_encoding(request)
+            body = json_body(await request.read())
             if isinstance(body, dict) and isinstance(body.get("instances"), list):
                 rows = body["instances"]
                 if not rows or not all(isinstance(r, dict) for r in rows):
@@ -178,24 +207,24 @@ def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Appl
                 columns = body["inputs"]
             else:
                 raise BadRequest("send {'instances': [{column: value}, ...]} or {'inputs': {column: [values]}}")
-            frame = frame_from_columns(columns, pkg.signature)
+            arrays, count, any_null = check_columns(columns, signature)
         except BadRequest as err:
-            metrics.observe("predict", 400, time.perf_counter() - started)
-            return json_error(err)
+            return refuse("predict", err)
         request_id = str(body.get("id") or uuid.uuid4())
-        labels, proba = predict(frame, body.get("probabilities", True) is not False)
-        ids = collect(request_id, columns, labels)
-        answer: dict[str, Any] = {"id": request_id, "ids": ids, "predictions": labels, "model": model_name,
+        labels, proba = predict(arrays, any_null, body.get("probabilities", True) is not False)
+        ids = collect(request_id, arrays, count, labels)
+        result: dict[str, Any] = {"id": request_id, "ids": ids, "predictions": labels, "model": model_name,
                                   "version": pkg.version}
         if proba is not None:
-            answer["probabilities"] = proba
-            answer["classes"] = pkg.classes
-        metrics.observe("predict", 200, time.perf_counter() - started, len(labels))
-        return web.json_response(answer)
+            result["probabilities"] = proba.astype("float64").round(6).tolist()
+            result["classes"] = pkg.classes
+        metrics.observe("predict", 200, time.perf_counter() - started, count)
+        return answer(result)
 
     async def feedback(request: web.Request) -> web.Response:
         try:
-            body = await read_json(request)
+            check_encoding(request)
+            body = json_body(await request.read())
             items = body.get("feedback") if isinstance(body, dict) and "feedback" in body else [body]
             if not isinstance(items, list) or not items:
                 raise BadRequest("send {'id': ..., 'label': ...} or {'feedback': [{'id': ..., 'label': ...}]}")
@@ -204,45 +233,27 @@ def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Appl
             for item in items:
                 if not isinstance(item, dict) or not item.get("id") or "label" not in item:
                     raise BadRequest("each feedback item needs 'id' (a prediction's id) and 'label'")
-                rows.append({"row_id": str(item["id"]), "label": json.dumps(item["label"]), "received_at": now,
-                             "model": model_name})
+                rows.append({"row_id": str(item["id"]), "label": orjson.dumps(item["label"]).decode(),
+                             "received_at": now, "model": model_name})
         except BadRequest as err:
-            metrics.observe("feedback", 400, 0.0)
-            return json_error(err)
+            return refuse("feedback", err)
         collector.record_feedback(rows)
-        metrics.observe("feedback", 202, 0.0)
-        return web.json_response({"accepted": len(rows)}, status=202)
+        metrics.observe("feedback", 202)
+        return answer({"accepted": len(rows)}, 202)
 
     async def prometheus(_: web.Request) -> web.Response:
-        lines = ["# TYPE mloop_requests_total counter"]
-        lines += [f'mloop_requests_total{{route="{r}",code="{c}"}} {n}' for (r, c), n in sorted(metrics.requests.items())]
-        lines += ["# TYPE mloop_predictions_total counter", f"mloop_predictions_total {metrics.predictions}",
-                  "# TYPE mloop_request_seconds histogram"]
-        cumulative = 0
-        for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], metrics.latency):
-            cumulative += count
-            lines.append(f'mloop_request_seconds_bucket{{le="{bound}"}} {cumulative}')
-        lines += [f"mloop_request_seconds_sum {metrics.latency_sum}", f"mloop_request_seconds_count {cumulative}"]
-        for buffer in (collector.predictions, collector.feedback):
-            kind = buffer.kind
-            lines += [f'mloop_collection_buffered{{stream="{kind}"}} {len(buffer.rows)}',
-                      f'mloop_collection_written_total{{stream="{kind}"}} {buffer.written}',
-                      f'mloop_collection_dropped_total{{stream="{kind}"}} {buffer.dropped}',
-                      f'mloop_collection_batches_total{{stream="{kind}"}} {buffer.batches}']
-        lines.append(f"mloop_collection_write_failures_total {collector.failures}")
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        text, content_type = render()
+        return web.Response(body=text, headers={"Content-Type": content_type})
 
     @web.middleware
     async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPException as err:
-            if err.content_type == "application/json":
-                raise
-            return web.json_response({"error": err.reason}, status=err.status)
+        except web.HTTPException as err:  # the router's own 404 / 405 / 413, as JSON
+            return answer({"error": err.reason}, err.status)
         except Exception as err:  # a bug must not take the server down; the client gets a JSON 500
             log.exception("request failed")
-            return web.json_response({"error": f"internal error: {type(err).__name__}"}, status=500)
+            return answer({"error": f"internal error: {type(err).__name__}"}, 500)
 
     app = web.Application(middlewares=[errors], client_max_size=16 * 1024 * 1024)
     app.router.add_get("/v2/health/live", live)
@@ -259,23 +270,24 @@ def build_app(pkg: Package, collector: Collector, stage: str | None) -> web.Appl
     return app
 
 
-async def serve(args: argparse.Namespace) -> int:
-    store = Store.from_settings(retries=1, timeout=float(args.s3_timeout))
-    try:
-        pkg = await asyncio.to_thread(Package, store, args.package, args.digest)
-    except DigestMismatch as err:
-        log.error("%s", err)
-        print(f"refused: {err}", file=sys.stderr)
-        return 3
+async def run_worker(pkg: Package, args: argparse.Namespace, workers: int) -> int:
+    from mloop.serving.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+    store = Store.from_settings(retries=1, timeout=float(args.s3_timeout))  # a client of this process's own
     collector = Collector(store, pkg.namespace, pkg.name, pkg.version, args.sampling_rate,
-                          capacity=args.buffer, batch_rows=args.batch_rows, interval=args.flush_seconds)
-    app = build_app(pkg, collector, args.stage)
+                          capacity=max(1, args.buffer // workers), batch_rows=args.batch_rows,
+                          interval=args.flush_seconds, metrics=metrics.collection,
+                          constants={"model": pkg.name, "version": pkg.version, "package": pkg.package,
+                                     "stage": args.stage or ""})
+    app = build_app(pkg, collector, args.stage, metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
+    await web.TCPSite(runner, args.host, args.port, reuse_port=workers > 1).start()
     collector.start()
-    log.info("serving %s v%d (%s) on http://%s:%d", pkg.name, pkg.version, pkg.package, args.host, args.port)
-    print(f"ready on http://{args.host}:{args.port}", flush=True)
+    log.info("serving %s v%d (%s) with %s on http://%s:%d", pkg.name, pkg.version, pkg.package, pkg.runtime,
+             args.host, args.port)
+    print(f"ready on http://{args.host}:{args.port} (runtime {pkg.runtime}, pid {os.getpid()})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -287,6 +299,77 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_count(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The container's CPU limit (cgroup v2 cpu.max, or v1's CFS quota), rounded up; else the usable cores."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = open(f"{cgroup}/cpu.max").read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = open(f"{cgroup}/cpu/cpu.cfs_quota_us").read().strip()
+            period = open(f"{cgroup}/cpu/cpu.cfs_period_us").read().strip()
+        except OSError:
+            return cores
+    if quota in ("max", "-1"):
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+def supervise(pkg: Package, args: argparse.Namespace, workers: int) -> int:
+    """Fork the workers; restart one that dies; on SIGTERM pass it on and wait for every flush."""
+    from prometheus_client import multiprocess
+
+    children: set[int] = set()
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = asyncio.run(run_worker(pkg, args, workers))
+            except BaseException:
+                log.exception("worker failed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.add(pid)
+
+    def forward(signum: int, _: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for _ in range(workers):
+        spawn()
+    failures = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        multiprocess.mark_process_dead(pid)
+        if not stopping:
+            failures += 1
+            log.error("worker %d exited (status %d); starting another", pid, os.waitstatus_to_exitcode(status))
+            if failures > 10 * workers:
+                log.error("workers keep failing: giving up")
+                forward(signal.SIGTERM, None)
+                return 1
+            time.sleep(0.5)
+            spawn()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mloop serve", description="Serve one mloop model package over HTTP.")
     p.add_argument("--package", default=os.environ.get("MLOOP_PACKAGE_URI"), help="s3:// prefix of the package")
@@ -294,8 +377,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default=os.environ.get("MLOOP_STAGE"))
     p.add_argument("--host", default=os.environ.get("MLOOP_SERVE_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("MLOOP_SERVE_PORT", "8000")))
+    p.add_argument("--runtime", choices=["auto", "onnx", "sklearn"], default=os.environ.get("MLOOP_SERVE_RUNTIME",
+                                                                                           "auto"),
+                   help="auto: ONNX when its parity check passed exactly, else scikit-learn")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("MLOOP_SERVE_WORKERS", "0")),
+                   help="worker processes sharing the port; 0: the CPU limit, or the cores")
     p.add_argument("--sampling-rate", type=float, default=float(os.environ.get("MLOOP_SAMPLING_RATE", "1.0")))
-    p.add_argument("--buffer", type=int, default=50_000, help="rows the collection buffer holds at most")
+    p.add_argument("--buffer", type=int, default=50_000, help="rows all workers' collection buffers hold at most")
     p.add_argument("--batch-rows", type=int, default=5_000)
     p.add_argument("--flush-seconds", type=float, default=float(os.environ.get("MLOOP_FLUSH_SECONDS", "5")))
     p.add_argument("--s3-timeout", type=float, default=5.0)
@@ -307,8 +395,28 @@ def main(argv: list[str] | None = None) -> int:
     if not args.package or not args.digest:
         print("mloop serve: --package and --digest are required", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return asyncio.run(serve(args))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    if "prometheus_client" in sys.modules:
+        print("mloop serve: prometheus_client was imported before the server chose its metrics folder",
+              file=sys.stderr)
+        return 2
+    try:
+        pkg = Package(Store.from_settings(retries=1, timeout=float(args.s3_timeout)), args.package, args.digest,
+                      args.runtime)
+    except (DigestMismatch, UntrustedModel, RuntimeUnavailable) as err:
+        log.error("%s", err)
+        print(f"refused: {err}", file=sys.stderr)
+        return 3
+    workers = args.workers or worker_count()
+    metrics_dir = tempfile.mkdtemp(prefix="mloop-serve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # chosen here, never inherited: counts start at zero
+    log.info("%s v%d: runtime %s (%s), %d worker(s)", pkg.name, pkg.version, pkg.runtime, pkg.runtime_reason, workers)
+    try:
+        if workers == 1:
+            return asyncio.run(run_worker(pkg, args, 1))
+        return supervise(pkg, args, workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
