@@ -292,8 +292,13 @@ class LocalStack:
         assert self.info is not None
         from mloop.storage.s3 import make_client
 
+        from botocore.exceptions import EndpointConnectionError
+
         client = make_client(self.info.s3_endpoint, self.info.s3_access_key, self.info.s3_secret_key, REGION)
-        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        try:
+            existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        except EndpointConnectionError:  # not listening yet (a loaded machine): _wait asks again
+            return False
         if self.bucket not in existing:
             client.create_bucket(Bucket=self.bucket)
         return True
