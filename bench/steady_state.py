@@ -1,6 +1,6 @@
 """Benchmark: what the operator costs at rest, and how fast it fans out (issue 12).
 
-    .venv/bin/python bench/steady_state.py [--n 100 [1000]] [--window 30] [--fanout 200]
+    .venv/bin/python bench/steady_state.py [--n 100 [1000]] [--window 30] [--fanout 200] [--rev HEAD]
 
 For each N, on a fresh local stack with the operator as a separate process (local executor):
 1. apply N Datasets (builtin iris/wine and small inline tables), N/5 TrainingRuns and N/10
@@ -8,11 +8,13 @@ For each N, on a fresh local stack with the operator as a separate process (loca
    (each in-flight task is a Python process; 1000 at once would not fit in memory);
 2. wait until every object settled (Ready / Succeeded / Packaged) and time it;
 3. measure for --window seconds with nothing in flight: operator CPU and RSS from /proc, and the API
-   server's request rate by verb and resource from its /metrics counters. The peer is the same stack
-   before the operator started (controller-manager and the bench's own scrape).
+   server's request rate by verb and resource from its /metrics counters (which do not count the
+   scrapes). The peer is the same stack before the operator started (its controller-manager).
 Then (--fanout M) on another fresh stack: M TrainingRuns with the kubernetes executor applied at once,
 until every Job exists, beside the same API server taking the operator's own Job manifests straight
-from 20 client threads. Prints tables. Not a test; numbers depend on the machine's load (shown).
+from 20 client threads. CPU seconds per object are shown beside wall times: the machine is shared.
+--rev runs the operator from one committed revision rather than the work tree others may be editing.
+Prints tables. Not a test.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
