@@ -72,10 +72,12 @@ def columns_from_v2(inputs: Any, tail: memoryview, expected: list[str]) -> dict[
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise BadRequest(f"input {name!r}: shape must be a list of sizes", name)
         parameters = tensor.get("parameters") or {}
-        for key, why in UNSUPPORTED_PARAMETERS.items():
-            if key in parameters:
-                raise BadRequest(f"input {name!r}: {why}", name)
-        size = int(np.prod(shape))
+        for key in parameters:
+            if key in UNSUPPORTED_PARAMETERS:
+                raise BadRequest(f"input {name!r}: {UNSUPPORTED_PARAMETERS[key]}", name)
+        size = 1
+        for d in shape:
+            size *= d
         if "binary_data_size" in parameters:
             n = parameters["binary_data_size"]
             if not isinstance(n, int) or n < 0 or offset + n > len(tail):
