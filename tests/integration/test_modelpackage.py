@@ -71,6 +71,8 @@ def test_iris_package_with_signature_card_and_onnx_parity(kubectl, api_client, n
     lineage = json.loads(s3_text(s3, status["uri"], "lineage.json"))
     assert lineage["trainingRun"]["name"] == "iris-lr" and lineage["dataset"]["version"] == run["status"]["datasetVersion"]
     assert condition(obj, "Promoted")["status"] == "True"
+    # At rest (packaged, stage granted, not serving) it has no timer, so kopf takes its finalizer away.
+    wait_for(lambda: not get_object(api_client, namespace, "modelpackages", "iris-1")["metadata"].get("finalizers"))
 
 
 def test_diabetes_package_and_versions_count_up(kubectl, api_client, namespace, operator, s3) -> None:

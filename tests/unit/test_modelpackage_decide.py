@@ -268,14 +268,17 @@ def cluster(stage: str, **kw) -> dict[str, ClusterServer]:
 
 # (id, desired stage, serve, executor, servers, actions, Serving (status, reason), events)
 SERVING = [
-    ("local-start", "Staging", SERVE, "local", {}, ["EnsureLocalServer"], None, []),
+    ("local-start", "Staging", SERVE, "local", {}, ["EnsureLocalServer"], ("Unknown", "Starting"), ["ServerStarted"]),
     ("local-ready", "Staging", SERVE, "local", {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, True)}, [],
      ("True", "Ready"), []),
-    ("local-just-started", "Staging", SERVE, "local",
-     {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, False, "started")}, [], ("Unknown", "Starting"),
-     ["ServerStarted"]),
+    ("local-not-ready-yet", "Staging", SERVE, "local", {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True)}, [],
+     ("Unknown", "Starting"), []),
     ("local-other-version-rolls", "Staging", SERVE, "local",
-     {"Staging": LocalServer("http://127.0.0.1:9", OLD_DIGEST, True)}, ["EnsureLocalServer"], None, []),
+     {"Staging": LocalServer("http://127.0.0.1:9", OLD_DIGEST, True)}, ["EnsureLocalServer"], ("Unknown", "Starting"),
+     ["ServerRolled"]),
+    ("local-died-restarts", "Staging", SERVE, "local",
+     {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, False)}, ["EnsureLocalServer"], ("Unknown", "Starting"),
+     ["ServerRestarted"]),
     ("local-not-wanted-stops", "None", SERVE, "local", {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True)},
      ["StopLocalServer"], None, ["ServerStopped"]),
     ("local-no-serve-spec", "Staging", {}, "local", {}, [], None, []),
@@ -309,8 +312,12 @@ def test_served_endpoints_and_server_parameters() -> None:
     local = decide(spec(stage="Staging", **SERVE), status(**PACKAGED),
                    world(local={"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, True)}), NOW)
     assert local.status["endpoint"] == "http://127.0.0.1:9"
-    ensure = decide(spec(stage="Staging", **SERVE), status(**PACKAGED), world(), NOW).actions[0]
-    assert ensure == EnsureLocalServer("Staging", PACKAGED["uri"], DIGEST, 0.5)
+    starting = decide(spec(stage="Staging", **SERVE), status(**PACKAGED), world(), NOW)
+    assert starting.actions == (EnsureLocalServer("Staging", PACKAGED["uri"], DIGEST, 0.5),)
+    assert "endpoint" not in starting.status and in_flight(starting.status)  # the timer comes back for it
+    rolling = decide(spec(stage="Staging", **SERVE), status(**PACKAGED),
+                     world(local={"Staging": LocalServer("http://127.0.0.1:9", OLD_DIGEST, True)}), NOW)
+    assert rolling.status["endpoint"] == "http://127.0.0.1:9"  # a stage keeps its port across versions
     applying = decide(spec(stage="Production", **SERVE), status(**PACKAGED), world(executor="kubernetes",
                       cluster=CLUSTER), NOW)
     assert "endpoint" not in applying.status  # published once the Deployment is there

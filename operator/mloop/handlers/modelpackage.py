@@ -265,13 +265,10 @@ def reconcile_package(body: Any, patch: Any, idx: Indexes) -> None:
     store = operator_store()
     world = _gather(me, spec, status, idx, store)
     decision = decide.decide(spec, status, world, now)
-    for _ in range(3):  # claiming a version or starting a server changes what the decision is
-        reentrant = [a for a in decision.actions if isinstance(a, decide.REENTRANT)]
-        if not reentrant:
-            break
+    claim = next((a for a in decision.actions if isinstance(a, decide.ClaimVersion)), None)
+    if claim is not None:  # the version claimed is part of what the decision writes
         try:
-            for action in reentrant:
-                world = _act_reentrant(me, spec.model, action, world, store)
+            world = replace(world, claimed_version=_claim(store, me, spec.model, claim.taken))
         except StorageUnavailable:
             world = replace(world, storage_ok=False)
         decision = decide.decide(spec, status, world, now)
@@ -288,15 +285,6 @@ def reconcile_package(body: Any, patch: Any, idx: Indexes) -> None:
     # The server first: a package archived here may run its own pass at once, and must find the Deployment taken over.
     for action in sorted(decision.actions, key=lambda a: isinstance(a, decide.ArchivePackage)):
         _act_after_commit(me, spec, action, idx, now)
-
-
-def _act_reentrant(me: decide.PackageId, model: str, action: Any, world: decide.World, store: Store) -> decide.World:
-    if isinstance(action, decide.ClaimVersion):
-        return replace(world, claimed_version=_claim(store, me, model, action.taken))
-    with _local_lock() as servers:
-        endpoint, what = servers.ensure(me.namespace, model, action.stage, action.uri, action.digest, action.sampling)
-    server = decide.LocalServer(endpoint, action.digest, True, ready(endpoint), what)
-    return replace(world, local={**world.local, action.stage: server})
 
 
 def _claim(store: Store, me: decide.PackageId, model: str, taken: frozenset[int]) -> int:
@@ -344,6 +332,9 @@ def _act_after_commit(me: decide.PackageId, spec: ModelPackageSpec, action: Any,
         _apply_server(me, spec.model, action, idx)
     elif isinstance(action, decide.DeleteServer):
         _delete_server(me, server_name(spec.model, action.stage), action.resource_version)
+    elif isinstance(action, decide.EnsureLocalServer):
+        with _local_lock() as servers:
+            servers.ensure(me.namespace, spec.model, action.stage, action.uri, action.digest, action.sampling)
     elif isinstance(action, decide.StopLocalServer):
         with _local_lock() as servers:
             servers.stop(me.namespace, spec.model, action.stage, digest=action.digest)

@@ -59,13 +59,12 @@ class SiblingView:
 
 @dataclass(frozen=True)
 class LocalServer:
-    """A local model server process for one stage; `what` says what the last ensure did (running: nothing)."""
+    """A local model server process for one stage, as its state file and a readiness probe show it."""
 
     endpoint: str
     digest: str
     alive: bool
     ready: bool = False
-    what: str = "running"
 
 
 @dataclass(frozen=True)
@@ -155,9 +154,6 @@ class DeleteServer:
 
 Action = Union[ClaimVersion, WriteSpec, SubmitTask, ArchivePackage, EnsureLocalServer, StopLocalServer, ApplyServer,
                DeleteServer]
-# Actions whose outcome the decision needs: the handler carries them out, folds the outcome into the world and
-# decides again before anything is written.
-REENTRANT = (ClaimVersion, EnsureLocalServer)
 
 
 @dataclass(frozen=True)
@@ -226,9 +222,10 @@ def attempt_of(task: str, name: str, uid: str) -> int:
 
 
 def in_flight(status: Mapping[str, Any]) -> bool:
-    """Whether a package needs its timer: a task running, storage awaited, or a local server to keep alive."""
+    """Whether a package needs its timer: a task running, storage awaited, a local server starting or to keep
+    alive."""
     reasons = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
-    local_server = str(status.get("endpoint") or "").startswith("http://127.0.0.1:")
+    local_server = str(status.get("endpoint") or "").startswith("http://127.0.0.1:") or reasons.get("Serving") == "Starting"
     return bool(status.get("task")) or reasons.get("Packaged") == "StorageUnavailable" or local_server
 
 
@@ -405,12 +402,17 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
         if wanted and serve is not None:
             server = world.local.get(wanted)
             if server is None or not server.alive or server.digest != digest:
+                # Started after the status write, so a pass on a stale body never starts one; the timer (Starting)
+                # comes back for the endpoint (a new server's port is chosen when it starts; a stage keeps its port).
+                what = "started" if server is None else "rolled" if server.alive else "restarted"
                 p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate))
+                p.event("Normal", f"Server{what.capitalize()}", f"{wanted} server for {spec.model} {what} "
+                                                               f"(version {version})")
+                if server is not None:
+                    p.update["endpoint"] = server.endpoint
+                p.condition("Serving", "Unknown", "Starting", f"starting the {wanted} server for version {version}")
                 return
             p.update["endpoint"] = server.endpoint
-            if server.what != "running":
-                p.event("Normal", f"Server{server.what.capitalize()}",
-                        f"{wanted} server for {spec.model} {server.what} at {server.endpoint} (version {version})")
             if server.ready:
                 p.condition("Serving", "True", "Ready", f"{wanted} endpoint {server.endpoint} is ready")
             else:
