@@ -210,3 +210,17 @@ def test_s3_outage_while_packaging_is_waited_out_and_retried(kubectl, api_client
     assert f"S3 was unavailable to task {first}: retrying as package-iris-1-" in messages
     manifest = s3.client.head_object(Bucket=s3.bucket, Key=f"packages/{namespace}/iris/1/manifest.json")
     assert manifest["ContentLength"] > 0
+
+
+def test_an_edited_requirement_re_judges_the_packages_it_gates(kubectl, api_client, namespace, operator) -> None:
+    """No timer re-judges a package at rest: the Requirement's edit is the event that does."""
+    setup_iris(kubectl, api_client, namespace, "stump", {"estimator": {"name": "DecisionTreeClassifier",
+                                                                          "params": {"max_depth": 1}}})
+    apply_object(kubectl, namespace, "ModelPackage", "stump-1", {"model": "iris", "trainingRunRef": {"name": "stump"},
+                                                                   "stage": "Production"})
+    assert packaged(api_client, namespace, "stump-1")["status"]["stage"] == "None"
+    apply_object(kubectl, namespace, "Requirement", "iris-req",
+                 {**REQUIREMENT, "metrics": [{"metric": "accuracy", "min": 0.5, "primary": True}]})
+    granted = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "stump-1"))["status"].get(
+        "stage") == "Production" and o, timeout=60)
+    assert condition(granted, "Promoted")["status"] == "True"

@@ -38,7 +38,7 @@ from mloop.reconcile.outcome import describe_validation_error
 from mloop.serving.local import LocalServers, ready
 from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
 from mloop.storage.layout import dataset_prefix, key_of, package_claim, package_prefix, run_prefix, task_prefix
-from mloop.training.metrics import LOWER_IS_BETTER
+from mloop.api.metrics import LOWER_IS_BETTER
 
 log = logging.getLogger("mloop.handlers.modelpackage")
 
@@ -435,6 +435,16 @@ def requirement_event(namespace: str, **kwargs: Any) -> None:
     idx = Indexes.of(kwargs)
     for ref in idx.packages_awaiting_requirements.get(namespace, []):
         body = idx.package(namespace, ref["model"], ref["name"])
+        if body is not None:
+            reconcile_package(body, kopf.Patch(), idx)
+
+
+@kopf.on.update(GROUP, VERSION, "requirements", field="spec")
+def requirement_edited(namespace: str, name: str, packages_by_requirement: kopf.Index, **kwargs: Any) -> None:
+    """An edited Requirement re-judges the packages it gates (a spec change only, not its status writes)."""
+    idx = Indexes.of(kwargs)
+    for ref in packages_by_requirement.get((namespace, name), []):
+        body = idx.package(namespace, ref.get("model"), ref["name"])
         if body is not None:
             reconcile_package(body, kopf.Patch(), idx)
 
