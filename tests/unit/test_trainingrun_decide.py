@@ -109,7 +109,7 @@ CASES = [
     ("storage-down-at-start", spec(), {}, world(storage_ok=False), "Pending", ("Unknown", "StorageUnavailable"), [],
      ["StorageUnavailable"]),
     ("cache-hit", spec(cachePolicy="reuse"), {}, world(cache_hit=CacheEntry("first", "u-0", TRAINED)), "Succeeded",
-     ("True", "CacheHit"), [], ["RunSucceeded", "CacheHit"]),
+     ("True", "CacheHit"), [], ["CacheHit"]),
     ("cache-hit-ignored-without-reuse", spec(), {}, world(cache_hit=CacheEntry("first", "u-0", TRAINED)), "Pending",
      ("Unknown", "Started"), [TRAIN_TASK], ["RunStarted"]),
     ("pending", spec(), {**IN_FLIGHT, "phase": "Pending"}, world(task=TaskState("Pending")), "Pending", None, [], []),
@@ -249,10 +249,10 @@ def test_data_criteria_are_judged_on_the_pinned_version_not_the_current_one() ->
     assert cond(decision, "RequirementsMet") == ("False", "CriterionFailed")
 
 
-def test_cache_hit_keeps_every_event_of_the_pass_and_records_nothing() -> None:
+def test_cache_hit_posts_one_terminal_event_and_records_nothing() -> None:
     decision = decide(spec(cachePolicy="reuse", requirementRefs=[{"name": "good"}]), TrainingRunStatus(),
                       world(cache_hit=CacheEntry("first", "u-0", TRAINED), requirements=(("good", GOOD),)), NOW)
-    assert [e.reason for e in decision.events] == ["RunSucceeded", "CacheHit"]
+    assert [e.reason for e in decision.events] == ["CacheHit"]  # one terminal event per run
     assert decision.status["cacheSource"] == "first" and decision.status["metrics"]["accuracy"] == 0.95
     assert cond(decision, "GovernanceBlocked") == ("False", "Admitted")
     assert cond(decision, "RequirementsMet") == ("True", "CriteriaMet")

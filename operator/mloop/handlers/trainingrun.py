@@ -160,7 +160,7 @@ def _cache_hit(store: Store, run: RunRef, key: str) -> CacheEntry | None:
     return CacheEntry(run=entry["run"], uid=entry["uid"], result=result)
 
 
-def act_before(decision: decide.Decision, store: Store, executor: Any) -> None:
+def act_before(decision: decide.Decision, namespace: str, store: Store, executor: Any) -> None:
     """Idempotent steps, before the status that records them: write-once spec, deterministically named tasks."""
     for write in decision.of(WriteSpec):
         try:
@@ -169,11 +169,9 @@ def act_before(decision: decide.Decision, store: Store, executor: Any) -> None:
             pass  # written by an earlier pass for this same uid: the run's inputs are immutable
     for submit in decision.of(SubmitTask):
         executor.submit(submit.task)
-
-
-def act_after(decision: decide.Decision, namespace: str, store: Store) -> None:
-    """Steps that record a committed transition."""
     for record in decision.of(RecordCache):
+        # Before the status that finishes the run: once that is written no pass comes back to record it, and the
+        # entry (this run's own result, keyed by what it computed) is the same whichever pass writes it.
         try:
             store.put_json(cache_entry(namespace, record.key), record.entry)
         except AlreadyExists:
@@ -202,11 +200,10 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requ
         return
     store, executor = operator_store(), executor_for(spec.executor)
     decision = decide.decide(spec, status, gather(spec, status, run, datasets, requirements, store, executor), now)
-    act_before(decision, store, executor)
+    act_before(decision, run.namespace, store, executor)
     for label in decision.of(SetLabel):
         patch.metadata.setdefault("labels", {})[label.key] = label.value
-    if commit(body, decision.outcome()) is not None:
-        act_after(decision, run.namespace, store)
+    commit(body, decision.outcome())
 
 
 def _export_due(status: TrainingRunStatus, now: datetime) -> bool:

@@ -341,7 +341,7 @@ def _start(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, worl
         draft.update.update(startedAt=started_at, cacheSource=hit.run)
         message = f"reused the result of TrainingRun {hit.run}"
         reused = hit.result.model_copy(update={"reason": "CacheHit", "message": message})
-        _finish(draft, spec, world, reused, plan.features, view)
+        _finish(draft, spec, world, reused, plan.features, view, announce=False)  # CacheHit is its one terminal event
         draft.condition("Succeeded", "True", "CacheHit", f"{message}: same spec, dataset digest and trainer "
                                                          f"versions; no Job ran")
         draft.event("Normal", "CacheHit", f"reused TrainingRun {hit.run}")
@@ -427,7 +427,7 @@ def _retry(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, worl
 
 
 def _finish(draft: _Draft, spec: TrainingRunSpec, world: World, result: TrainResult, features: list[str] | None,
-            view: DatasetStatus | None) -> None:
+            view: DatasetStatus | None, announce: bool = True) -> None:
     requirements = [(name, req) for name, req in world.requirements if req is not None]
     kind = result.task or spec.task or ("classification" if "accuracy" in result.metrics else "regression")
     primary = judge.primary_metric([req for _, req in requirements], kind)
@@ -445,7 +445,8 @@ def _finish(draft: _Draft, spec: TrainingRunSpec, world: World, result: TrainRes
         draft.condition("RequirementsMet", "True" if met else "False", "CriteriaMet" if met else "CriterionFailed", why)
     if world.export_wanted:
         draft.update["mlflow"] = {"state": "Pending"}  # exported by a later pass, once this status is written
-    draft.event("Normal", "RunSucceeded", f"{draft.update['primaryMetric']}; model {str(result.model_digest)[:19]}…")
+    if announce:
+        draft.event("Normal", "RunSucceeded", f"{draft.update['primaryMetric']}; model {str(result.model_digest)[:19]}…")
 
 
 # -- the MLflow export of a succeeded run ----------------------------------------------------------------------
