@@ -37,7 +37,6 @@ from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, op
 from mloop.storage.layout import cache_entry, dataset_prefix, key_of, run_prefix
 from mloop.training.estimators import ParameterError, check_search_space, make_estimator
 from mloop.training.numeric import trainer_environment
-from mloop.training.search import candidates
 from mloop.versions import package_versions
 
 FINISHED = decide.FINISHED
@@ -85,6 +84,12 @@ def _packages() -> dict[str, str]:
     return {**package_versions(), "image": get_settings().image}
 
 
+def _trial_count(search: Any, seed: int) -> int:
+    from mloop.training.search import candidates  # scikit-learn: loaded by the first search, not at start-up
+
+    return len(candidates(search, seed))
+
+
 def _estimator_error(spec: TrainingRunSpec) -> str | None:
     seed = spec.split.seed if spec.split else 42
     try:
@@ -111,7 +116,7 @@ def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datase
     settings = get_settings()
     base = dict(run=run, dataset=dataset, requirements=tuple(reqs), executor=executor.name,
                 governance=GovernanceTags.model_validate(found["governance"]) if found and found["governance"] else None,
-                trial_count=len(candidates(spec.search, seed)) if spec.search else 0,
+                trial_count=_trial_count(spec.search, seed) if spec.search else 0,
                 export_wanted=mlflow_export.target_for(spec.mlflow, spec.experiment, run.namespace, settings) is not None)
 
     if status.task:
