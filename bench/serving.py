@@ -1,32 +1,81 @@
-"""Benchmark: the same iris model served by mloop and by MLServer (mlserver-sklearn), same load generator.
+"""Benchmark: the iris pipeline served by mloop and by MLServer, load from wrk (C, Lua body script), 127.0.0.1 only.
 
-    .venv/bin/python bench/serving.py [--requests 4000] [--concurrency 16]
+    .venv/bin/python bench/serving.py [--seconds 10] [--connections 8] [--outage 60]
 
-MLServer 1.7.1 runs from its own virtualenv under ~/.cache/mloop/bench-mlserver (created on first use:
-its pins do not mix with the project's). Both servers get the identical OIP v2 request: four FP64
-column tensors of one row. mloop is measured with collection on (every request sampled and written
-to S3) and off. Prints requests/s and p50/p99 latency.
+One run measures, one server at a time, each with the same OIP v2 body (four FP64 column tensors, one row):
+- mloop with collection on (sampling 1.0, to S3) and off, its runtime as packaged (ONNX when parity is exact);
+- MLServer 1.7.1 + mlserver-sklearn (pandas codec) from its own virtualenv under ~/.cache/mloop/bench-mlserver;
+- a do-nothing aiohttp handler that parses the same JSON, with as many workers as mloop: the HTTP ceiling.
+It prints requests/s, p50 and p99 at N connections, p99 at half of mloop's maximum rate, and mloop's memory
+(PSS of all its processes) while S3 is frozen (SIGSTOP) for --outage seconds under that half load. wrk is installed from Debian when missing.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import statistics
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
-
-import aiohttp
 
 VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mloop" / "bench-mlserver"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 BODY = {"inputs": [{"name": c, "datatype": "FP64", "shape": [1, 1], "data": [v]}
                    for c, v in zip(COLUMNS, (5.9, 3.0, 5.1, 1.8))]}
+# wrk calls delay() before each request of a connection: paced connections give an open-ish fixed rate
+LUA = """
+wrk.method = "POST"
+wrk.body = [[%(body)s]]
+wrk.headers["Content-Type"] = "application/json"
+local gap = %(gap_ms)s
+function delay()
+  if gap <= 0 then return 0 end
+  local base = math.floor(gap)
+  if math.random() < gap - base then return base + 1 end
+  return base
+end
+function done(summary, latency, requests)
+  local non2xx = summary.errors.status
+  io.write(string.format("RESULT {\\"requests\\": %%d, \\"us\\": %%d, \\"p50\\": %%d, \\"p99\\": %%d, \\"errors\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    non2xx + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+CEILING = """
+import os, socket, sys
+import orjson
+from aiohttp import web
+
+async def infer(request):
+    orjson.loads(await request.read())
+    return web.Response(body=b'{"outputs":[]}', content_type="application/json")
+
+port, workers = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(workers - 1):
+    if os.fork() == 0:
+        break
+app = web.Application()
+app.router.add_post("/v2/models/iris/infer", infer)
+app.router.add_get("/v2/health/ready", lambda r: web.Response(text="ok"))
+web.run_app(app, host="127.0.0.1", port=port, reuse_port=True, access_log=None, print=None)
+"""
+
+
+def ensure_wrk() -> str:
+    if shutil.which("wrk") is None and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null",
+                       shell=True, check=False)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: install it (Debian: apt-get install wrk)")
+    return shutil.which("wrk")
 
 
 def ensure_mlserver() -> Path:
@@ -40,6 +89,7 @@ def ensure_mlserver() -> Path:
 
 def fit_model():
     from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
 
     from mloop.api.trainingrun import PreprocessingSpec
     from mloop.training.estimators import make_estimator
@@ -49,58 +99,38 @@ def fit_model():
     x = iris.frame.iloc[:, :4]
     x.columns = COLUMNS
     y = iris.target.map(dict(enumerate(iris.target_names)))
-    return build_pipeline(make_estimator("LogisticRegression", {"max_iter": 500}, 0), COLUMNS,
-                          {c: "float" for c in COLUMNS}, PreprocessingSpec()).fit(x, y)
+    x_train, x_test, y_train, _ = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+    model = build_pipeline(make_estimator("LogisticRegression", {"max_iter": 500}, 0), COLUMNS,
+                           {c: "float" for c in COLUMNS}, PreprocessingSpec()).fit(x_train, y_train)
+    return model, x_test
 
 
-def publish_package(store, model) -> tuple[str, str]:
-    """Write a package the way the package task lays it out, and return (uri, manifest digest)."""
+def publish_package(store, model, x_test) -> tuple[str, str, str]:
+    """Write a package the way the package task lays it out; (uri, manifest digest, ONNX parity)."""
     import skops.io as sio
 
+    from mloop.serving.parity import convert
     from mloop.storage.artifacts import sha256_hex
 
     prefix = "packages/bench/iris/1/"
     signature = {"model": "iris", "version": 1, "inputs": [{"name": c, "type": "float"} for c in COLUMNS],
                  "output": {"name": "species", "task": "classification", "classes": [str(c) for c in model.classes_]}}
+    conversion = convert(model, COLUMNS, {c: "float" for c in COLUMNS}, "classification", x_test)
     files = {"model.skops": sio.dumps(model), "signature.json": json.dumps(signature).encode()}
+    if conversion.blob is not None:
+        files["model.onnx"] = conversion.blob
     recorded = {n: {"sha256": store.put(prefix + n, b, overwrite=True), "size": len(b)} for n, b in files.items()}
     manifest = json.dumps({"kind": "ModelPackage", "namespace": "bench", "model": "iris", "version": 1,
-                           "package": "iris-bench", "files": recorded}).encode()
+                           "package": "iris-bench", "files": recorded, "onnx": conversion.manifest_entry()}).encode()
     store.put(prefix + "manifest.json", manifest, overwrite=True)
-    return store.uri(prefix), f"sha256:{sha256_hex(manifest)}"
+    return store.uri(prefix), f"sha256:{sha256_hex(manifest)}", f"{conversion.parity}, {conversion.input_type}"
 
 
-async def load(url: str, requests: int, concurrency: int, body: dict) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
-        queue.put_nowait(i)
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while not queue.empty():
-            queue.get_nowait()
-            started = time.perf_counter()
-            async with session.post(url, json=body) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"{url}: HTTP {resp.status}")
-            latencies.append(time.perf_counter() - started)
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(50):  # warm up
-            async with session.post(url, json=body) as resp:
-                await resp.read()
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        return time.perf_counter() - started, latencies
-
-
-def wait_ready(url: str, timeout: float = 120) -> None:
-    import urllib.request
-
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
@@ -110,43 +140,118 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise TimeoutError(url)
 
 
-def row(name: str, seconds: float, latencies: list[float], requests: int) -> dict:
-    q = statistics.quantiles(latencies, n=100)
-    return {"name": name, "rps": requests / seconds, "p50": q[49] * 1000, "p99": q[98] * 1000}
+def wrk(exe: str, url: str, body: dict, seconds: float, connections: int, rate: float | None = None) -> dict:
+    """One wrk run (one thread: the second core serves); rate paces each connection to rate/connections."""
+    gap_ms = 1000.0 * connections / rate if rate else 0
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA % {"body": json.dumps(body), "gap_ms": gap_ms})
+    try:
+        out = subprocess.run([exe, "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "5s",
+                              "-s", script.name, url], capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    finally:
+        os.unlink(script.name)
+    result = json.loads(re.search(r"^RESULT (.*)$", out, re.M).group(1))
+    return {"rps": result["requests"] / (result["us"] / 1e6), "p50": result["p50"] / 1000,
+            "p99": result["p99"] / 1000, "errors": result["errors"]}
+
+
+def memory_mb(pid: int) -> float:
+    """Proportional set size (PSS) of a process and its children: the workers are forks that share the parent's
+    pages, which a sum of RSS would count once per process."""
+    total = 0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(p) for p in task.read_text().split()]
+    for p in pids:
+        try:
+            total += int(re.search(r"^Pss:\s+(\d+)", Path(f"/proc/{p}/smaps_rollup").read_text(), re.M).group(1))
+        except (OSError, AttributeError):
+            pass
+    return total / 1024
+
+
+def metric(endpoint: str, name: str) -> float:
+    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--outage", type=float, default=60, help="seconds S3 stays frozen under half load")
     args = parser.parse_args()
     import joblib
 
     from mloop.localcluster import LocalStack
     from mloop.localcluster.stack import free_port
+    from mloop.serving.server import worker_count
     from mloop.storage.artifacts import Store
     from mloop.storage.s3 import make_client
 
+    exe = ensure_wrk()
     mlserver = ensure_mlserver()
-    model = fit_model()
-    results = []
-    with LocalStack() as info:
-        os.environ.update(info.env())
+    model, x_test = fit_model()
+    workers = worker_count()
+    secs, conns = args.seconds, args.connections
+    rows: dict[str, dict] = {}
+    stack = LocalStack()
+    info = stack.start()
+    try:
+        env = {**os.environ, **info.env()}
         store = Store(make_client(info.s3_endpoint, info.s3_access_key, info.s3_secret_key), info.bucket)
-        uri, digest = publish_package(store, model)
-        for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0")):
+        uri, digest, parity = publish_package(store, model, x_test)
+
+        def mloop_server(rate: str) -> tuple[subprocess.Popen, str]:
             port = free_port()
             proc = subprocess.Popen([sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest,
-                                     "--port", str(port), "--sampling-rate", rate, "--flush-seconds", "1"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
+                                     "--port", str(port), "--sampling-rate", rate, "--flush-seconds", "1",
+                                     "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env=env)
+            wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+            return proc, f"http://127.0.0.1:{port}"
+
+        for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0")):
+            proc, endpoint = mloop_server(rate)
             try:
-                wait_ready(f"http://127.0.0.1:{port}/v2/health/ready")
-                seconds, lat = asyncio.run(load(f"http://127.0.0.1:{port}/v2/models/iris/infer", args.requests,
-                                                args.concurrency, BODY))
-                results.append(row(label, seconds, lat, args.requests))
+                with urllib.request.urlopen(f"{endpoint}/v2/models/iris", timeout=5) as resp:
+                    runtime = json.loads(resp.read())["parameters"]["runtime"]
+                wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)  # warm up
+                rows[label] = wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns)
+                rows[label]["runtime"] = runtime
             finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+                stop(proc)
+        half = rows["mloop, collection on"]["rps"] / 2
+        for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0")):
+            proc, endpoint = mloop_server(rate)
+            try:
+                rows[label]["half"] = wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns, half)
+            finally:
+                stop(proc)
+
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-c", CEILING, str(port), str(workers)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(f"{url}/v2/health/ready", proc)
+            rows["do-nothing aiohttp + orjson (ceiling)"] = wrk(exe, f"{url}/v2/models/iris/infer", BODY, secs, conns)
+            rows["do-nothing aiohttp + orjson (ceiling)"]["half"] = wrk(exe, f"{url}/v2/models/iris/infer", BODY,
+                                                                        secs, conns, half)
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
         with tempfile.TemporaryDirectory() as root:
             model_dir = Path(root) / "iris"
             model_dir.mkdir()
@@ -161,22 +266,62 @@ def main() -> None:
             proc = subprocess.Popen([str(mlserver), "start", root], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             try:
-                wait_ready(f"http://127.0.0.1:{port}/v2/models/iris/ready")
+                url = f"http://127.0.0.1:{port}"
+                wait_ready(f"{url}/v2/models/iris/ready", proc)
                 body = {**BODY, "parameters": {"content_type": "pd"}}
-                seconds, lat = asyncio.run(load(f"http://127.0.0.1:{port}/v2/models/iris/infer", args.requests,
-                                                args.concurrency, body))
-                results.append(row("MLServer 1.7.1 + mlserver-sklearn", seconds, lat, args.requests))
+                wrk(exe, f"{url}/v2/models/iris/infer", body, 2, conns)
+                peer = rows["MLServer 1.7.1 + mlserver-sklearn"] = wrk(exe, f"{url}/v2/models/iris/infer", body, secs,
+                                                                       conns)
+                peer["runtime"] = "sklearn (pandas codec)"
+                peer["half"] = wrk(exe, f"{url}/v2/models/iris/infer", body, secs, conns, half)
             finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-    on, off, peer = results
-    print(f"\nServing benchmark: iris, {args.requests} requests of one row, {args.concurrency} concurrent, "
-          f"{os.cpu_count()} cores, one load generator\n")
-    print("| server | requests/s | p50 ms | p99 ms |\n|---|---|---|---|")
-    for r in results:
-        print(f"| {r['name']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} |")
-    print(f"\nmloop with collection vs MLServer throughput: {on['rps'] / peer['rps']:.2f}x (target >= 1.0)")
-    print(f"collection overhead on mloop throughput: {(1 - on['rps'] / off['rps']) * 100:.1f}% (target <= 10%)")
+                stop(proc)
+
+        proc, endpoint = mloop_server("1.0")
+        try:
+            before = memory_mb(proc.pid)
+            s3 = stack.procs["versitygw"].pid
+            os.kill(s3, signal.SIGSTOP)  # frozen, not refused: every write hangs until the client's timeout
+            samples: list[float] = []
+            started = time.monotonic()
+            result: dict = {}
+            load = threading.Thread(target=lambda: result.update(
+                wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, args.outage, conns, half)))
+            load.start()
+            while load.is_alive():
+                samples.append(memory_mb(proc.pid))
+                time.sleep(1)
+            load.join()
+            dropped = metric(endpoint, 'mloop_collection_dropped_total{stream="predictions"}')
+            buffered = metric(endpoint, 'mloop_collection_buffered{stream="predictions"}')
+            os.kill(s3, signal.SIGCONT)
+            outage_row = {"seconds": time.monotonic() - started, "before": before, "max": max(samples),
+                          "last": samples[-1], "dropped": dropped, "buffered": buffered, **result}
+        finally:
+            stop(proc)
+    finally:
+        stack.stop()
+        stack.cleanup()
+
+    print(f"\nServing benchmark: iris LogisticRegression pipeline, OIP v2 body of four FP64 tensors (one row); "
+          f"wrk 1 thread, {conns} connections, {secs:g} s per run; {os.cpu_count()} cores shared by wrk and the "
+          f"server; mloop and the ceiling with {workers} worker(s); ONNX parity {parity}\n")
+    print(f"| server | runtime | requests/s | p50 ms | p99 ms | p99 ms at {half:,.0f} req/s (achieved) | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        h = r.get("half", {})
+        print(f"| {name} | {r.get('runtime', '-')} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+              f"{h.get('p99', float('nan')):.2f} ({h.get('rps', 0):,.0f}) | {r['errors'] + h.get('errors', 0)} |")
+    on, off = rows["mloop, collection on"], rows["mloop, collection off"]
+    peer = rows["MLServer 1.7.1 + mlserver-sklearn"]
+    print(f"\nmloop (collection on) vs MLServer: {on['rps'] / peer['rps']:.1f}x requests/s (target >= 10x)")
+    print(f"p99 of mloop (collection on) at half load: {on['half']['p99']:.2f} ms (target <= 5 ms)")
+    print(f"collection overhead on requests/s: {(1 - on['rps'] / off['rps']) * 100:.1f}% (target <= 5%)")
+    o = outage_row
+    print(f"S3 frozen for {o['seconds']:.0f} s under {o['rps']:,.0f} req/s: server memory (PSS, all processes) "
+          f"{o['before']:.0f} MB before, "
+          f"max {o['max']:.0f} MB, {o['last']:.0f} MB at the end (target < 300 MB); {o['dropped']:,.0f} rows dropped "
+          f"and counted, {o['buffered']:,.0f} buffered; p99 {o['p99']:.2f} ms, {o['errors']} errors")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,14 +69,17 @@ def served(kubectl, api_client, namespace, operator) -> dict:
     apply_object(kubectl, namespace, "TrainingRun", "iris-lr", {**IRIS_RUN, "requirementRefs": [{"name": "iris-req"}]})
     succeeded(api_client, namespace, "iris-lr")
     apply_object(kubectl, namespace, "ModelPackage", "iris-1", {"model": "iris", "trainingRunRef": {"name": "iris-lr"},
-                                                                  "stage": "Production", "serve": {"samplingRate": 1.0}})
+                                                                  "stage": "Production", "formats": ["skops", "onnx"],
+                                                                  "serve": {"samplingRate": 1.0}})
     packaged(api_client, namespace, "iris-1")
     obj = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-1")) and
                    (c := condition(o, "Serving")) and c["status"] == "True" and o, timeout=60)
     return obj
 
 
-def test_open_inference_protocol_with_tritonclient(served) -> None:
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_open_inference_protocol_with_tritonclient(served, binary) -> None:
+    """tritonclient sends binary tensors by default; JSON tensors when asked. Both must give the same answer."""
     import tritonclient.http as triton
 
     endpoint = served["status"]["endpoint"]
@@ -83,19 +87,24 @@ def test_open_inference_protocol_with_tritonclient(served) -> None:
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("iris")
     meta = client.get_model_metadata("iris")
     assert meta["name"] == "iris" and meta["versions"] == ["1"]
+    assert meta["platform"] == "onnxruntime" and meta["parameters"]["runtime"] == "onnx"
     assert [i["name"] for i in meta["inputs"]] == list(ROW)
     inputs = []
     for name, values in (("sepal_length", [5.1, 6.7]), ("sepal_width", [3.5, 3.0]), ("petal_length", [1.4, 5.2]),
                          ("petal_width", [0.2, 2.3])):
         tensor = triton.InferInput(name, [2, 1], "FP64")
-        tensor.set_data_from_numpy(np.array(values).reshape(2, 1), binary_data=False)
+        tensor.set_data_from_numpy(np.array(values).reshape(2, 1), binary_data=binary)
         inputs.append(tensor)
-    outputs = [triton.InferRequestedOutput("predict", binary_data=False),
-               triton.InferRequestedOutput("predict_proba", binary_data=False)]
+    outputs = [triton.InferRequestedOutput("predict", binary_data=binary),
+               triton.InferRequestedOutput("predict_proba", binary_data=binary)]
     result = client.infer("iris", inputs, outputs=outputs)
     assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("predict")] == ["setosa", "virginica"]
     proba = result.as_numpy("predict_proba")
     assert proba.shape == (2, 3) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    everything = client.infer("iris", inputs)  # no outputs named: tritonclient asks for all of them in binary
+    assert [v.decode() for v in everything.as_numpy("predict")] == ["setosa", "virginica"]
+    with pytest.raises(triton.InferenceServerException, match="Content-Encoding gzip is not supported"):
+        client.infer("iris", inputs, outputs=outputs, request_compression_algorithm="gzip")
 
 
 def test_bad_requests_get_4xx_json_naming_the_column(served) -> None:
@@ -118,7 +127,7 @@ def test_bad_requests_get_4xx_json_naming_the_column(served) -> None:
     code, answer = post(f"{endpoint}/v2/models/other/infer", {"inputs": []})
     assert code == 404 and "this server serves 'iris'" in answer["error"]
     assert post(f"{endpoint}/predict", {"instances": [ROW]})[0] == 200  # still serving
-    assert metric(endpoint, 'mloop_requests_total{route="predict",code="400"}') == 6
+    assert metric(endpoint, 'mloop_requests_total{code="400",route="predict"}') == 6
 
 
 def test_predictions_and_feedback_land_in_s3(served, s3, namespace) -> None:
@@ -154,7 +163,10 @@ def test_digest_mismatch_is_refused(served) -> None:
 
 
 def test_s3_outage_keeps_serving_counts_drops_and_flushes_on_recovery(served, stack, s3, namespace) -> None:
-    proc, endpoint = start_server(served, "--buffer", "50", "--flush-seconds", "0.5", "--s3-timeout", "1")
+    """Two workers, each with half of the 50-row bound: wherever the kernel sends each request, nothing is
+    lost silently: every row is written or counted as dropped in the one metric."""
+    proc, endpoint = start_server(served, "--buffer", "50", "--flush-seconds", "0.5", "--s3-timeout", "1",
+                                  "--workers", "2")
     before = len(rows_under(s3, f"collected/{namespace}/iris/1/"))
     try:
         stack.stop_s3()
@@ -162,19 +174,38 @@ def test_s3_outage_keeps_serving_counts_drops_and_flushes_on_recovery(served, st
             for _ in range(8):
                 code, _ = post(f"{endpoint}/predict", {"instances": [ROW] * 10})
                 assert code == 200
-            assert metric(endpoint, 'mloop_collection_dropped_total{stream="predictions"}') == 30
-            assert metric(endpoint, 'mloop_collection_buffered{stream="predictions"}') == 50
+            dropped = metric(endpoint, 'mloop_collection_dropped_total{stream="predictions"}')
+            buffered = metric(endpoint, 'mloop_collection_buffered{stream="predictions"}')
+            assert dropped + buffered == 80 and 25 <= buffered <= 50 and dropped >= 30
             wait_for(lambda: metric(endpoint, "mloop_collection_write_failures_total") >= 1, timeout=20)
         finally:
             stack.start_s3()
         wait_for(lambda: metric(endpoint, 'mloop_collection_buffered{stream="predictions"}') == 0, timeout=60)
-        assert metric(endpoint, 'mloop_collection_written_total{stream="predictions"}') == 50
-        assert len(rows_under(s3, f"collected/{namespace}/iris/1/")) == before + 50
+        assert metric(endpoint, 'mloop_collection_written_total{stream="predictions"}') == buffered
+        assert len(rows_under(s3, f"collected/{namespace}/iris/1/")) == before + buffered
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
-    assert "predictions buffer full (50 rows): dropped 10 rows" in output
-    assert "predictions: 30 rows dropped in total" in output
+    assert proc.returncode == 0
+    assert re.search(r"predictions buffer full \(25 rows\): dropped \d+ rows", output)
+    assert sum(int(line.split("predictions: ")[1].split()[0]) for line in output.splitlines()
+               if "rows dropped in total" in line) == dropped
+
+
+def test_onnx_and_scikit_learn_runtimes_answer_alike_and_nulls_go_to_scikit_learn(served) -> None:
+    rows = [ROW, {**ROW, "petal_length": 5.0, "petal_width": 2.0}, {**ROW, "petal_length": 4.1, "petal_width": 1.3},
+            {**ROW, "sepal_width": None}]
+    sklearn, endpoint = start_server(served, "--runtime", "sklearn", "--workers", "1")
+    try:
+        assert json.loads(get(f"{endpoint}/v2/models/iris")[1])["parameters"]["runtime"] == "sklearn"
+        code, reference = post(f"{endpoint}/predict", {"instances": rows})
+        assert code == 200
+    finally:
+        sklearn.terminate()
+        sklearn.communicate(timeout=30)
+    code, answer = post(f"{served['status']['endpoint']}/predict", {"instances": rows})
+    assert code == 200 and answer["predictions"] == reference["predictions"]
+    assert np.allclose(answer["probabilities"], reference["probabilities"], atol=1e-6)
 
 
 def test_graceful_shutdown_flushes_the_buffer(served, s3, namespace) -> None:

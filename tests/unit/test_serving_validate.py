@@ -145,10 +145,10 @@ def test_workers_follow_the_cpu_limit_or_the_cores(tmp_path, files, workers) -> 
 
 def test_collector_bound_drops_and_counts_and_keeps_what_it_holds() -> None:
     collector = Collector(None, "ns", "m", 1, 1.0, capacity=5, batch_rows=100)
-    collector.record_predictions([{"row_id": str(i)} for i in range(3)])
-    collector.record_predictions([{"row_id": str(i)} for i in range(3, 8)])
+    collector.record_predictions([(str(i), "r", 0.0, "{}", '"a"') for i in range(3)])
+    collector.record_predictions([(str(i), "r", 0.0, "{}", '"a"') for i in range(3, 8)])
     assert len(collector.predictions.rows) == 5 and collector.predictions.dropped == 3
-    assert [r["row_id"] for r in collector.predictions.rows] == ["0", "1", "2", "3", "4"]
+    assert [r[0] for r in collector.predictions.rows] == ["0", "1", "2", "3", "4"]
     assert asyncio.run(collector.flush(everything=True)) is True  # no store: written means discarded here
     assert collector.predictions.written == 5
 
