@@ -345,3 +345,19 @@ def test_leaving_the_stage_says_not_serving_and_clears_the_endpoint() -> None:
 ])
 def test_only_packages_in_flight_keep_a_timer(st, expected) -> None:
     assert in_flight(st) is expected
+
+
+def test_the_runtime_asked_for_reaches_the_deployment() -> None:
+    from mloop.builders.server import build_deployment
+    from mloop.config import Settings
+
+    serve = {"serve": {**SERVE["serve"], "runtime": "sklearn"}}
+    applying = decide(spec(stage="Production", **serve), status(**PACKAGED), world(executor="kubernetes",
+                      cluster=CLUSTER), NOW)
+    action = applying.actions[0]
+    assert action.runtime == "sklearn"
+    deployment = build_deployment("ns", "iris", "Production", "iris-1", action.uri, action.digest, 1, 0.5, None,
+                                  Settings(), {"apiVersion": "mloop.dev/v1alpha1", "kind": "ModelPackage",
+                                               "name": "iris-1", "uid": "u-1"}, action.runtime)
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLOOP_SERVE_RUNTIME"] == "sklearn"

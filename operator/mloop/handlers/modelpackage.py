@@ -334,7 +334,8 @@ def _act_after_commit(me: decide.PackageId, spec: ModelPackageSpec, action: Any,
         _delete_server(me, server_name(spec.model, action.stage), action.resource_version)
     elif isinstance(action, decide.EnsureLocalServer):
         with _local_lock() as servers:
-            servers.ensure(me.namespace, spec.model, action.stage, action.uri, action.digest, action.sampling)
+            servers.ensure(me.namespace, spec.model, action.stage, action.uri, action.digest, action.sampling,
+                           runtime=spec.serve.runtime if spec.serve else "auto")
     elif isinstance(action, decide.StopLocalServer):
         with _local_lock() as servers:
             servers.stop(me.namespace, spec.model, action.stage, digest=action.digest)
@@ -359,7 +360,8 @@ def _apply_server(me: decide.PackageId, model: str, action: decide.ApplyServer, 
     already carries this manifest, its replicas and no field edited by hand."""
     owner = {"apiVersion": API_VERSION, "kind": "ModelPackage", "name": me.name, "uid": me.uid}
     deployment = build_deployment(me.namespace, model, action.stage, me.name, action.uri, action.digest,
-                                  action.replicas, action.sampling, action.resources, get_settings(), owner)
+                                  action.replicas, action.sampling, action.resources, get_settings(), owner,
+                                  action.runtime)
     service = build_service(me.namespace, model, action.stage, owner)
     name = deployment["metadata"]["name"]
     live = _one(idx.model_servers, (me.namespace, name))

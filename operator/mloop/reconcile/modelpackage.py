@@ -144,6 +144,7 @@ class ApplyServer:
     replicas: int
     sampling: float
     resources: Mapping[str, Any] | None
+    runtime: str = "auto"  # auto, onnx or sklearn: which model file the server runs
 
 
 @dataclass(frozen=True)
@@ -426,7 +427,8 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
         if wanted and serve is not None:
             server = world.cluster[wanted]
             resources = serve.resources.to_wire() if serve.resources else None
-            p.actions.append(ApplyServer(wanted, uri, digest, serve.replicas, serve.sampling_rate, resources or None))
+            p.actions.append(ApplyServer(wanted, uri, digest, serve.replicas, serve.sampling_rate, resources or None,
+                                         serve.runtime))
             name = server.name
             if not server.exists:
                 p.event("Normal", "ServerStarted", f"Deployment {name} created for version {version}")
