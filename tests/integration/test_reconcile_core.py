@@ -72,3 +72,16 @@ def test_an_object_at_rest_has_no_finalizer_and_deletes_while_the_operator_is_do
                  timeout=30)
     done = kubectl("delete", "dataset", "rest", "-n", namespace, "--wait=true", "--timeout=20s")
     assert done.returncode == 0, done.stderr
+
+
+def test_a_null_grid_candidate_is_kept_and_does_not_block_status_writes(kubectl, api_client, namespace) -> None:
+    """None is a real candidate (max_depth: null); a schema that called it invalid data failed every status write."""
+    from mloop.handlers.common import patch_status
+
+    apply_object(kubectl, namespace, "TrainingRun", "grid", {
+        "datasetRef": {"name": "iris"}, "target": "species", "estimator": {"name": "RandomForestClassifier"},
+        "search": {"type": "grid", "parameters": {"max_depth": [2, None]}}})
+    obj = get_object(api_client, namespace, "trainingruns", "grid")
+    assert obj["spec"]["search"]["parameters"]["max_depth"] == [2, None]
+    written = patch_status("trainingruns", namespace, "grid", {"phase": "Pending"}, obj["metadata"]["resourceVersion"])
+    assert written is not None and written["status"]["phase"] == "Pending"

@@ -117,7 +117,9 @@ def test_maps_carry_value_schema_and_minimum_sizes() -> None:
     assert parameters["minProperties"] == 1 and parameters["maxProperties"] == 16
     assert parameters["additionalProperties"]["type"] == "array"
     assert (parameters["additionalProperties"]["minItems"], parameters["additionalProperties"]["maxItems"]) == (1, 64)
-    assert spec["estimator"]["properties"]["params"]["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
+    untyped = {"x-kubernetes-preserve-unknown-fields": True, "nullable": True}  # None is a value: max_depth: null
+    assert spec["estimator"]["properties"]["params"]["additionalProperties"] == untyped
+    assert parameters["additionalProperties"]["items"] == untyped
     requirement = root_schema(kind("Requirement"))["properties"]["spec"]["properties"]
     assert requirement["metrics"]["minItems"] == 1
 

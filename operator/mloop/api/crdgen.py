@@ -30,7 +30,10 @@ from mloop.api.kinds import CATEGORY, GROUP, KINDS, VERSION, KindInfo
 
 _COPIED = ("description", "minLength", "maxLength", "pattern", "enum", "format", "minimum", "maximum",
            "minItems", "maxItems", "minProperties", "maxProperties")
-_ANY: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
+# An untyped value (a parameter value, a grid candidate, an inline cell) may be null: None is a real value there
+# (max_depth: null), and a null the schema calls non-nullable makes every later CEL evaluation of the object
+# fail, status writes included.
+_ANY: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True, "nullable": True}
 _KEYS = "x-mloop-keys"  # a map's key constraints, until _place_rules decides where they are checked
 
 
