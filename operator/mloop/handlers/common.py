@@ -21,11 +21,11 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from mloop.api.common import iso, set_condition, utcnow
+from mloop.api.common import iso, utcnow
 from mloop.api.kinds import API_VERSION, GROUP, VERSION, kind_by_name
 from mloop.integrations import cloudevents_sink, lineage
 from mloop.k8s.client import api_client, custom_objects
-from mloop.reconcile.outcome import Event, Outcome, dump_conditions
+from mloop.reconcile.outcome import Outcome
 
 log = logging.getLogger("mloop.handlers")
 
@@ -152,56 +152,3 @@ def post_event(obj: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
     except ApiException as err:
         if err.status != 409:
             raise
-
-
-class ReconcilePass:
-    """One reconcile pass over one object: its parsed status, the conditions it sets, the events it posts.
-
-    `main` is the kind's own progress condition (Succeeded, Packaged); Ready mirrors it for GitOps tools.
-    """
-
-    main = "Ready"
-
-    def __init__(self, body: Mapping[str, Any], status_model: Any):
-        meta = body["metadata"]
-        self.body = body
-        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
-        self.generation = meta.get("generation", 1)
-        self.labels = dict(meta.get("labels") or {})
-        self.now = utcnow()
-        self.status: Any = status_model.model_validate(dict(body.get("status") or {}))
-        self.conditions = list(self.status.conditions)
-        self.update: dict[str, Any] = {}
-        self.events: list[Event] = []
-
-    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
-        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
-
-    def reason_of(self, type_: str) -> str | None:
-        return next((c.reason for c in self.conditions if c.type == type_), None)
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
-
-    def wait(self, reason: str, message: str) -> None:
-        """Waiting on something outside the object: say what, with an event only when the reason changes."""
-        if self.reason_of(self.main) != reason:
-            self.event("Normal", reason, message)
-        self.update.setdefault("phase", self.status.phase or "Pending")
-        self.condition(self.main, "Unknown", reason, message)
-        self.condition("Ready", "Unknown", reason, message)
-
-    def fail(self, reason: str, message: str) -> None:
-        if self.reason_of(self.main) != reason:
-            self.event("Warning", reason, message)
-        self.update.update(phase="Failed", task=None)
-        self.condition(self.main, "False", reason, message)
-        self.condition("Ready", "False", reason, message)
-
-    def outcome(self) -> Outcome:
-        self.update.setdefault("observedGeneration", self.generation)
-        self.update["conditions"] = dump_conditions(self.conditions)
-        return Outcome(self.update, self.events)
-
-    def commit(self) -> dict[str, Any] | None:
-        return commit(self.body, self.outcome())

@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
-from mloop.api.common import Condition, CriterionResult, set_condition
+from mloop.api.common import CriterionResult
 from mloop.api.dataset import DatasetStatus
 from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
 from mloop.api.requirement import RequirementSpec
 from mloop.api.tasks import PackageResult, RequirementReport, TaskState, task_name
 from mloop.reconcile import promotion
 from mloop.reconcile import requirements as judge
-from mloop.reconcile.outcome import Event, Outcome, dump_conditions
+from mloop.reconcile.outcome import Decision, Draft, Event, dump_conditions
 
 SERVING_STAGES = ("Staging", "Production")
 MAX_STORAGE_RETRIES = 20  # a package task that exits 75 this often in a row is failed, not retried again
@@ -153,57 +153,12 @@ class DeleteServer:
     resource_version: str | None
 
 
-Action = Union[ClaimVersion, WriteSpec, SubmitTask, ArchivePackage, EnsureLocalServer, StopLocalServer, ApplyServer,
-               DeleteServer]
 
 
-@dataclass(frozen=True)
-class Decision:
-    status: dict[str, Any]
-    events: tuple[Event, ...] = ()
-    actions: tuple[Action, ...] = ()
-
-    def outcome(self) -> Outcome:
-        return Outcome(dict(self.status), list(self.events))
-
-
-class _Pass:
+class _Pass(Draft):
     """The status patch, conditions, events and actions one decision builds."""
 
-    def __init__(self, status: ModelPackageStatus, generation: int, now: datetime):
-        self.status, self.generation, self.now = status, generation, now
-        self.conditions: list[Condition] = list(status.conditions)
-        self.update: dict[str, Any] = {}
-        self.events: list[Event] = []
-        self.actions: list[Action] = []
-
-    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
-        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
-
-    def reason_of(self, type_: str) -> str | None:
-        return next((c.reason for c in self.conditions if c.type == type_), None)
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))  # type: ignore[arg-type]
-
-    def wait(self, reason: str, message: str) -> None:
-        if self.reason_of("Packaged") != reason:
-            self.event("Normal", reason, message)
-        self.update.setdefault("phase", self.status.phase or "Pending")
-        self.condition("Packaged", "Unknown", reason, message)
-        self.condition("Ready", "Unknown", reason, message)
-
-    def fail(self, reason: str, message: str) -> None:
-        if self.reason_of("Packaged") != reason:
-            self.event("Warning", reason, message)
-        self.update.update(phase="Failed", task=None)
-        self.condition("Packaged", "False", reason, message)
-        self.condition("Ready", "False", reason, message)
-
-    def decision(self) -> Decision:
-        self.update.setdefault("observedGeneration", self.generation)
-        self.update["conditions"] = dump_conditions(self.conditions)
-        return Decision(self.update, tuple(self.events), tuple(self.actions))
+    main = "Packaged"
 
 
 def invalid_spec(status: ModelPackageStatus, message: str, generation: int, now: datetime) -> Decision:

@@ -8,9 +8,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Union
+from typing import Any
 
-from mloop.api.common import Condition, GovernanceTags, iso, set_condition
+from mloop.api.common import GovernanceTags, iso
 from mloop.api.dataset import ColumnProfile, ColumnStatus, DatasetStatus, DatasetVersion
 from mloop.api.kinds import API_VERSION
 from mloop.api.requirement import RequirementSpec
@@ -18,7 +18,7 @@ from mloop.api.tasks import DatasetPin, Task, TaskState, TrainResult, TrainTaskS
 from mloop.api.trainingrun import CLASSIFIERS, TrainingRunSpec, TrainingRunStatus
 from mloop.constants import LABEL_EXPERIMENT
 from mloop.reconcile import requirements as judge
-from mloop.reconcile.outcome import Event, Outcome, camel_reason, dump_conditions
+from mloop.reconcile.outcome import Decision, Draft, camel_reason
 
 # Fields that say how and where a run executes, not what it computes: they do not change the result.
 EXECUTION_ONLY = {"executor", "resources", "deadline_seconds", "retries", "experiment", "requirement_refs",
@@ -169,59 +169,16 @@ class SetLabel:
     value: str
 
 
-Action = Union[WriteSpec, SubmitTask, RecordCache, SetLabel]
 
 
-@dataclass(frozen=True)
-class Decision:
-    status: dict[str, Any]
-    events: tuple[Event, ...] = ()
-    actions: tuple[Action, ...] = ()
-
-    def outcome(self) -> Outcome:
-        return Outcome(dict(self.status), list(self.events))
-
-    def of(self, kind: type) -> list[Any]:
-        return [a for a in self.actions if isinstance(a, kind)]
-
-
-class _Draft:
+class _Draft(Draft):
     """The status, conditions, events and actions of one decision as it is built."""
 
-    def __init__(self, status: TrainingRunStatus, generation: int, now: datetime):
-        self.status, self.generation, self.now = status, generation, now
-        self.conditions: list[Condition] = list(status.conditions)
-        self.update: dict[str, Any] = {}
-        self.events: list[Event] = []
-        self.actions: list[Action] = []
-
-    def reason_of(self, type_: str) -> str | None:
-        return next((c.reason for c in self.conditions if c.type == type_), None)
-
-    def condition(self, type_: str, status: str, reason: str, message: str) -> None:
-        self.conditions = set_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
-
-    def wait(self, reason: str, message: str) -> None:
-        """Waiting on something outside the run: say what, with an event only when the reason changes."""
-        if self.reason_of("Succeeded") != reason:
-            self.event("Normal", reason, message)
-        self.update.setdefault("phase", self.status.phase or "Pending")
-        self.condition("Succeeded", "Unknown", reason, message)
-        self.condition("Ready", "Unknown", reason, message)
+    main = "Succeeded"
 
     def fail(self, reason: str, message: str) -> None:
-        if self.reason_of("Succeeded") != reason:
-            self.event("Warning", reason, message)
-        self.update.update(phase="Failed", task=None, finishedAt=iso(self.now), failure=f"{reason}: {message}"[:1024])
-        self.condition("Succeeded", "False", reason, message)
-        self.condition("Ready", "False", reason, message)
-
-    def decision(self) -> Decision:
-        status = {"observedGeneration": self.generation, **self.update, "conditions": dump_conditions(self.conditions)}
-        return Decision(status, tuple(self.events), tuple(self.actions))
+        super().fail(reason, message)
+        self.update.update(finishedAt=iso(self.now), failure=f"{reason}: {message}"[:1024])
 
 
 # -- the decisions -----------------------------------------------------------------------------------------------
