@@ -243,5 +243,6 @@ def test_server_stops_when_the_package_leaves_serving(served, kubectl, api_clien
                    == "Archived" and "endpoint" not in o["status"] and o, timeout=60)
     assert condition(obj, "Serving")["status"] == "False"
     wait_for(lambda: not _alive(state["pid"]), timeout=30)
-    assert LocalServers().state(namespace, "iris", "Production") is None
+    # stop() removes the state file once the process has exited: a moment after the pid is gone
+    wait_for(lambda: LocalServers().state(namespace, "iris", "Production") is None, timeout=30)
     assert get(f"{served['status']['endpoint']}/v2/health/live")[0] == 0  # nothing listens any more

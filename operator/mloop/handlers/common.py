@@ -5,9 +5,11 @@ held in process memory:
   body, or lost a race to another pass or replica, gets a 409 and changes nothing (it is not repeated: the
   winner did the step);
 - events and notifications are not sent during the pass: they go into `status.outbox` in that same write, and
-  are sent after it under names derived from (uid, resourceVersion, index). A crash before the write sends
-  nothing; a crash after it leaves the outbox for the next pass (every object gets one on start-up), and a
-  resend of the same entry is refused by name (409) or carries the same CloudEvent id.
+  are sent after it. A crash before the write sends nothing; a crash after it leaves the outbox for the next pass
+  (every object gets one on start-up). A Kubernetes event is named after its entry (uid, resourceVersion,
+  index), so a second post is a 409; a CloudEvent or lineage event is queued only by the pass whose conditional
+  write took its entry out of the outbox, so it is sent once (a crash after that loses it, as it would lose
+  anything still in the sender's queue).
 """
 
 from __future__ import annotations
@@ -101,37 +103,56 @@ def commit(body: Mapping[str, Any], outcome: Outcome) -> dict[str, Any] | None:
 
 
 def drain(obj: dict[str, Any]) -> None:
-    """Send what the object's outbox owes, then remove exactly those entries (on condition, like every write)."""
+    """Send what the object's outbox owes.
+
+    Kubernetes events go first: their names make a second post a 409. Then the entries are taken out of the outbox
+    by a write on condition, and only the pass whose write takes an entry queues its CloudEvent or lineage event,
+    so two passes draining the same body send it once.
+    """
     kind, meta = obj["kind"], obj["metadata"]
     status = dict(obj.get("status") or {})
     entries = list(status.get("outbox") or [])
     for entry in entries:
-        try:
-            if entry.get("type"):
+        if entry.get("type"):
+            try:
                 post_event(obj, entry)
+            except Exception:
+                log.exception("could not post %s for %s %s/%s; it stays owed", entry.get("reason"), kind,
+                              meta["namespace"], meta["name"])
+                return
+    taken = _take(kind_by_name(kind).plural, meta, status, {e["id"] for e in entries})
+    for entry in entries:
+        if entry["id"] not in taken:
+            continue  # another pass took it, and sends it
+        try:
             if entry.get("cloudEvent"):
                 cloudevents_sink.send(kind, dict(meta), status, entry)
             if entry.get("lineage"):
                 lineage.send(kind, dict(meta), dict(obj.get("spec") or {}), status, entry)
-        except Exception:
-            log.exception("could not send %s for %s %s/%s; it stays owed", entry.get("reason") or entry.get("lineage"),
-                          kind, meta["namespace"], meta["name"])
-            return
-    sent = {e["id"] for e in entries}
-    plural = kind_by_name(kind).plural
+        except Exception:  # a sink's trouble is logged, never raised into reconciliation
+            log.exception("could not queue %s for %s %s/%s", entry.get("cloudEvent") or entry.get("lineage"), kind,
+                          meta["namespace"], meta["name"])
+
+
+def _take(plural: str, meta: Mapping[str, Any], status: Mapping[str, Any], wanted: set[str]) -> set[str]:
+    """Remove these entries from the outbox on condition; returns the ids this write removed."""
     for _ in range(3):
-        left = [e for e in status.get("outbox") or [] if e["id"] not in sent]
-        written = patch_status(plural, meta["namespace"], meta["name"], {"outbox": left or None},
-                               meta.get("resourceVersion"))
-        if written is not None:
-            return
-        try:  # a newer write came first (perhaps with entries of its own): keep those
+        present = {e["id"] for e in status.get("outbox") or []}
+        mine = wanted & present
+        if not mine:
+            return set()
+        left = [e for e in status.get("outbox") or [] if e["id"] not in mine]
+        if patch_status(plural, meta["namespace"], meta["name"], {"outbox": left or None},
+                        meta.get("resourceVersion")) is not None:
+            return mine
+        try:  # a newer write came first (perhaps with entries of its own, or taking these): look again
             fresh = custom_objects().get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, meta["name"])
         except ApiException as err:
             if err.status == 404:
-                return
+                return set()
             raise
         meta, status = fresh["metadata"], dict(fresh.get("status") or {})
+    return set()
 
 
 def post_event(obj: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
