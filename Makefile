@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit dev demo kind-e2e image-check faults binaries graphviz crds check-crds clean
+.PHONY: test unit dev demo kind-e2e image-check faults binaries node-deps node-binaries graphviz crds check-crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,21 @@ $(STAMP): pyproject.toml
 # etcd, kube-apiserver, kube-controller-manager and versitygw, built from Go modules once and cached.
 binaries:
 	bash operator/mloop/localcluster/build-binaries.sh all
+
+# The real test-bed node (`mloop dev up --node`): Debian's containerd, CNI plugins, podman, static busybox,
+# debootstrap and iptables, installed when missing and root; kubelet, kube-scheduler, kube-proxy and runc
+# (cgo + libseccomp) built beside the control plane.
+NODE_PKGS := containerd containernetworking-plugins podman busybox-static debootstrap libseccomp-dev pkg-config iptables iproute2
+node-deps:
+	@missing=$$(for p in $(NODE_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "the real node needs Debian packages: $$missing (apt-get install them as root)" >&2; exit 1; fi; \
+	fi
+
+node-binaries: node-deps binaries
+	bash operator/mloop/localcluster/build-binaries.sh node
 
 # Graphviz renders lineage graphs as SVG/PNG; installed from Debian's packages when missing and root.
 graphviz:

@@ -7,6 +7,7 @@ set -euo pipefail
 K8S_VERSION=${MLOOP_K8S_VERSION:-v1.35.4}
 ETCD_VERSION=${MLOOP_ETCD_VERSION:-v3.6.16}
 VERSITYGW_VERSION=${MLOOP_VERSITYGW_VERSION:-v1.8.0}
+RUNC_VERSION=${MLOOP_RUNC_VERSION:-v1.3.3}
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/mloop
 out=$cache/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-versitygw-$VERSITYGW_VERSION
@@ -23,7 +24,7 @@ wrapper() { # dir module-path requirement...
   (cd "$dir" && go mod init "$mod" >/dev/null 2>&1 && for req in "$@"; do go mod edit -require="$req"; done)
 }
 
-build_kube() {
+build_kube() { # command...
   local dir=$work/kubernetes-$K8S_VERSION
   if [ ! -f "$dir/.ready" ]; then
     log "preparing kubernetes $K8S_VERSION wrapper module"
@@ -40,7 +41,7 @@ build_kube() {
   ld+=" -X k8s.io/component-base/version.gitMajor=1"
   ld+=" -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"
   ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
-  for cmd in kube-apiserver kube-controller-manager; do
+  for cmd in "$@"; do
     if [ ! -x "$out/$cmd" ]; then
       log "building $cmd $K8S_VERSION (several minutes on a cold cache)"
       (cd "$dir" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$out/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
@@ -67,11 +68,29 @@ build_versitygw() {
   mv "$out/versitygw.tmp" "$out/versitygw"
 }
 
+# runc for the test-bed node: Debian's 1.1.5 is too old for the kubelet's restricted pods, and
+# seccomp needs cgo with libseccomp (Debian: libseccomp-dev, pkg-config).
+build_runc() {
+  [ -x "$out/runc" ] && return
+  pkg-config --exists libseccomp || { log "runc needs libseccomp-dev and pkg-config"; return 1; }
+  local dir=$work/runc-$RUNC_VERSION
+  log "building runc $RUNC_VERSION (cgo, seccomp)"
+  wrapper "$dir" mloop.local/runc github.com/opencontainers/runc@"$RUNC_VERSION"
+  (cd "$dir" && GOFLAGS=-mod=mod CGO_ENABLED=1 go build -trimpath -tags seccomp \
+    -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" -o "$out/runc.tmp" github.com/opencontainers/runc)
+  mv "$out/runc.tmp" "$out/runc"
+}
+
+control_plane=(kube-apiserver kube-controller-manager)
+node=(kube-scheduler kubelet kube-proxy)
+
 case "${1:-all}" in
-  all) build_etcd; build_versitygw; build_kube ;;
-  kube) build_kube ;;
+  all) build_etcd; build_versitygw; build_kube "${control_plane[@]}" ;;
+  kube) build_kube "${control_plane[@]}" ;;
   etcd) build_etcd ;;
   versitygw) build_versitygw ;;
-  *) echo "usage: $0 [all|kube|etcd|versitygw]" >&2; exit 2 ;;
+  # The real node (mloop dev up --node): scheduler, kubelet, kube-proxy and runc, beside the rest.
+  node) build_kube "${node[@]}"; build_runc ;;
+  *) echo "usage: $0 [all|kube|etcd|versitygw|node]" >&2; exit 2 ;;
 esac
 echo "$out"

@@ -97,6 +97,8 @@ def generate(directory: Path, days: int = 30) -> CertFiles:
             x509.DNSName("kubernetes.default.svc"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+            # The pod bridge's gateway: with a real node (node.py) pods reach the API server there.
+            x509.IPAddress(ipaddress.ip_address("10.244.0.1")),
         ],
     )
     # system:masters is the API server's built-in superuser group.
