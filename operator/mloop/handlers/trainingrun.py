@@ -9,7 +9,12 @@ finished the run was written.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import math
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -35,8 +40,7 @@ from mloop.reconcile.trainingrun import (CacheEntry, ExportAttempt, RecordCache,
                                         VersionFacts, World, WriteSpec)
 from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
 from mloop.storage.layout import cache_entry, dataset_prefix, key_of, run_prefix
-from mloop.training.estimators import ParameterError, check_search_space, make_estimator
-from mloop.training.numeric import trainer_environment
+from mloop.api.param_values import parameter_error, search_error
 from mloop.versions import package_versions
 
 FINISHED = decide.FINISHED
@@ -80,25 +84,38 @@ def _version_facts(store: Store, namespace: str, name: str, digest: str) -> Vers
                       for c in (profile.get("columns") or [])[:64]))
 
 
+_ENVIRONMENT: list[dict[str, Any]] = []
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+def trainer_environment() -> dict[str, Any]:
+    """training.numeric.trainer_environment(), asked of a child process once: it loads scikit-learn and scipy,
+    which would stay in the operator's memory for good. A fact of this image and host, so keeping it is safe."""
+    with _ENVIRONMENT_LOCK:
+        if not _ENVIRONMENT:
+            code = "import json; from mloop.training.numeric import trainer_environment as t; print(json.dumps(t()))"
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+            _ENVIRONMENT.append(json.loads(out.stdout))
+        return copy.deepcopy(_ENVIRONMENT[0])
+
+
 def _packages() -> dict[str, str]:
     return {**package_versions(), "image": get_settings().image}
 
 
-def _trial_count(search: Any, seed: int) -> int:
-    from mloop.training.search import candidates  # scikit-learn: loaded by the first search, not at start-up
-
-    return len(candidates(search, seed))
+def trial_count(search: Any) -> int:
+    """len(training.search.candidates(search, seed)) without scikit-learn: a grid cut at `trials`, or a random
+    search sampling `trials` (10) of the grid without replacement (every value is a list)."""
+    grid = math.prod(len(values) for values in search.parameters.values())
+    if search.type == "grid":
+        return min(grid, search.trials) if search.trials else grid
+    return min(grid, search.trials or 10)
 
 
 def _estimator_error(spec: TrainingRunSpec) -> str | None:
-    seed = spec.split.seed if spec.split else 42
-    try:
-        make_estimator(spec.estimator.name, spec.estimator.params, seed)
-        if spec.search:
-            check_search_space(spec.estimator.name, spec.search.parameters, spec.estimator.params, seed)
-    except ParameterError as err:
-        return str(err)
-    return None
+    """Checked against plain data, so the operator never loads scikit-learn (the trainer checks again)."""
+    return parameter_error(spec.estimator.name, spec.estimator.params) or (
+        search_error(spec.estimator.name, spec.search.parameters, spec.estimator.params) if spec.search else None)
 
 
 def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datasets: kopf.Index,
@@ -112,11 +129,10 @@ def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datase
     for r in spec.requirement_refs or []:
         raw = _first(requirements, (r.namespace or run.namespace, r.name))
         reqs.append((r.name, RequirementSpec.model_validate(raw) if raw is not None else None))
-    seed = spec.split.seed if spec.split else 42
     settings = get_settings()
     base = dict(run=run, dataset=dataset, requirements=tuple(reqs), executor=executor.name,
                 governance=GovernanceTags.model_validate(found["governance"]) if found and found["governance"] else None,
-                trial_count=_trial_count(spec.search, seed) if spec.search else 0,
+                trial_count=trial_count(spec.search) if spec.search else 0,
                 export_wanted=mlflow_export.target_for(spec.mlflow, spec.experiment, run.namespace, settings) is not None)
 
     if status.task:
