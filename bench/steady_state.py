@@ -415,6 +415,17 @@ def cpu_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, fl
     return {name: after[name] - before[name] for name in after}
 
 
+def profiler(pid: int) -> subprocess.Popen[bytes] | None:
+    """With MLOOP_BENCH_PROFILE=<file>, py-spy samples the operator's threads while it fans out (speedscope)."""
+    out = os.environ.get("MLOOP_BENCH_PROFILE")
+    if not out:
+        return None
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--threads", "--nonblocking",
+                            "--format", "speedscope", "-o", out, "-p", str(pid)])
+    time.sleep(1)
+    return spy
+
+
 def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
     bench = Bench(root, "fanout", source)
     try:
@@ -442,6 +453,7 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
                 "split": {"testFraction": 0.25, "seed": 7}}
         docs = [doc("TrainingRun", f"fan-{i:05d}", spec, "fanout") for i in range(runs)]
         cpu0, counts0 = process_cpu(bench), request_counts(bench.api)
+        spy = profiler(bench.pids()["operator"])
         started = time.monotonic()
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
             create_all(bench.api, docs, pool)
@@ -453,6 +465,9 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
             time.sleep(0.1)
         jobs = time.monotonic() - started
         ours = cpu_delta(process_cpu(bench), cpu0)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         requests = counter_delta(request_counts(bench.api), counts0)
         return FanoutResult(runs, applied, jobs, runs, raw, " ".join(f"{x:.2f}" for x in os.getloadavg()),
                             {**{f"raw {k}": v for k, v in raw_cpu.items()}, **ours}, requests, raw_requests)
