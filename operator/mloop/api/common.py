@@ -201,6 +201,29 @@ class GovernanceTags(ApiModel):
     )
 
 
+class SliceResult(ApiModel):
+    """One slice of the held-out rows under a slice criterion."""
+
+    slice: Annotated[str, Field(max_length=160)] = Field(description="The slice, as column=value or column=[lo, hi).")
+    rows: Annotated[int, Field(ge=0)] = Field(description="Held-out rows in the slice.")
+    value: float | None = Field(default=None, description="The metric on the slice; empty when undefined.")
+    passed: bool | None = Field(default=None, description="Met or not; empty when the slice has too few rows.")
+
+
+class CheckMeasurement(ApiModel):
+    """What the training task measured for one slice criterion or behavioural test; judged in requirements."""
+
+    key: Annotated[str, Field(max_length=128)] = Field(
+        description="Which check: derived from its definition, so an edited definition is not judged on old values.")
+    value: float | None = Field(default=None, description="A behavioural test's measure, e.g. the changed fraction.")
+    rows: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Rows the test ran on.")
+    slices: Annotated[list[SliceResult], Field(max_length=64)] | None = Field(
+        default=None, description="A slice criterion's metric on each slice of the held-out rows.")
+    message: Annotated[str, Field(max_length=512)] = Field(
+        default="", description="A detail (the first wrong row), or why it could not be measured.")
+    error: bool = Field(default=False, description="True when the check could not be measured at all.")
+
+
 class CriterionResult(ApiModel):
     """The evaluation of one requirement criterion against one candidate."""
 
@@ -215,3 +238,7 @@ class CriterionResult(ApiModel):
         default=None, description="How the value was compared with the threshold."
     )
     message: Annotated[str, Field(max_length=512)] = Field(default="", description="Why it passed or failed.")
+    worst: Annotated[str, Field(max_length=160)] | None = Field(
+        default=None, description="A slice criterion's worst judged slice, as column=value.")
+    slices: Annotated[list[SliceResult], Field(max_length=64)] | None = Field(
+        default=None, description="A slice criterion's value on each slice of the held-out rows.")

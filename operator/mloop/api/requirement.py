@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -13,6 +13,7 @@ from mloop.api.common import (
     ColumnName,
     Condition,
     CriterionResult,
+    DNS_LABEL_PATTERN,
     DURATION_PATTERN,
     MetricName,
     Name,
@@ -26,13 +27,31 @@ from mloop.api.common import (
 )
 
 
+class SliceSpec(ApiModel):
+    """How held-out rows are grouped for a slice criterion: by a column's values or by numeric buckets."""
+
+    column: ColumnName = Field(description="The slicing column; it need not be a feature (e.g. a protected attribute).")
+    bins: Annotated[list[float], Field(min_length=1, max_length=32, json_schema_extra=UNIQUE)] | None = Field(
+        default=None,
+        description="Bucket a numeric column at these edges (any order): n edges make n+1 slices, [lo, hi).",
+    )
+    min_rows: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=30, description="Slices with fewer held-out rows are listed but not judged.")
+    max_gap: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Largest allowed difference between the best and the worst judged slice "
+                                  "(a fairness criterion, e.g. recall across groups).")
+
+
 class MetricCriterion(ApiModel):
     """A threshold on one metric of a candidate model."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "has(self.min) || has(self.max)", "message": "a metric criterion needs min or max"},
+                {"rule": "has(self.min) || has(self.max) || (has(self.slice) && has(self.slice.maxGap))",
+                 "message": "a metric criterion needs min, max or slice.maxGap"},
+                {"rule": "!has(self.slice) || !has(self.scope) || self.scope == 'heldout'",
+                 "message": "slices are judged on held-out rows: scope must be heldout"},
                 {
                     "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
                     "message": "min must not exceed max",
@@ -50,6 +69,11 @@ class MetricCriterion(ApiModel):
     )
     primary: bool = Field(
         default=False, description="The metric that ranks candidates and decides whether a model beats production."
+    )
+    slice: SliceSpec | None = Field(
+        default=None,
+        description="Judge the metric on every slice of the held-out rows by this column: min and max must hold on "
+                    "each slice with enough rows, and maxGap bounds the best minus the worst slice.",
     )
 
 
@@ -96,6 +120,68 @@ class ServingLimits(ApiModel):
     )
 
 
+class Invariance(ApiModel):
+    """Changing only one column must leave (almost) every held-out prediction as it was."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.change != 'neutral' || has(self.value)", "message": "change neutral needs a value"}]})
+
+    column: ColumnName = Field(description="The column the model should ignore.")
+    change: Literal["swap", "neutral"] = Field(
+        default="swap", description="swap: each row takes the column's next distinct value (M becomes F, F becomes "
+                                    "M); neutral: every row takes `value`.")
+    value: Any = Field(default=None, description="The neutral value, for change neutral (null is a missing value).")
+    max_changed_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.0, description="Largest allowed fraction of held-out predictions that change.")
+
+
+class Directional(ApiModel):
+    """Raising one numeric feature must move the predicted score one way only."""
+
+    column: ColumnName = Field(description="A numeric feature.")
+    direction: Literal["increasing", "decreasing"] = Field(
+        description="increasing: raising the feature never lowers the score; decreasing: never raises it.")
+    delta: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="How much to add; default one standard deviation of the held-out column.")
+    label: Annotated[str, Field(max_length=128)] | None = Field(
+        default=None, description="Class whose probability is the score (classification); default the last class "
+                                  "in sorted order (1 or True of a binary target). Regression scores the prediction.")
+    max_violation_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.0, description="Largest allowed fraction of held-out rows whose score moves the wrong way.")
+
+
+class MinimumFunctionality(ApiModel):
+    """A small table of rows with expected labels that the model must predict right."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.rows) != has(self.datasetRef)", "message": "give exactly one of rows or datasetRef"}]})
+
+    rows: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The rows inline, as column: value maps; the run's target column holds the "
+                                  "expected label. A feature left out is missing (null).")
+    dataset_ref: ObjectRef | None = Field(
+        default=None, description="A Dataset holding the rows and the target column; its current version when the "
+                                  "run starts is pinned.")
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=1.0, description="Fraction of the rows that must be predicted right.")
+
+
+class BehaviouralTest(ApiModel):
+    """One behavioural test, run by the training task on the fitted model; judged like a metric criterion."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "[has(self.invariance), has(self.directional), has(self.minimumFunctionality)]"
+                 ".filter(x, x).size() == 1",
+         "message": "give exactly one of invariance, directional or minimumFunctionality"}]})
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)] = Field(
+        description="Names the test in status, requirements.json and the gate's refusal.")
+    invariance: Invariance | None = Field(default=None, description="Predictions must not depend on a column.")
+    directional: Directional | None = Field(default=None, description="The score must move one way with a feature.")
+    minimum_functionality: MinimumFunctionality | None = Field(
+        default=None, description="Rows with expected labels must be predicted right.")
+
+
 class RetrainTrigger(ApiModel):
     """When collected data justifies a new training run."""
 
@@ -123,6 +209,18 @@ class RetrainPolicy(ApiModel):
     )
 
 
+class LiveComparison(ApiModel):
+    """Before Production: the candidate must beat the Production package on live traffic it shadowed."""
+
+    metric: MetricName | None = Field(
+        default=None, description="Metric both models are scored on; default the primary metric (accuracy or r2).")
+    margin: Annotated[float, Field(ge=0, le=1_000_000)] = Field(
+        default=0.0, description="How much better the candidate must be: candidate minus Production (Production "
+                                 "minus candidate for rmse, mae) must be at least this, and above 0.")
+    min_rows: Annotated[int, Field(ge=1, le=1_000_000_000)] = Field(
+        default=100, description="Labelled live rows both models answered, at least.")
+
+
 class RequirementSpec(ApiModel):
     """What 'good enough' means for a model, criterion by criterion."""
 
@@ -139,10 +237,17 @@ class RequirementSpec(ApiModel):
                                       "message": "at most one metric criterion is primary"}]})] | None = Field(
         default=None, description="Thresholds on held-out or cross-validation metrics; leave out rather than empty."
     )
+    tests: Annotated[list[BehaviouralTest], Field(min_length=1, max_length=32, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})] | None = Field(
+        default=None, description="Behavioural tests the training task runs on the fitted model: invariance, "
+                                  "directional expectation, minimum functionality.")
     data: DataCriteria | None = Field(default=None, description="Criteria on the training data.")
     governance: GovernanceLimits | None = Field(default=None, description="Licence, classification and PII limits.")
     serving: ServingLimits | None = Field(default=None, description="Latency and size limits of the served model.")
     retrain: RetrainPolicy | None = Field(default=None, description="When and how to retrain on collected data.")
+    live: LiveComparison | None = Field(
+        default=None, description="Promotion to Production needs the candidate (spec.shadow) to beat the Production "
+                                  "package on labelled live traffic.")
 
 
 class TraceEntry(ApiModel):

@@ -12,6 +12,7 @@ from mloop.api.common import (
     ApiModel,
     ColumnName,
     Condition,
+    CheckMeasurement,
     CriterionResult,
     DIGEST_PATTERN,
     Executor,
@@ -244,6 +245,8 @@ class TrainingRunStatus(ApiModel):
     model_digest: Annotated[str, Field(max_length=71, pattern=DIGEST_PATTERN)] | None = Field(default=None, description="sha256 of model.skops.")
     best_trial: TrialResult | None = Field(default=None, description="Best search trial, when there was a search.")
     trials: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Number of search trials run.")
+    checks: Annotated[list[CheckMeasurement], Field(max_length=64)] | None = Field(
+        default=None, description="Slice metrics and behavioural tests measured for the referenced Requirements.")
     requirements: Annotated[list[CriterionResult], Field(max_length=64)] | None = Field(
         default=None, description="Each criterion of each referenced Requirement: pass or fail, value and threshold."
     )

@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from mloop.api.common import utcnow
+from mloop.api.common import CheckMeasurement, utcnow
 from mloop.api.dataset import ColumnSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
@@ -83,6 +83,7 @@ def trainingruns_by_name(namespace: str, name: str, uid: str, spec: kopf.Spec, s
         "uid": uid, "phase": status.get("phase"), "failure": status.get("failure"),
         "metrics": dict(status.get("metrics") or {}), "modelDigest": status.get("modelDigest"),
         "modelUri": status.get("modelUri"), "datasetDigest": status.get("datasetDigest"),
+        "checks": copy.deepcopy(list(status.get("checks") or [])),
         "dataset": (ds.get("namespace") or namespace, ds.get("name")), "executor": spec.get("executor"),
         "requirementRefs": [(r.get("namespace") or namespace, r["name"]) for r in spec.get("requirementRefs") or []]}}
 
@@ -146,6 +147,7 @@ def _gather(me: decide.PackageId, spec: ModelPackageSpec, status: ModelPackageSt
     run = None if found is None else decide.RunView(
         name=ref.name, uid=found["uid"], phase=found["phase"], failure=found["failure"], metrics=found["metrics"],
         model_digest=found["modelDigest"], model_uri=found["modelUri"], dataset_digest=found["datasetDigest"],
+        checks=tuple(CheckMeasurement.model_validate(c) for c in found.get("checks") or []),
         requirement_refs=tuple(n for _, n in found["requirementRefs"]), executor=found["executor"])
     refs = ([(r.namespace or me.namespace, r.name) for r in spec.requirement_refs] if spec.requirement_refs
             else list(found["requirementRefs"]) if found else [])

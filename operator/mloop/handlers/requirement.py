@@ -46,6 +46,7 @@ def requirements_by_retrain_dataset(namespace: str, name: str, spec: kopf.Spec, 
 @kopf.index(GROUP, VERSION, "trainingruns")
 def runs_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     entry = {"name": name, "namespace": namespace, "phase": status.get("phase"), "metrics": dict(status.get("metrics") or {}),
+             "checks": copy.deepcopy(list(status.get("checks") or [])),
              "dataset": f"{namespace}/{spec.get('datasetRef', {}).get('name')}"}
     return {key: entry for key in _refs(spec, namespace)}
 
@@ -54,6 +55,7 @@ def runs_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: kopf
 def runs_by_name(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     ref = spec.get("datasetRef") or {}
     return {(namespace, name): {"metrics": dict(status.get("metrics") or {}), "spec": copy.deepcopy(dict(spec)),
+                                "checks": copy.deepcopy(list(status.get("checks") or [])),
                                 "dataset": f"{namespace}/{ref.get('name')}",
                                 "trainedOn": f"{ref.get('namespace') or namespace}/{ref.get('name')}",
                                 "datasetDigest": status.get("datasetDigest")}}

@@ -134,6 +134,10 @@ def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datase
                 governance=GovernanceTags.model_validate(found["governance"]) if found and found["governance"] else None,
                 trial_count=trial_count(spec.search) if spec.search else 0,
                 export_wanted=mlflow_export.target_for(spec.mlflow, spec.experiment, run.namespace, settings) is not None)
+    if not status.task:  # a minimum-functionality test's Dataset is pinned when the run starts
+        refs = decide.test_dataset_refs([r for _, r in reqs if r is not None], run.namespace)
+        base["test_datasets"] = {f"{ns}/{name}": DatasetStatus.model_validate(hit["status"]) if hit else None
+                                 for ns, name in refs for hit in [_first(datasets, (ns, name))]}
 
     if status.task:
         kind = decide.task_kind(status.task)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mloop.api.common import CriterionResult
+from mloop.api.common import CheckMeasurement, CriterionResult
 from mloop.api.dataset import DatasetStatus
 from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
 from mloop.api.requirement import RequirementSpec
@@ -39,6 +39,7 @@ class RunView:
     failure: str | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
     model_digest: str | None = None
+    checks: tuple[CheckMeasurement, ...] = ()  # slice metrics and behavioural tests its trainer measured
     model_uri: str | None = None
     dataset_digest: str | None = None  # the version the run pinned: data criteria are judged on it
     requirement_refs: tuple[str, ...] = ()
@@ -209,7 +210,7 @@ def decide(spec: ModelPackageSpec, status: ModelPackageStatus, world: World, now
     results: list[CriterionResult] = []
     for name, req in reqs:
         assert req is not None
-        results += judge.evaluate(name, req, dict(run.metrics), world.dataset, None, now)
+        results += judge.evaluate(name, req, dict(run.metrics), world.dataset, None, now, checks=list(run.checks))
     if spec.require_improvement and spec.stage == "Production":
         results.append(improvement(run.metrics, [r for _, r in reqs if r is not None], reqs[0][0] if reqs else "production",
                                    world.siblings, world.lower_is_better))

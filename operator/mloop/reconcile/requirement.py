@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from mloop.api.common import Condition, set_condition
+from mloop.api.common import CheckMeasurement, Condition, set_condition
 from mloop.api.dataset import DatasetStatus
 from mloop.api.requirement import RequirementSpec
 from mloop.reconcile.outcome import Event, Outcome, dump_conditions
@@ -14,8 +14,9 @@ from mloop.api.metrics import LOWER_IS_BETTER
 
 
 def _evaluation(name: str, spec: RequirementSpec, subject: str, metrics: dict[str, float] | None,
-                dataset: DatasetStatus | None, now: datetime) -> dict[str, Any]:
-    results = evaluate(name, spec, metrics, dataset, None, now)
+                dataset: DatasetStatus | None, now: datetime, checks: list[Any] | None = None) -> dict[str, Any]:
+    results = evaluate(name, spec, metrics, dataset, None, now,
+                       checks=[CheckMeasurement.model_validate(c) for c in checks or []])
     met, _ = verdict(results)
     return {"subject": subject, "satisfied": met, "results": [r.to_wire() for r in results][:64]}
 
@@ -36,12 +37,12 @@ def requirement_status(name: str, spec: RequirementSpec, runs: list[dict[str, An
         sign = -1 if primary in LOWER_IS_BETTER else 1
         best = max(succeeded, key=lambda r: (sign * r["metrics"][primary], r["name"]))
         status["candidate"] = _evaluation(name, spec, f"trainingrun/{best['name']}", best["metrics"],
-                                          dataset_lookup.get(best.get("dataset") or ""), now)
+                                          dataset_lookup.get(best.get("dataset") or ""), now, best.get("checks"))
     production = next((p for p in packages if p.get("stage") == "Production"), None)
     if production is not None:
         run = run_lookup.get(production.get("run") or "", {})
         status["production"] = _evaluation(name, spec, f"modelpackage/{production['name']}", run.get("metrics"),
-                                           dataset_lookup.get(run.get("dataset") or ""), now)
+                                           dataset_lookup.get(run.get("dataset") or ""), now, run.get("checks"))
     if status["production"] is not None:
         ok = status["production"]["satisfied"]
         cond = ("True", "ProductionMeetsCriteria", f"{status['production']['subject']} meets every criterion") if ok else (

@@ -14,7 +14,7 @@ from mloop.api.common import GovernanceTags, iso
 from mloop.api.dataset import ColumnProfile, ColumnStatus, DatasetStatus, DatasetVersion
 from mloop.api.kinds import API_VERSION
 from mloop.api.requirement import RequirementSpec
-from mloop.api.tasks import DatasetPin, Task, TaskState, TrainResult, TrainTaskSpec, task_name
+from mloop.api.tasks import Checks, DatasetPin, Task, TaskState, TrainResult, TrainTaskSpec, task_name
 from mloop.api.trainingrun import CLASSIFIERS, TrainingRunSpec, TrainingRunStatus
 from mloop.constants import LABEL_EXPERIMENT
 from mloop.reconcile import requirements as judge
@@ -142,6 +142,7 @@ class World:
     cache_hit: CacheEntry | None = None
     cache_key: str | None = None  # the key a success is recorded under
     export_wanted: bool = False  # an MLflow target applies to this run
+    test_datasets: Mapping[str, DatasetStatus | None] = field(default_factory=dict)  # by ns/name: tests' Datasets
 
 
 # -- what a pass decided ---------------------------------------------------------------------------------------
@@ -293,7 +294,13 @@ def _start(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, worl
         return
     started_at = iso(status.started_at or draft.now)  # a start decided twice on one status is the same start
 
+    checks = plan_checks(requirements, run.namespace, world.test_datasets)
+    if isinstance(checks, str):
+        draft.wait("WaitingForDataset", checks)
+        return
     hit = world.cache_hit if spec.cache_policy == "reuse" else None
+    if hit is not None and not _covers(hit.result, checks):
+        hit = None  # computed without a check this run's requirements ask for: train again
     if hit is not None and hit.uid != run.uid:
         draft.update.update(startedAt=started_at, cacheSource=hit.run)
         message = f"reused the result of TrainingRun {hit.run}"
@@ -308,7 +315,7 @@ def _start(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, worl
         namespace=run.namespace, name=run.name, uid=run.uid, prefix=run.prefix, spec=spec, task=plan.task,
         target=spec.target, features=plan.features, types=plan.types,
         dataset=DatasetPin(namespace=ref.namespace or run.namespace, name=ref.name, version=version.version,
-                           digest=version.digest.removeprefix("sha256:")))))
+                           digest=version.digest.removeprefix("sha256:")), checks=checks)))
     kind = "trials" if spec.search else "train"
     first = build_task(spec, run, kind, task_name(kind, run.name, run.uid), world.trial_count)
     draft.actions.append(SubmitTask(first))
@@ -316,6 +323,41 @@ def _start(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, worl
     draft.condition("Succeeded", "Unknown", "Started", f"{kind} task {first.name} submitted ({world.executor} executor)")
     draft.condition("Ready", "Unknown", "Running", "training in progress")
     draft.event("Normal", "RunStarted", f"{kind} task {first.name} on {label}")
+
+
+def plan_checks(requirements: list[tuple[str, RequirementSpec]], namespace: str,
+                datasets: Mapping[str, DatasetStatus | None]) -> Checks | None | str:
+    """The slice criteria and behavioural tests the trainer must measure, each Dataset of a minimum-functionality
+    test pinned to its current version (written into spec.json, so the pin outlives this pass); or what is awaited."""
+    slices, tests = judge.checks_for(requirements)
+    if not slices and not tests:
+        return None
+    pinned = []
+    for check in tests:
+        ref = (check.test.get("minimumFunctionality") or {}).get("datasetRef")
+        if ref:
+            ns = ref.get("namespace") or namespace
+            found = datasets.get(f"{ns}/{ref['name']}")
+            if found is None or not found.digest or not found.version:
+                return f"Dataset {ref['name']} of behavioural test {check.test.get('name')} has no version yet"
+            check = check.model_copy(update={"dataset": DatasetPin(namespace=ns, name=ref["name"], version=found.version,
+                                                                   digest=found.digest.removeprefix("sha256:"))})
+        pinned.append(check)
+    return Checks(slices=slices, tests=pinned)
+
+
+def test_dataset_refs(requirements: list[RequirementSpec], namespace: str) -> list[tuple[str, str]]:
+    """(namespace, name) of every Dataset a minimum-functionality test reads: the handler looks them up."""
+    return [(t.minimum_functionality.dataset_ref.namespace or namespace, t.minimum_functionality.dataset_ref.name)
+            for spec in requirements for t in spec.tests or []
+            if t.minimum_functionality is not None and t.minimum_functionality.dataset_ref is not None]
+
+
+def _covers(result: TrainResult, checks: Checks | None) -> bool:
+    if checks is None:
+        return True
+    have = {m.key for m in result.checks}
+    return all(c.key in have for c in [*checks.slices, *checks.tests])
 
 
 def _follow(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, world: World) -> None:
@@ -392,7 +434,9 @@ def _finish(draft: _Draft, spec: TrainingRunSpec, world: World, result: TrainRes
     draft.update.update(phase="Succeeded", finishedAt=iso(draft.now), task=None)
     results = []
     for name, req in requirements:
-        results += judge.evaluate(name, req, result.metrics, view, features, draft.now)
+        results += judge.evaluate(name, req, result.metrics, view, features, draft.now, checks=result.checks)
+    if result.checks:
+        draft.update["checks"] = [m.to_wire() for m in result.checks][:64]
     draft.update["requirements"] = judge.wire(results)
     message = result.message or "trained"
     draft.condition("Succeeded", "True", result.reason or "Trained", message)

@@ -19,11 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, train_test_split
 
+from mloop.api.common import CheckMeasurement
 from mloop.api.tasks import BestTrial, TrainResult, TrainTaskSpec, TrialTaskResult
 from mloop.api.trainingrun import TrainingRunSpec
 from mloop.data.tables import read_version
 from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
 from mloop.storage.layout import dataset_prefix
+from mloop.training import checks
 from mloop.training.estimators import ParameterError, make_estimator
 from mloop.training.metrics import PRIMARY, cv_scorers, heldout
 from mloop.training.numeric import numeric_environment, pinned_threads
@@ -39,6 +41,12 @@ class RunError(Exception):
 
 
 def load_xy(job: TrainTaskSpec, store: Store) -> tuple[pd.DataFrame, pd.Series]:
+    x, y, _ = load_table(job, store)
+    return x, y
+
+
+def load_table(job: TrainTaskSpec, store: Store) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """Features, target, and the other columns of the same rows (slicing columns need not be features)."""
     ds = job.dataset
     frame = read_version(store, dataset_prefix(ds.namespace, ds.name, ds.digest))
     target, features = job.target, job.features
@@ -54,12 +62,13 @@ def load_xy(job: TrainTaskSpec, store: Store) -> tuple[pd.DataFrame, pd.Series]:
         if job.types.get(column) not in ("integer", "float", "boolean"):
             x[column] = x[column].astype(object).where(x[column].notna(), np.nan)
     y = frame[target]
+    side = frame[[c for c in frame.columns if c not in features and c != target]]
     if y.isna().any():
         keep = y.notna().to_numpy()
-        x, y = x[keep], y[keep]
+        x, y, side = x[keep], y[keep], side[keep]
     if job.task == "classification":
         y = y.astype(str) if y.dtype.kind not in "iub" else y
-    return x.reset_index(drop=True), y.reset_index(drop=True)
+    return x.reset_index(drop=True), y.reset_index(drop=True), side.reset_index(drop=True)
 
 
 def split(task: TrainTaskSpec, spec: TrainingRunSpec, x: pd.DataFrame, y: pd.Series):
@@ -137,7 +146,7 @@ def fit(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any
     task = TrainTaskSpec.model_validate(raw)
     spec, prefix = task.spec, task.prefix
     try:
-        x, y = load_xy(task, store)
+        x, y, side = load_table(task, store)
         params = dict(spec.estimator.params or {})
         best = None
         if spec.search is not None:
@@ -170,6 +179,7 @@ def fit(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any
         sign = -1.0 if name in ("rmse", "mae") else 1.0  # sklearn negates losses so that greater is better
         values[f"cv_{name}_mean"] = float(sign * scores.mean())
         values[f"cv_{name}_std"] = float(scores.std())
+    measured = measure_checks(task, store, model, x, side, x_test, y_test, log)
     blob = sio.dumps(model)
     model_digest = put_immutable(store, prefix + "model.skops", blob)
     values["fit_seconds"] = round(fit_seconds, 4)
@@ -181,6 +191,7 @@ def fit(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any
         "cv_folds": splitter.get_n_splits(),
         "params": params, "packages": package_versions(),
         "numericEnvironment": numeric_environment(),  # decides the last bits of every metric
+        "checks": [m.to_wire() for m in measured],
     }
     put_immutable(store, prefix + "metrics.json", json.dumps(record, indent=2, sort_keys=True, default=str).encode())
     primary = PRIMARY[task.task]
@@ -193,7 +204,34 @@ def fit(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any
         trials=len(candidates(spec.search, seed_of(spec))) if spec.search else None,
         packages=record["packages"],
         numeric_environment=record["numericEnvironment"],
+        checks=measured,
     ).to_wire()
+
+
+def measure_checks(task: TrainTaskSpec, store: Store, model: Any, x: pd.DataFrame, side: pd.DataFrame,
+                   x_test: pd.DataFrame, y_test: pd.Series, log: logging.Logger) -> list[CheckMeasurement]:
+    """The slice metrics and behavioural tests the run's requirements asked for, on the held-out rows."""
+    if task.checks is None:
+        return []
+    out = []
+    predicted = np.asarray(model.predict(x_test)) if task.checks.slices else np.array([])
+    labels = sorted(model.classes_.tolist()) if task.task == "classification" else []
+    for check in task.checks.slices:
+        column = (x_test[check.column] if check.column in x.columns
+                  else side.loc[x_test.index, check.column] if check.column in side.columns else None)
+        out.append(checks.measure_slices(task.task, check, column, y_test, predicted, labels))
+    for test in task.checks.tests:
+        table = None
+        functionality = (test.test.get("minimumFunctionality") or {})
+        if functionality.get("rows"):
+            table = pd.DataFrame(functionality["rows"])
+        elif test.dataset is not None:
+            pin = test.dataset
+            table = read_version(store, dataset_prefix(pin.namespace, pin.name, pin.digest))
+        out.append(checks.behaviour(task.task, test, model, x_test, task.types, task.features, task.target, table))
+    for m in out:
+        log.info("check %s: %s", m.key, m.message or (m.value if m.value is not None else f"{len(m.slices or [])} slices"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
