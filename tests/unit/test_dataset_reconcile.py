@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mloop.api.dataset import DatasetSpec, DatasetStatus
-from mloop.api.tasks import IngestResult
+from mloop.api.tasks import IngestResult, ParentPin
 from mloop.executors.base import TaskState, task_name
 from mloop.reconcile.dataset import expired_versions, fold_result, ingest_key, plan_ingest
 
@@ -36,6 +36,20 @@ def status(**kw) -> DatasetStatus:
 def test_plan_ingest(spec, st, generation, expected) -> None:
     plan = plan_ingest(spec, st, generation, NOW)
     assert (plan.reason if plan else None) == expected
+
+
+UNION = DatasetSpec.model_validate({"source": {"derived": {"union": {"datasets": [{"name": "a"}, {"name": "b"}]}}}})
+
+
+def test_a_union_reingests_when_any_parent_moves_and_names_the_task_after_every_parent() -> None:
+    pins = [ParentPin(namespace="ns", name="a", digest="1" * 64), ParentPin(namespace="ns", name="b", digest="2" * 64)]
+    made = status(observedGeneration=1, sourceVersion=f"a@{'1' * 12},b@{'2' * 12}")
+    assert plan_ingest(UNION, made, 1, NOW, pins) is None
+    moved = [pins[0], pins[1].model_copy(update={"digest": "3" * 64})]
+    plan = plan_ingest(UNION, made, 1, NOW, moved)
+    assert plan is not None and plan.reason == "ParentChanged"
+    assert plan.trigger != plan_ingest(UNION, made, 1, NOW, [moved[0].model_copy(update={"digest": "4" * 64}),
+                                                             pins[1]]).trigger
 
 
 def test_retries_and_refresh_ticks_give_new_task_names_but_the_same_intent_the_same_name() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mloop.api.common import (
@@ -139,11 +139,56 @@ class Transform(ApiModel):
     split: SplitTransform | None = Field(default=None, description="Keep one side of a split.")
 
 
-class DerivedSource(ApiModel):
-    """Another Dataset at a version, plus a transform."""
+MAX_PARENTS = 8
 
-    dataset_ref: VersionedRef = Field(description="The parent Dataset, optionally pinned to a version.")
-    transform: Transform = Field(default_factory=Transform, description="What to do to the parent's rows.")
+
+class UnionSpec(ApiModel):
+    """The rows of several Datasets, one after another, in the order given."""
+
+    datasets: Annotated[list[VersionedRef], Field(min_length=2, max_length=MAX_PARENTS)] = Field(
+        description="The parent Datasets, each optionally pinned to a version.")
+    columns: Annotated[list[ColumnName], Field(min_length=1, max_length=256, json_schema_extra=UNIQUE)] | None = Field(
+        default=None, description="Take these columns, in this order, from every parent. Empty: every parent must "
+                                  "have the same columns, and the first parent's order is kept.")
+
+
+class JoinSpec(ApiModel):
+    """Two Datasets side by side, matched on key columns; each left row meets at most one right row."""
+
+    left: VersionedRef = Field(description="The left Dataset: its rows and their order are kept.")
+    right: VersionedRef = Field(description="The right Dataset: its key must be unique.")
+    on: Annotated[list[ColumnName], Field(min_length=1, max_length=8, json_schema_extra=UNIQUE)] = Field(
+        description="Key columns, present in both; every other column must be in only one of them.")
+    how: Literal["inner", "left"] = Field(
+        default="inner", description="inner keeps left rows with a match; left keeps every left row (nulls where none).")
+
+
+class DerivedSource(ApiModel):
+    """Other Datasets at a version (one, a union, or a join), plus a transform applied to the combined rows."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "[has(self.datasetRef), has(self.union), has(self.join)].filter(x, x).size() == 1",
+         "message": "give exactly one of datasetRef, union or join"}]})
+
+    dataset_ref: VersionedRef | None = Field(default=None, description="The parent Dataset, optionally pinned to a version.")
+    union: UnionSpec | None = Field(default=None, description="The rows of several parents with the same columns.")
+    join: JoinSpec | None = Field(default=None, description="Two parents matched on key columns.")
+    transform: Transform = Field(default_factory=Transform, description="What to do to the parent's (or combined) rows.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DerivedSource:
+        if sum(x is not None for x in (self.dataset_ref, self.union, self.join)) != 1:
+            raise ValueError("give exactly one of datasetRef, union or join")
+        return self
+
+    def parents(self) -> list[VersionedRef]:
+        """Every parent, in the order the combination reads them (a join: left, right)."""
+        if self.union is not None:
+            return list(self.union.datasets)
+        if self.join is not None:
+            return [self.join.left, self.join.right]
+        assert self.dataset_ref is not None
+        return [self.dataset_ref]
 
 
 class CollectionSource(ApiModel):
@@ -177,7 +222,7 @@ class DatasetSource(ApiModel):
     s3: S3Source | None = Field(default=None, description="A CSV, Parquet or JSON-lines object or prefix in S3.")
     builtin: BuiltinSource | None = Field(default=None, description="A table bundled with scikit-learn.")
     inline: InlineSource | None = Field(default=None, description="Rows written in the resource.")
-    derived: DerivedSource | None = Field(default=None, description="Another Dataset plus a transform.")
+    derived: DerivedSource | None = Field(default=None, description="Other Datasets (one, a union or a join) plus a transform.")
     collection: CollectionSource | None = Field(default=None, description="Served predictions joined with feedback.")
 
 
@@ -277,6 +322,8 @@ class DatasetVersion(ApiModel):
     created_at: datetime = Field(description="When the version was cut.")
     uri: Annotated[str, Field(max_length=1024)] = Field(description="s3:// prefix holding data.parquet, profile.json, manifest.json.")
     expired: bool = Field(default=False, description="Deleted from storage by the retention policy.")
+    erased_by: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="The ErasureRequest that deleted this version's data; a tombstone.json stays in its folder.")
 
 
 class ColumnStatus(ApiModel):
@@ -316,6 +363,15 @@ class ColumnDrift(ApiModel):
     value: float = Field(description="Drift score.")
 
 
+class ParentVersion(ApiModel):
+    """A parent Dataset version a derived version was made from."""
+
+    name: Name = Field(description="Parent Dataset name.")
+    namespace: Annotated[str, Field(max_length=63)] = Field(description="Parent Dataset namespace.")
+    version: Annotated[str, Field(max_length=12)] = Field(description="Parent version id.")
+    digest: Annotated[str, Field(max_length=71)] = Field(description="Digest of the parent version.")
+
+
 class DatasetStatus(ApiModel):
     """Observed state of a Dataset."""
 
@@ -324,8 +380,11 @@ class DatasetStatus(ApiModel):
     version: Annotated[str, Field(max_length=12)] | None = Field(default=None, description="Current version id.")
     digest: Annotated[str, Field(max_length=71)] | None = Field(default=None, description="Digest of the current version.")
     rows: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Rows in the current version.")
-    source_version: Annotated[str, Field(max_length=300)] | None = Field(
+    source_version: Annotated[str, Field(max_length=2200)] | None = Field(
         default=None, description="For derived and collection sources: what the current version was made from."
+    )
+    parents: Annotated[list[ParentVersion], Field(max_length=MAX_PARENTS)] | None = Field(
+        default=None, description="For derived sources: the parent versions the current version was made from."
     )
     versions: Annotated[list[DatasetVersion], Field(max_length=20)] | None = Field(
         default=None, description="The last 20 versions, oldest first."

@@ -49,7 +49,7 @@ class MetricCriterion(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {"rule": "has(self.min) || has(self.max) || (has(self.slice) && has(self.slice.maxGap))",
-                 "message": "a metric criterion needs min, max or slice.maxGap"},
+                 "message": "a metric criterion needs min or max (or slice.maxGap)"},
                 {"rule": "!has(self.slice) || !has(self.scope) || self.scope == 'heldout'",
                  "message": "slices are judged on held-out rows: scope must be heldout"},
                 {
@@ -123,14 +123,12 @@ class ServingLimits(ApiModel):
 class Invariance(ApiModel):
     """Changing only one column must leave (almost) every held-out prediction as it was."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": "self.change != 'neutral' || has(self.value)", "message": "change neutral needs a value"}]})
-
     column: ColumnName = Field(description="The column the model should ignore.")
     change: Literal["swap", "neutral"] = Field(
         default="swap", description="swap: each row takes the column's next distinct value (M becomes F, F becomes "
                                     "M); neutral: every row takes `value`.")
-    value: Any = Field(default=None, description="The neutral value, for change neutral (null is a missing value).")
+    value: Any = Field(default=None, description="The neutral value, for change neutral; null (the default) makes "
+                                                 "it missing, for the pipeline's imputer to fill.")
     max_changed_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.0, description="Largest allowed fraction of held-out predictions that change.")
 

@@ -34,25 +34,27 @@ def ingest_task(namespace: str, name: str, uid: str, task: str, spec: DatasetSpe
     )
 
 
-def _parent(spec: DatasetSpec, namespace: str, datasets: kopf.Index) -> tuple[ParentPin | None, str | None]:
-    """The parent version a derived Dataset reads, or (None, why it is not there yet). From the index: no API read."""
+def _parents(spec: DatasetSpec, namespace: str, datasets: kopf.Index) -> tuple[list[ParentPin], str | None]:
+    """The parent versions a derived Dataset reads, or ([], why one is not there yet). From the index: no API read."""
     assert spec.source.derived is not None
-    ref = spec.source.derived.dataset_ref
-    ns = ref.namespace or namespace
-    found = next(iter(datasets.get(f"{ns}/{ref.name}", [])), None)
-    if found is None:
-        return None, f"parent Dataset {ns}/{ref.name} does not exist yet"
-    status = DatasetStatus.model_validate(found)
-    if ref.version:
-        match = next((v for v in status.versions or [] if v.version == ref.version and not v.expired), None)
-        if match is None:
-            return None, f"parent Dataset {ref.name} has no version {ref.version}"
-        digest = match.digest
-    elif status.digest:
-        digest = status.digest
-    else:
-        return None, f"parent Dataset {ref.name} has no Ready version yet"
-    return ParentPin(namespace=ns, name=ref.name, digest=digest.removeprefix("sha256:")), None
+    pins = []
+    for ref in spec.source.derived.parents():
+        ns = ref.namespace or namespace
+        found = next(iter(datasets.get(f"{ns}/{ref.name}", [])), None)
+        if found is None:
+            return [], f"parent Dataset {ns}/{ref.name} does not exist yet"
+        status = DatasetStatus.model_validate(found)
+        if ref.version:
+            match = next((v for v in status.versions or [] if v.version == ref.version and not v.expired), None)
+            if match is None:
+                return [], f"parent Dataset {ref.name} has no version {ref.version}"
+            digest = match.digest
+        elif status.digest:
+            digest = status.digest
+        else:
+            return [], f"parent Dataset {ref.name} has no Ready version yet"
+        pins.append(ParentPin(namespace=ns, name=ref.name, digest=digest.removeprefix("sha256:")))
+    return pins, None
 
 
 @measured("Dataset")
@@ -92,20 +94,20 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str
                 and status.ingest_key == decide.ingest_key(spec)):
             return commit(body, decide.governance_only(spec, status, generation, now))
 
-        parent, parent_digest = None, None
+        parents: list[ParentPin] = []
         if spec.source.derived is not None:
-            parent, why = _parent(spec, namespace, datasets)
-            if parent is None:
+            parents, why = _parents(spec, namespace, datasets)
+            if not parents:
                 return commit(body, decide.waiting(status, "WaitingForParent", why or "", generation, now))
-            parent_digest = parent.digest
 
-        plan = decide.plan_ingest(spec, status, generation, now, parent_digest, status.retries or 0)
+        plan = decide.plan_ingest(spec, status, generation, now, parents, status.retries or 0)
         if plan is not None:
             if (status.retries or 0) >= decide.MAX_STORAGE_RETRIES:
                 return commit(body, decide.waiting(status, "StorageUnavailable", "gave up after repeated storage outages; "
                                              "edit the Dataset to try again", generation, now))
             task = ingest_task(namespace, name, uid, task_name("ingest", name, uid, plan.trigger), spec)
-            task_spec = IngestTaskSpec(namespace=namespace, name=name, spec=spec.to_wire(), parent=parent,
+            task_spec = IngestTaskSpec(namespace=namespace, name=name, spec=spec.to_wire(),
+                                       parent=parents[0] if len(parents) == 1 else None, parents=parents or None,
                                        previous=status.digest.removeprefix("sha256:") if status.digest else None,
                                        previous_rows=status.rows or 0)
             store.put_json(task.prefix + "spec.json", task_spec.to_wire(), overwrite=True)
@@ -140,12 +142,14 @@ def datasets_by_name(namespace: str, name: str, status: kopf.Status, **_: Any) -
 
 @kopf.index(GROUP, VERSION, "datasets")
 def derived_by_parent(namespace: str, body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict | None:
-    """Derived Datasets by the parent they read, with their whole body: a parent's new version wakes them."""
-    derived = (spec.get("source") or {}).get("derived")
-    if not derived or derived.get("datasetRef", {}).get("version"):
-        return None
-    ref = derived["datasetRef"]
-    return {(ref.get("namespace") or namespace, ref["name"]): copy.deepcopy(dict(body))}
+    """Derived Datasets by each parent they follow (not pinned), with their whole body: any parent's new version
+    wakes them."""
+    derived = (spec.get("source") or {}).get("derived") or {}
+    refs = ([derived["datasetRef"]] if derived.get("datasetRef") else
+            list((derived.get("union") or {}).get("datasets") or [])
+            + [r for r in ((derived.get("join") or {}).get(side) for side in ("left", "right")) if r])
+    keys = {(ref.get("namespace") or namespace, ref["name"]) for ref in refs if not ref.get("version")}
+    return {key: copy.deepcopy(dict(body)) for key in keys} or None
 
 
 @kopf.on.create(GROUP, VERSION, "datasets")
@@ -170,7 +174,7 @@ def parent_moved(type: str, namespace: str, name: str, status: kopf.Status, deri
     label = f"{name}@{digest.removeprefix('sha256:')[:12]}"
     for child in derived_by_parent.get((namespace, name), []):
         child_status = child.get("status") or {}
-        if child_status.get("sourceVersion") == label or child_status.get("task"):
+        if label in (child_status.get("sourceVersion") or "").split(",") or child_status.get("task"):
             continue
         if reconcile_dataset(child, datasets_by_name) is None:  # the index's copy was behind: once more, fresh
             fresh = get_object("datasets", child["metadata"]["namespace"], child["metadata"]["name"])

@@ -10,7 +10,7 @@ from typing import Any
 
 from mloop.api.common import Condition, iso, set_condition
 from mloop.api.dataset import ColumnStatus, DatasetSpec, DatasetStatus, DatasetVersion
-from mloop.api.tasks import IngestResult, TaskState
+from mloop.api.tasks import IngestResult, ParentPin, TaskState
 from mloop.reconcile.durations import parse_duration
 from mloop.reconcile.governance import check_tags
 from mloop.reconcile.outcome import Event, Outcome, camel_reason, dump_conditions, flipped
@@ -31,15 +31,22 @@ class IngestPlan:
     reason: str
 
 
+def parents_label(pins: list[ParentPin]) -> str:
+    """What a derived version was made from, as status.sourceVersion says it: name@version, comma-separated."""
+    return ",".join(f"{p.name}@{p.digest[:12]}" for p in pins)
+
+
 def plan_ingest(spec: DatasetSpec, status: DatasetStatus, generation: int, now: datetime,
-                parent_digest: str | None = None, retries: int = 0) -> IngestPlan | None:
-    """Whether to start an ingestion now, and why. None: nothing to do."""
+                parents: list[ParentPin] | None = None, retries: int = 0) -> IngestPlan | None:
+    """Whether to start an ingestion now, and why. None: nothing to do. A derived source re-ingests when any
+    parent's version differs from the ones the current version was made from."""
     if status.task:
         return None
     if status.observed_generation != generation:
         return IngestPlan(f"g{generation}r{retries}", "SpecChanged")
-    if spec.source.derived is not None and parent_digest and status.source_version != _parent_label(spec, parent_digest):
-        return IngestPlan(f"p{parent_digest[:12]}r{retries}", "ParentChanged")
+    if spec.source.derived is not None and parents and status.source_version != parents_label(parents):
+        key = parents[0].digest if len(parents) == 1 else hashlib.sha256(parents_label(parents).encode()).hexdigest()
+        return IngestPlan(f"p{key[:12]}r{retries}", "ParentChanged")
     if spec.source.collection is not None:
         interval = parse_duration(spec.source.collection.interval)
         last = status.last_ingested_at
@@ -52,11 +59,6 @@ def plan_ingest(spec: DatasetSpec, status: DatasetStatus, generation: int, now: 
         if last is None or (now - last).total_seconds() >= interval:
             return IngestPlan(f"t{int(now.timestamp() // interval)}", "RefreshDue")
     return None
-
-
-def _parent_label(spec: DatasetSpec, parent_digest: str) -> str:
-    assert spec.source.derived is not None
-    return f"{spec.source.derived.dataset_ref.name}@{parent_digest[:12]}"
 
 
 def _conditions(status: DatasetStatus) -> list[Condition]:
@@ -149,6 +151,8 @@ def fold_result(spec: DatasetSpec, status: DatasetStatus, generation: int, state
     patch.update(
         phase="Ready", observedGeneration=generation, version=version.version, digest=version.digest,
         rows=version.rows, sourceVersion=result.source_version, columns=result.columns[:512],
+        parents=[{"name": p.name, "namespace": p.namespace, "version": p.digest[:12], "digest": f"sha256:{p.digest}"}
+                 for p in result.parents] if result.parents else None,
         profile=result.profile[:64], versions=[v.to_wire() for v in versions],
         conditions=dump_conditions(conditions), retries=0, ingestKey=ingest_key(spec),
         lastIngestedAt=iso(now),

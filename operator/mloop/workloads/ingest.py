@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from mloop.api.dataset import DatasetSpec
 from mloop.api.tasks import IngestResult, IngestTaskSpec
+from mloop.data import combine
 from mloop.data.canonical import canonical_table, digest_table
 from mloop.data.drift import drift
 from mloop.data.errors import DataError
@@ -39,11 +40,17 @@ def load_source(spec: DatasetSpec, task: IngestTaskSpec, store: Store) -> tuple[
         frame, keys = load_s3(source.s3, store.client)
         return frame, f"{source.s3.uri} ({len(keys)} object{'s' if len(keys) != 1 else ''})"
     if source.derived:
-        parent = task.parent
-        if parent is None:
-            raise DataError("WaitingForParent", "the task was started without a parent version")
-        frame = read_version(store, dataset_prefix(parent.namespace, parent.name, parent.digest))
-        return apply_transform(frame, source.derived.transform), f"{parent.name}@{parent.digest[:12]}"
+        pins = task.parents or ([task.parent] if task.parent else [])
+        if len(pins) != len(source.derived.parents()):
+            raise DataError("WaitingForParent", "the task was started without every parent version")
+        parents = [(p.name, read_version(store, dataset_prefix(p.namespace, p.name, p.digest))) for p in pins]
+        if source.derived.union is not None:
+            frame = combine.union(source.derived.union, parents)
+        elif source.derived.join is not None:
+            frame = combine.join(source.derived.join, parents[0], parents[1])
+        else:
+            frame = parents[0][1]
+        return apply_transform(frame, source.derived.transform), ",".join(f"{p.name}@{p.digest[:12]}" for p in pins)
     if source.collection:
         return load_collection(source.collection, task.namespace, store)
     raise DataError("UnsupportedSource", "this source kind is not ingested by the ingest task")
@@ -106,6 +113,7 @@ def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> Inge
         "validation": [{"rule": c.rule, **({"column": str(c.column)} if c.column is not None else {}),
                         "passed": c.passed, "message": c.message[:512]} for c in checked.checks],
         "source_version": source_version,
+        "parents": task.parents or ([task.parent] if task.parent else None),
     }
     failed = checked.first_failure()
     if failed is not None:

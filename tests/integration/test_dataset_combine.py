@@ -1,0 +1,106 @@
+"""Derived Datasets with several parents: a union and a join cut versions from every parent's pinned version,
+a new version of any parent cuts a new one, and mismatches fail the Dataset naming the parent and the column."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from tests.helpers import apply_object, condition, get_object, k8s_events, wait_for
+from tests.integration.test_dataset_failures import finished
+from tests.integration.test_dataset_sources import ready
+
+CITY_COLUMNS = ["id", "city", "temp"]
+
+
+def rows_in_s3(s3, status: dict) -> pd.DataFrame:
+    key = status["versions"][-1]["uri"].split("/", 3)[3] + "data.parquet"
+    return pq.read_table(io.BytesIO(s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())).to_pandas()
+
+
+def inline(columns: list[str], rows: list[list]) -> dict:
+    return {"source": {"inline": {"columns": columns, "rows": rows}}}
+
+
+def test_union_pins_every_parent_and_follows_each_of_them(kubectl, api_client, namespace, operator, s3) -> None:
+    apply_object(kubectl, namespace, "Dataset", "north", inline(CITY_COLUMNS, [[1, "Oslo", -3.5], [2, "Bergen", 4.0]]))
+    apply_object(kubectl, namespace, "Dataset", "south", inline(CITY_COLUMNS, [[3, "Lima", 19.0]]))
+    # The union waits for a parent that does not exist yet, naming it.
+    apply_object(kubectl, namespace, "Dataset", "cities", {"source": {"derived": {
+        "union": {"datasets": [{"name": "north"}, {"name": "south"}, {"name": "east"}]},
+        "transform": {"select": ["city", "temp"]}}}})
+    waiting = wait_for(lambda: (c := condition(get_object(api_client, namespace, "datasets", "cities"), "Ready"))
+                       and "east" in c["message"] and c)
+    assert waiting["reason"] == "WaitingForParent" and waiting["message"] == "parent Dataset {}/east does not exist " \
+        "yet".format(namespace)
+    apply_object(kubectl, namespace, "Dataset", "east", {"source": {"inline": {
+        "columns": ["temp", "city", "id"], "rows": [[30.5, "Pune", 4]]}}})
+    north, south, east = (ready(api_client, namespace, n)["status"] for n in ("north", "south", "east"))
+    union = wait_for(lambda: (s := ready(api_client, namespace, "cities")["status"]).get("rows") == 4 and s)
+    assert rows_in_s3(s3, union).to_dict("list") == {"city": ["Oslo", "Bergen", "Lima", "Pune"],
+                                                     "temp": [-3.5, 4.0, 19.0, 30.5]}
+    assert union["sourceVersion"] == f"north@{north['version']},south@{south['version']},east@{east['version']}"
+    assert [(p["name"], p["version"]) for p in union["parents"]] == [
+        ("north", north["version"]), ("south", south["version"]), ("east", east["version"])]
+
+    # A new version of the second parent alone cuts a new union version with its rows.
+    apply_object(kubectl, namespace, "Dataset", "south", inline(CITY_COLUMNS, [[3, "Lima", 19.0], [5, "Quito", 14.0]]))
+    south2 = wait_for(lambda: (s := ready(api_client, namespace, "south")["status"])["version"] != south["version"] and s)
+    moved = wait_for(lambda: (s := get_object(api_client, namespace, "datasets", "cities")["status"]).get("rows") == 5
+                     and not s.get("task") and s)
+    assert f"south@{south2['version']}" in moved["sourceVersion"].split(",")
+    assert [v["version"] for v in moved["versions"]] == [union["version"], moved["version"]]
+    assert rows_in_s3(s3, moved)["city"].tolist() == ["Oslo", "Bergen", "Lima", "Quito", "Pune"]
+
+
+def test_union_of_mismatched_columns_fails_naming_the_parent_and_the_column(kubectl, api_client, namespace,
+                                                                            operator) -> None:
+    apply_object(kubectl, namespace, "Dataset", "a", inline(["size", "colour"], [[1, "red"]]))
+    apply_object(kubectl, namespace, "Dataset", "b", inline(["size", "shape"], [[2, "round"]]))
+    apply_object(kubectl, namespace, "Dataset", "ab", {"source": {"derived": {
+        "union": {"datasets": [{"name": "a"}, {"name": "b"}]}}}})
+    for name in ("a", "b"):
+        ready(api_client, namespace, name)
+    failed = wait_for(lambda: (o := finished(api_client, namespace, "ab"))["status"]["phase"] == "Failed" and o)
+    cond = condition(failed, "Ready")
+    assert cond["reason"] == "ColumnMismatch"
+    assert "parent b has no column 'colour' (parent a has it)" in cond["message"]
+    assert "ColumnMismatch" in [reason for reason, _ in k8s_events(api_client, namespace, "ab")]
+
+    # Taking only the shared column mends it.
+    apply_object(kubectl, namespace, "Dataset", "ab", {"source": {"derived": {
+        "union": {"datasets": [{"name": "a"}, {"name": "b"}], "columns": ["size"]}}}})
+    assert wait_for(lambda: (o := finished(api_client, namespace, "ab"))["status"]["phase"] == "Ready" and o)[
+        "status"]["rows"] == 2
+
+
+def test_join_matches_rows_on_a_key_and_refuses_a_key_that_is_not_unique(kubectl, api_client, namespace, operator,
+                                                                         s3) -> None:
+    apply_object(kubectl, namespace, "Dataset", "people", inline(["id", "age"], [[1, 30], [2, 41], [3, 25]]))
+    apply_object(kubectl, namespace, "Dataset", "homes", inline(["id", "city"], [[3, "Oslo"], [1, "Lima"]]))
+    apply_object(kubectl, namespace, "Dataset", "inner", {"source": {"derived": {
+        "join": {"left": {"name": "people"}, "right": {"name": "homes"}, "on": ["id"]}}}})
+    apply_object(kubectl, namespace, "Dataset", "outer", {"source": {"derived": {
+        "join": {"left": {"name": "people"}, "right": {"name": "homes"}, "on": ["id"], "how": "left"}}}})
+    inner = ready(api_client, namespace, "inner")["status"]
+    assert rows_in_s3(s3, inner).to_dict("list") == {"id": [1, 3], "age": [30, 25], "city": ["Lima", "Oslo"]}
+    assert [p["name"] for p in inner["parents"]] == ["people", "homes"]
+    outer = ready(api_client, namespace, "outer")["status"]
+    assert rows_in_s3(s3, outer)["city"].fillna("-").tolist() == ["Lima", "-", "Oslo"]
+
+    # A second home for person 1: the right side's key is no longer unique; the earlier version stays current.
+    apply_object(kubectl, namespace, "Dataset", "homes", inline(["id", "city"], [[3, "Oslo"], [1, "Lima"], [1, "Pune"]]))
+    failed = wait_for(lambda: (o := get_object(api_client, namespace, "datasets", "inner"))["status"].get("phase")
+                      == "Failed" and not o["status"].get("task") and o, timeout=60)
+    cond = condition(failed, "Ready")
+    assert cond["reason"] == "JoinKeyNotUnique"
+    assert "key (id) is not unique in homes: 1 at rows 1, 2" in cond["message"]
+    assert failed["status"]["version"] == inner["version"]
+
+    apply_object(kubectl, namespace, "Dataset", "no-key", {"source": {"derived": {
+        "join": {"left": {"name": "people"}, "right": {"name": "homes"}, "on": ["person_id"]}}}})
+    cond = condition(wait_for(lambda: (o := finished(api_client, namespace, "no-key"))["status"]["phase"] == "Failed"
+                              and o), "Ready")
+    assert cond["reason"] == "JoinKeyMissing" and "key column 'person_id' is not in people" in cond["message"]
