@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from mloop.api.common import CheckMeasurement
 from mloop.api.trainingrun import TrainingRunSpec
 
 Phase = Literal["Missing", "Pending", "Running", "Succeeded", "Failed"]
@@ -93,6 +94,30 @@ class DatasetPin(Wire):
     digest: str  # hex, without the sha256: prefix
 
 
+class SliceCheck(Wire):
+    """A slice criterion's grouping and metric: the trainer computes the metric on each group of held-out rows."""
+
+    key: str
+    metric: str
+    column: str
+    bins: list[float] | None = None
+
+
+class BehaviourCheck(Wire):
+    """A behavioural test as the Requirement declared it (mloop.api.requirement.BehaviouralTest on the wire)."""
+
+    key: str
+    test: dict[str, Any]
+    dataset: DatasetPin | None = None  # the pinned version of a minimumFunctionality datasetRef
+
+
+class Checks(Wire):
+    """What the referenced Requirements ask the trainer to measure beyond the aggregate metrics."""
+
+    slices: list[SliceCheck] = Field(default_factory=list)
+    tests: list[BehaviourCheck] = Field(default_factory=list)
+
+
 class TrainTaskSpec(Wire):
     """spec.json of a run, written once by the operator; the trials, the fit and the package task read it."""
 
@@ -106,6 +131,7 @@ class TrainTaskSpec(Wire):
     features: list[str]
     types: dict[str, str]  # column name -> Dataset column type
     dataset: DatasetPin
+    checks: Checks | None = None  # pinned at launch: the requirements known when the run started
 
 
 class TrialTaskResult(TaskResult):
@@ -136,6 +162,7 @@ class TrainResult(TaskResult):
     trials: int | None = None
     packages: dict[str, str] = Field(default_factory=dict)
     numeric_environment: dict[str, Any] | None = None  # mloop.training.numeric: decides the last bits of metrics
+    checks: list[CheckMeasurement] = Field(default_factory=list)  # one per Checks entry the task was given
 
 
 # --- ModelPackage: the package task's spec.json and result.json ---------------------------------------------------
