@@ -45,7 +45,9 @@ def build_job(task: Task, settings: Settings) -> dict[str, Any]:
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(task.command),
-        "env": task_env(settings),
+        # The task sizes its batches from its own memory limit (data/pipeline.py), not from the data.
+        "env": [*task_env(settings), {"name": "MLOOP_MEMORY_LIMIT",
+                                      "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}}],
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }

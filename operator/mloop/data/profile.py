@@ -1,15 +1,35 @@
-"""Per-column profiles (stored whole in profile.json, summarised in status)."""
+"""Per-column profiles (stored whole in profile.json, summarised in status), built batch by batch.
+
+Every statistic is a mergeable accumulator, so memory does not grow with the rows:
+- count, nulls, min, max exactly; mean and std by Chan's pairwise update;
+- distinct: exact up to `KMV` values, beyond that the k-minimum-values estimate over 64-bit hashes
+  (about 2% error); the k smallest hashes are the same whatever the batching;
+- numbers: a log-bucketed histogram (`sketch`) with bucket edges fixed by the float's bits (sign,
+  exponent and the top `SKETCH_BITS` mantissa bits: relative width 1/128), so bins never depend on the
+  batches or on the data. Quantiles are exact while a column has at most `EXACT` values, beyond that the
+  bucket midpoint (relative error under 0.4%). The drift check compares these sketches;
+- text: counts of every value while there are at most `COUNTS` distinct ones (exact top values and
+  category drift); beyond that the heaviest values survive (space-saving), marked `approximate`.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 TOP = 10
+KMV = 4096
+EXACT = 100_000
+COUNTS = 1000
+SKETCH_BITS = 7
+_SHIFT = 52 - SKETCH_BITS
+_SIGN = np.uint64(1 << 63)
 
 
 def _num(value: Any) -> float | None:
@@ -19,26 +39,180 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(f) or math.isinf(f) else f
 
 
-def profile_frame(frame: pd.DataFrame) -> dict[str, Any]:
-    columns = []
-    for name in frame.columns:
-        series = frame[name]
-        nulls = int(series.isna().sum())
-        entry: dict[str, Any] = {"name": str(name), "count": int(len(series) - nulls), "nulls": nulls,
-                                 "distinct": int(series.nunique(dropna=True))}
-        kind = series.dtype.kind
-        if kind in "iufb" or str(series.dtype) in ("Int64", "Float64", "boolean"):
-            values = series.dropna().to_numpy(dtype="float64")
-            if values.size:
-                qs = np.quantile(values, QUANTILES)
-                entry.update(min=_num(values.min()), max=_num(values.max()), mean=_num(values.mean()),
-                             std=_num(values.std(ddof=1)) if values.size > 1 else 0.0,
-                             quantiles={str(q): _num(v) for q, v in zip(QUANTILES, qs)})
+def sketch_keys(values: np.ndarray) -> np.ndarray:
+    """Monotone bucket keys of float64 values: order-preserving bits, top mantissa bits kept."""
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
+    ordered = np.where(bits & _SIGN, ~bits, bits | _SIGN)
+    return (ordered >> np.uint64(_SHIFT)).astype(np.int64)
+
+
+def _key_value(key: int) -> float:
+    ordered = np.uint64(key) << np.uint64(_SHIFT)
+    bits = ordered & ~_SIGN if ordered & _SIGN else ~ordered
+    return float(np.array([bits], np.uint64).view(np.float64)[0])
+
+
+def bucket_mid(key: int) -> float:
+    low, high = _key_value(key), _key_value(key + 1)
+    return (low + high) / 2 if math.isfinite(low) and math.isfinite(high) else low
+
+
+def sketch_add(buckets: dict[int, int], values: np.ndarray) -> None:
+    if values.size == 0:
+        return
+    keys, counts = np.unique(sketch_keys(values), return_counts=True)
+    for k, c in zip(keys.tolist(), counts.tolist()):
+        buckets[k] = buckets.get(k, 0) + c
+
+
+def sketch_of(values: np.ndarray) -> dict[int, int]:
+    buckets: dict[int, int] = {}
+    sketch_add(buckets, values[~np.isnan(values)])
+    return buckets
+
+
+def sketch_quantiles(buckets: dict[int, int], qs: Iterable[float]) -> list[float]:
+    keys = sorted(buckets)
+    cum = np.cumsum([buckets[k] for k in keys])
+    n = int(cum[-1])
+    out = []
+    for q in qs:
+        rank = q * (n - 1)
+        out.append(bucket_mid(keys[int(np.searchsorted(cum, rank, side="right"))]))
+    return out
+
+
+class Distinct:
+    """Distinct values: exact below KMV, then a k-minimum-values estimate. Batch-independent."""
+
+    def __init__(self) -> None:
+        self.smallest = np.empty(0, np.uint64)
+
+    def add_hashes(self, hashes: np.ndarray) -> None:
+        if hashes.size == 0:
+            return
+        if hashes.size > KMV:
+            hashes = np.partition(hashes, KMV)[:KMV + 1]
+        self.smallest = np.unique(np.concatenate([self.smallest, hashes]))[:KMV]
+
+    def add(self, arr: pa.Array) -> None:
+        unique = pc.unique(arr.drop_null())
+        if len(unique):
+            self.add_hashes(pd.util.hash_array(unique.to_numpy(zero_copy_only=False)))
+
+    @property
+    def value(self) -> int:
+        if self.smallest.size < KMV:
+            return int(self.smallest.size)
+        return int(round((KMV - 1) / (float(self.smallest[-1]) / 2.0 ** 64)))
+
+
+class _Column:
+    def __init__(self, name: str, t: pa.DataType) -> None:
+        self.name, self.type = name, t
+        self.numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+        self.count = self.nulls = 0
+        self.distinct = Distinct()
+        self.min = self.max = None
+        self.mean = self.m2 = 0.0
+        self.buckets: dict[int, int] = {}
+        self.exact: list[np.ndarray] | None = []
+        self.counts: dict[str, int] = {}
+        self.approximate = False
+
+    def update(self, arr: pa.Array) -> None:
+        nulls = arr.null_count
+        self.nulls += nulls
+        present = arr.drop_null() if nulls else arr
+        n = len(present)
+        if n == 0:
+            return
+        self.distinct.add(present)
+        if self.numeric:
+            values = present.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            lo, hi = float(values.min()), float(values.max())
+            self.min = lo if self.min is None else min(self.min, lo)
+            self.max = hi if self.max is None else max(self.max, hi)
+            mean = float(values.mean())
+            m2 = float(((values - mean) ** 2).sum())
+            total = self.count + n
+            delta = mean - self.mean
+            self.mean += delta * n / total
+            self.m2 += m2 + delta * delta * self.count * n / total
+            sketch_add(self.buckets, values)
+            if self.exact is not None:
+                if self.count + n <= EXACT:
+                    self.exact.append(values.copy())
+                else:
+                    self.exact = None
         else:
-            top = series.dropna().astype(str).value_counts().head(TOP)
-            entry["top"] = [{"value": str(k), "count": int(v)} for k, v in top.items()]
-        columns.append(entry)
-    return {"rows": int(len(frame)), "columns": columns}
+            self._count_values(present)
+        self.count += n
+
+    def _count_values(self, present: pa.Array) -> None:
+        if not pa.types.is_string(present.type):
+            present = pc.cast(present, pa.string())
+        vc = pc.value_counts(present)
+        values, counts = vc.field("values"), vc.field("counts")
+        if len(vc) > COUNTS:  # only the heaviest values of a high-cardinality batch are kept
+            order = pc.array_sort_indices(counts, order="descending")[:COUNTS]
+            values, counts = values.take(order), counts.take(order)
+            self.approximate = True
+        for v, c in zip(values.to_pylist(), counts.to_pylist()):
+            self.counts[v] = self.counts.get(v, 0) + c
+        if len(self.counts) > 2 * COUNTS:
+            kept = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:COUNTS]
+            self.counts = dict(kept)
+            self.approximate = True
+
+    def result(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.name, "count": self.count, "nulls": self.nulls,
+                                 "distinct": self.distinct.value}
+        if self.numeric:
+            if self.count:
+                if self.exact is not None:
+                    qs = np.quantile(np.concatenate(self.exact), QUANTILES).tolist()
+                else:
+                    qs = [min(max(v, self.min), self.max) for v in sketch_quantiles(self.buckets, QUANTILES)]
+                entry.update(min=_num(self.min), max=_num(self.max), mean=_num(self.mean),
+                             std=_num(math.sqrt(self.m2 / (self.count - 1))) if self.count > 1 else 0.0,
+                             quantiles={str(q): _num(v) for q, v in zip(QUANTILES, qs)},
+                             sketch={"bits": SKETCH_BITS, "buckets": [[k, c] for k, c in sorted(self.buckets.items())]})
+        else:
+            ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            entry["top"] = [{"value": str(k), "count": int(v)} for k, v in ranked[:TOP]]
+            entry["counts"] = {"approximate": self.approximate, "values": [[k, v] for k, v in ranked[:COUNTS]]}
+        return entry
+
+
+class Profiler:
+    """Feed canonical batches in order; `result()` is the profile.json body."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.rows = 0
+        self.columns = [_Column(f.name, f.type) for f in schema]
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for column, arr in zip(self.columns, batch.columns):
+            column.update(arr)
+
+    def result(self) -> dict[str, Any]:
+        return {"rows": self.rows, "columns": [c.result() for c in self.columns]}
+
+
+def profile_table(table: pa.Table) -> dict[str, Any]:
+    profiler = Profiler(table.schema)
+    for batch in table.to_batches():
+        profiler.update(batch)
+    return profiler.result()
+
+
+def profile_frame(frame: pd.DataFrame) -> dict[str, Any]:
+    """The in-memory path: the same Profiler over the frame's canonical table."""
+    from mloop.data.canonical import canonical_table
+
+    return profile_table(canonical_table(frame))
 
 
 def summary(profile: dict[str, Any], limit: int = 64) -> list[dict[str, Any]]:

@@ -1,12 +1,19 @@
-"""Read a Dataset's source into a DataFrame."""
+"""Read a Dataset's source: whole into a DataFrame (small in-memory sources) or as a stream of Arrow record
+batches (files in S3), whose memory is bounded by the block size."""
 
 from __future__ import annotations
 
 import io
 import re
-from typing import Any, Callable
+import shutil
+import tempfile
+from typing import Any, Callable, Iterator
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from mloop.api.dataset import BuiltinSource, InlineSource, S3Source
@@ -54,27 +61,8 @@ def detect_format(key: str, declared: str) -> str:
 
 
 def parse_bytes(data: bytes, fmt: str, key: str, delimiter: str | None = None) -> pd.DataFrame:
-    try:
-        if fmt == "csv":
-            sep = delimiter or ("\t" if key.lower().endswith(".tsv") else ",")
-            frame = pd.read_csv(io.BytesIO(data), sep=sep)
-            if frame.shape[1] == 1 and len(frame) > 0 and any(ch in str(frame.columns[0]) for ch in ";\t|"):
-                raise DataError(
-                    "WrongDelimiter",
-                    f"{key}: found one column {str(frame.columns[0])[:80]!r}; the delimiter is probably not "
-                    f"{sep!r}: set spec.source.s3.delimiter",
-                )
-            return frame
-        if fmt == "parquet":
-            return pd.read_parquet(io.BytesIO(data))
-        # precise_float: the default parser rounds the last digit, which would change the digest.
-        return pd.read_json(io.BytesIO(data), lines=True, precise_float=True, dtype=False)
-    except DataError:
-        raise
-    except pd.errors.EmptyDataError as err:
-        raise DataError("EmptyTable", f"{key}: the file is empty") from err
-    except Exception as err:  # pandas and pyarrow raise many types for unreadable input
-        raise DataError("UnreadableFile", f"{key}: cannot read as {fmt}: {str(err)[:300]}") from err
+    """A whole file as a DataFrame, read by the same streaming readers as ingestion."""
+    return read_bytes(data, fmt, key, delimiter).to_pandas()
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -83,8 +71,175 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def load_s3(source: S3Source, client: Any) -> tuple[pd.DataFrame, list[str]]:
-    """One object, or every object under a prefix (ending in /) concatenated in key order."""
+def read_version(store: Store, prefix: str) -> pd.DataFrame:
+    """A Dataset version's rows, after checking data.parquet against its manifest."""
+    manifest = store.get_json(prefix + "manifest.json")
+    data = store.get(prefix + "data.parquet", expected_sha256=manifest["files"]["data.parquet"]["sha256"])
+    return pq.read_table(io.BytesIO(data)).to_pandas()
+
+
+# --- Streaming: a source as Arrow record batches, memory bounded by the block size, not the data size. ---
+
+JSON_VIA_PANDAS = "\x00json-via-pandas"  # a `forced` key: Arrow's JSON reader could not keep a stable schema
+
+
+class TypeConflict(Exception):
+    """A column's type changed part-way through the source: read it again from the start with `type`."""
+
+    def __init__(self, column: str, type_: pa.DataType, why: str = ""):
+        super().__init__(f"column {column!r} read again as {type_}: {why}")
+        self.column, self.type, self.why = column, type_, why
+
+
+def promote(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """The narrowest type holding both: null gives way, integers widen to float, anything else is text."""
+    if a == b or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    numeric = (pa.types.is_integer(a) or pa.types.is_floating(a)) and (pa.types.is_integer(b) or pa.types.is_floating(b))
+    return pa.float64() if numeric else pa.string()
+
+
+def _cast_column(arr: pa.Array, t: pa.DataType) -> pa.Array:
+    if arr.type == t:
+        return arr
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), t)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if pa.types.is_string(t) and (pa.types.is_floating(arr.type)):
+        # 1.0 -> "1.0" would differ from how the value was written; integral floats print as integers
+        as_int = pc.cast(arr, pa.int64(), safe=False)
+        integral = pc.equal(pc.cast(as_int, pa.float64()), arr)
+        return pc.if_else(integral, pc.cast(as_int, pa.string()), pc.cast(arr, pa.string()))
+    return pc.cast(arr, t, safe=not pa.types.is_string(t))
+
+
+def _force(batch: pa.RecordBatch, forced: dict[str, pa.DataType]) -> pa.RecordBatch:
+    if not any(n in forced and forced[n] != batch.schema.field(n).type for n in batch.schema.names):
+        return batch
+    columns = [_cast_column(c, forced[n]) if n in forced else c for n, c in zip(batch.schema.names, batch.columns)]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _conform(batches: Iterator[pa.RecordBatch], key: str, forced: dict[str, pa.DataType],
+             expect: list[pa.Schema]) -> Iterator[pa.RecordBatch]:
+    """Batches of one object with the column names and types of the first object (`expect`); a type that
+    changes raises TypeConflict with the type that holds both, so the read starts again."""
+    for batch in batches:
+        batch = _force(batch, forced)
+        if not expect:
+            expect.append(batch.schema)
+        schema = expect[0]
+        if batch.schema.names != schema.names:
+            raise DataError("SchemaMismatch", f"{key} has columns {batch.schema.names}, expected {schema.names}")
+        if batch.schema.types != schema.types:
+            columns = []
+            for name, arr, want in zip(schema.names, batch.columns, schema.types):
+                if arr.type != want and not pa.types.is_null(arr.type):
+                    raise TypeConflict(name, promote(want, arr.type), f"{key}: {want} then {arr.type}")
+                columns.append(_cast_column(arr, want))
+            batch = pa.RecordBatch.from_arrays(columns, names=schema.names)
+        yield batch
+
+
+def csv_batches(opener: Callable[[], Any], key: str, delimiter: str | None, block_size: int,
+                forced: dict[str, pa.DataType], text: set[str]) -> Iterator[pa.RecordBatch]:
+    sep = delimiter or ("\t" if key.lower().endswith(".tsv") else ",")
+    convert = {"strings_can_be_null": True, "quoted_strings_can_be_null": True}
+
+    def open_reader(types: dict[str, pa.DataType]) -> Any:
+        try:
+            return pacsv.open_csv(opener(), read_options=pacsv.ReadOptions(block_size=block_size),
+                                  parse_options=pacsv.ParseOptions(delimiter=sep),
+                                  convert_options=pacsv.ConvertOptions(column_types=types, **convert))
+        except pa.ArrowInvalid as err:
+            if "Empty CSV file" in str(err):
+                raise DataError("EmptyTable", f"{key}: the file is empty") from err
+            raise DataError("UnreadableFile", f"{key}: cannot read as csv: {str(err)[:300]}") from err
+
+    types = {**{n: pa.string() for n in text}, **forced}
+    reader = open_reader(types)
+    # Dates stay text unless declared: pandas never guessed them, and a version must not change meaning.
+    dates = {f.name: pa.string() for f in reader.schema if f.name not in types
+             and (pa.types.is_timestamp(f.type) or pa.types.is_date(f.type) or pa.types.is_time(f.type))}
+    if dates:
+        reader.close()
+        types |= dates
+        reader = open_reader(types)
+    names = reader.schema.names
+    first = True
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as err:
+            found = re.search(r"CSV column #(\d+)", str(err))
+            if found and int(found.group(1)) < len(names):
+                name = names[int(found.group(1))]
+                was = reader.schema.field(name).type
+                wider = pa.float64() if (pa.types.is_integer(was) or pa.types.is_null(was)) else pa.string()
+                raise TypeConflict(name, wider, str(err)[:200]) from err
+            raise DataError("UnreadableFile", f"{key}: cannot read as csv: {str(err)[:300]}") from err
+        if first and batch.num_rows and len(names) == 1 and any(ch in names[0] for ch in ";\t|"):
+            raise DataError("WrongDelimiter", f"{key}: found one column {names[0][:80]!r}; the delimiter is probably "
+                                              f"not {sep!r}: set spec.source.s3.delimiter")
+        first = False
+        yield batch
+
+
+def jsonl_batches(opener: Callable[[], Any], key: str, block_size: int,
+                  forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    if JSON_VIA_PANDAS not in forced:
+        try:
+            reader = pajson.open_json(opener(), read_options=pajson.ReadOptions(block_size=block_size))
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                yield batch
+        except pa.ArrowInvalid as err:
+            if "Empty JSON file" in str(err) or "empty" in str(err).lower() and "file" in str(err).lower():
+                raise DataError("EmptyTable", f"{key}: the file is empty") from err
+            # Arrow fixes a column's type from the first block and cannot widen it later: pandas reads
+            # the file again in chunks, and the chunks' types are reconciled by TypeConflict.
+            raise TypeConflict(JSON_VIA_PANDAS, pa.null(), str(err)[:200]) from err
+    rows = max(1000, block_size // 200)
+    try:
+        chunks = pd.read_json(opener(), lines=True, precise_float=True, dtype=False, chunksize=rows)
+        for chunk in chunks:
+            from mloop.data.canonical import frame_to_arrow
+
+            table = frame_to_arrow(chunk.reset_index(drop=True))
+            for batch in table.to_batches():
+                yield batch
+    except (DataError, TypeConflict):
+        raise
+    except Exception as err:
+        raise DataError("UnreadableFile", f"{key}: cannot read as jsonl: {str(err)[:300]}") from err
+
+
+def parquet_batches(opener: Callable[[], Any], key: str, block_size: int) -> Iterator[pa.RecordBatch]:
+    """Parquet needs its footer first: the object is spooled to local disk, then read a row group at a time."""
+    with tempfile.NamedTemporaryFile(prefix="mloop-source-", suffix=".parquet") as spool:
+        body = opener()
+        shutil.copyfileobj(body, spool, 8 << 20)
+        spool.flush()
+        try:
+            file = pq.ParquetFile(spool.name)
+            meta = file.metadata
+            width = max(1, (sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+                            // max(1, meta.num_rows)))
+            for batch in file.iter_batches(batch_size=max(1, block_size // width)):
+                yield batch
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError("UnreadableFile", f"{key}: cannot read as parquet: {str(err)[:300]}") from err
+
+
+def object_keys(source: S3Source, client: Any) -> tuple[str, list[str]]:
     bucket, key = split_uri(source.uri)
     if key == "" or key.endswith("/"):
         keys = []
@@ -94,27 +249,52 @@ def load_s3(source: S3Source, client: Any) -> tuple[pd.DataFrame, list[str]]:
         keys.sort()
         if not keys:
             raise DataError("MissingObject", f"no objects under {source.uri}")
-    else:
-        keys = [key]
-    frames = []
-    for k in keys:
+        return bucket, keys
+    return bucket, [key]
+
+
+def s3_batches(source: S3Source, client: Any, block_size: int, forced: dict[str, pa.DataType],
+               text: set[str] = frozenset()) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    """Every object's rows as record batches, in key order, with one schema across objects."""
+    bucket, keys = object_keys(source, client)
+
+    def opener(k: str) -> Callable[[], Any]:
+        def open_body() -> Any:
+            try:
+                return client.get_object(Bucket=bucket, Key=k)["Body"]
+            except client.exceptions.NoSuchKey as err:
+                raise DataError("MissingObject", f"s3://{bucket}/{k} does not exist") from err
+            except client.exceptions.NoSuchBucket as err:
+                raise DataError("MissingObject", f"bucket {bucket!r} does not exist") from err
+        return open_body
+
+    def all_batches() -> Iterator[pa.RecordBatch]:
+        expect: list[pa.Schema] = []
+        for k in keys:
+            yield from _conform(format_batches(detect_format(k, source.format), opener(k), k, source.delimiter,
+                                               block_size, forced, set(text)), f"s3://{bucket}/{k}", forced, expect)
+
+    return keys, all_batches()
+
+
+def format_batches(fmt: str, opener: Callable[[], Any], key: str, delimiter: str | None, block_size: int,
+                   forced: dict[str, pa.DataType], text: set[str]) -> Iterator[pa.RecordBatch]:
+    if fmt == "csv":
+        return csv_batches(opener, key, delimiter, block_size, forced, text)
+    if fmt == "parquet":
+        return parquet_batches(opener, key, block_size)
+    return jsonl_batches(opener, key, block_size, forced)
+
+
+def read_bytes(data: bytes, fmt: str, key: str, delimiter: str | None = None, block_size: int = 1 << 20,
+               text: set[str] = frozenset()) -> pa.Table:
+    """A whole file through the streaming readers (type conflicts resolved by reading again)."""
+    forced: dict[str, pa.DataType] = {}
+    while True:
         try:
-            body = client.get_object(Bucket=bucket, Key=k)["Body"].read()
-        except client.exceptions.NoSuchKey as err:
-            raise DataError("MissingObject", f"s3://{bucket}/{k} does not exist") from err
-        except client.exceptions.NoSuchBucket as err:
-            raise DataError("MissingObject", f"bucket {bucket!r} does not exist") from err
-        frames.append(parse_bytes(body, detect_format(k, source.format), k, source.delimiter))
-    if len(frames) > 1:
-        columns = list(frames[0].columns)
-        for k, frame in zip(keys[1:], frames[1:]):
-            if list(frame.columns) != columns:
-                raise DataError("SchemaMismatch", f"s3://{bucket}/{k} has columns {list(frame.columns)}, expected {columns}")
-    return (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]), keys
-
-
-def read_version(store: Store, prefix: str) -> pd.DataFrame:
-    """A Dataset version's rows, after checking data.parquet against its manifest."""
-    manifest = store.get_json(prefix + "manifest.json")
-    data = store.get(prefix + "data.parquet", expected_sha256=manifest["files"]["data.parquet"]["sha256"])
-    return pq.read_table(io.BytesIO(data)).to_pandas()
+            expect: list[pa.Schema] = []
+            batches = list(_conform(format_batches(fmt, lambda: io.BytesIO(data), key, delimiter, block_size,
+                                                   forced, set(text)), key, forced, expect))
+            return pa.Table.from_batches(batches, schema=expect[0] if expect else None) if batches else pa.table({})
+        except TypeConflict as conflict:
+            forced[conflict.column] = conflict.type

@@ -1,4 +1,5 @@
-"""Schema checks and validation rules. Each failure names the column and its first offending rows."""
+"""Schema checks and validation rules, fed batch by batch. Each failure names the column and its first
+offending rows, numbered over the whole table (not the batch)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mloop.api.dataset import ColumnSpec, ColumnStatus, SchemaSpec, ValidationRules
+from mloop.data.profile import Distinct
 
 SHOWN_ROWS = 5
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -97,7 +101,8 @@ def _cast(series: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray | 
 
 def _outside_range(values: pd.Series, low: float | None, high: float | None) -> np.ndarray | None:
     """Rows outside [low, high]; two reductions decide the common all-inside case without a mask."""
-    array = values.to_numpy(dtype="float64", na_value=np.nan) if values.dtype.kind not in "iuf" else values.to_numpy()
+    plain = values.dtype.kind in "iuf" and isinstance(values.dtype, np.dtype)
+    array = values.to_numpy() if plain else values.to_numpy(dtype="float64", na_value=np.nan)
     if array.size == 0:
         return None
     if array.dtype.kind == "f":
@@ -115,124 +120,297 @@ def _outside_range(values: pd.Series, low: float | None, high: float | None) -> 
     return mask
 
 
+class _Hits:
+    """Offending rows of one check across batches: how many, the first few (global row numbers), samples."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.rows: list[int] = []
+        self.samples: list[object] = []
+
+    def add(self, mask: np.ndarray | pd.Series, offset: int, values: pd.Series | None = None) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return
+        self.count += int(idx.size)
+        if len(self.rows) < SHOWN_ROWS:
+            self.rows += [int(i) + offset for i in idx[:SHOWN_ROWS - len(self.rows)]]
+        if values is not None and len(self.samples) < 3:
+            self.samples += values.iloc[idx[:3 - len(self.samples)]].tolist()
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def text(self) -> str:
+        shown = ", ".join(str(i) for i in self.rows)
+        more = f" and {self.count - SHOWN_ROWS} more" if self.count > SHOWN_ROWS else ""
+        return f"rows {shown}{more}"
+
+
+class Unique:
+    """Are a column's values unique? Ascending columns (ids) are proven in one pass with O(1) memory; any other
+    column is re-read at the end (from the spilled output) and its 64-bit hashes sorted: 16 bytes a row then."""
+
+    def __init__(self) -> None:
+        self.ascending = True
+        self.last: object = None
+
+    def add(self, series: pd.Series) -> None:
+        if not self.ascending or len(series) == 0:
+            return
+        values = series.to_numpy()
+        if series.isna().any() or not series.is_monotonic_increasing or (
+                values.size > 1 and not bool((values[1:] != values[:-1]).all())) or (
+                self.last is not None and not values[0] > self.last):
+            self.ascending = False
+            return
+        self.last = values[-1]
+
+    def duplicates(self, reread: Callable[[], Iterable[pd.Series]]) -> _Hits:
+        hits = _Hits()
+        if self.ascending:
+            return hits
+        hashes = np.concatenate([pd.util.hash_array(s.to_numpy(dtype=object) if s.dtype == object or
+                                                    s.dtype.kind not in "iufbM" else s.to_numpy())
+                                 for s in reread()] or [np.empty(0, np.uint64)])
+        order = np.argsort(hashes, kind="stable")
+        ranked = hashes[order]
+        repeat = np.zeros(ranked.size, bool)
+        repeat[1:] = ranked[1:] == ranked[:-1]
+        rows = np.sort(order[repeat])
+        hits.count = int(rows.size)
+        hits.rows = [int(r) for r in rows[:SHOWN_ROWS]]
+        return hits
+
+
+class _Inference:
+    """What one undeclared column looks like, gathered batch by batch (type, id role, PII)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kind: str | None = None
+        self.rows = 0
+        self.distinct = Distinct()
+        self.unique = Unique() if name == "id" or name.endswith("_id") else None
+        self.sample: list[str] = []
+
+    def add(self, series: pd.Series) -> None:
+        if self.kind is None or (self.kind != series.dtype.kind and len(series)):
+            # a column typed by its first batch keeps that type; object wins over anything else
+            self.kind = "O" if self.kind is not None else series.dtype.kind
+        self.rows += len(series)
+        if self.kind not in "biufM":
+            present = series.dropna()
+            if len(present):
+                self.distinct.add(pa.array(present.astype(str).to_numpy(dtype=object), pa.string()))
+            if len(self.sample) < 200:
+                self.sample += present.astype(str).head(200 - len(self.sample)).tolist()
+        if self.unique is not None:
+            self.unique.add(series)
+
+    def status(self, reread: Callable[[str], Iterable[pd.Series]]) -> ColumnStatus:
+        kind = self.kind or "O"
+        type_ = {"b": "boolean", "i": "integer", "u": "integer", "f": "float", "M": "datetime"}.get(kind)
+        if type_ is None:
+            distinct = self.distinct.value
+            type_ = "category" if distinct <= max(20, self.rows // 20) and distinct < self.rows else "string"
+        role = "feature"
+        if self.unique is not None and type_ in ("integer", "string") and \
+                not self.unique.duplicates(lambda: reread(self.name)):
+            role = "id"
+        if type_ == "datetime":
+            role = "timestamp"
+        pii = "none"
+        if type_ in ("string", "category") and self.sample:
+            sample = pd.Series(self.sample, dtype=object)
+            if sample.str.match(EMAIL).mean() > 0.5 or sample.str.match(PHONE).mean() > 0.5:
+                pii = "direct"
+        return ColumnStatus(name=self.name, type=type_, role=role, pii=pii)
+
+
 def infer_column(name: str, series: pd.Series) -> ColumnStatus:
-    kind = series.dtype.kind
-    if kind == "b":
-        type_ = "boolean"
-    elif kind in "iu":
-        type_ = "integer"
-    elif kind == "f":
-        type_ = "float"
-    elif kind == "M":
-        type_ = "datetime"
-    else:
-        distinct = series.nunique(dropna=True)
-        type_ = "category" if distinct <= max(20, len(series) // 20) and distinct < len(series) else "string"
-    role = "id" if (name == "id" or name.endswith("_id")) and series.is_unique and type_ in ("integer", "string") else "feature"
-    if type_ == "datetime":
-        role = "timestamp"
-    pii = "none"
-    if type_ in ("string", "category"):
-        sample = series.dropna().astype(str).head(200)
-        if len(sample) and (sample.str.match(EMAIL).mean() > 0.5 or sample.str.match(PHONE).mean() > 0.5):
-            pii = "direct"
-    return ColumnStatus(name=name, type=type_, role=role, pii=pii)
+    inference = _Inference(name)
+    inference.add(series)
+    return inference.status(lambda _: [series])
 
 
-def _check_column(series: pd.Series, spec: ColumnSpec | None) -> tuple[ColumnStatus, list[Check], pd.Series | None]:
-    """One column's schema checks, its status, and its values cast to the declared type."""
-    name = series.name
-    if spec is None:
-        return infer_column(str(name), series), [], None
-    checks: list[Check] = []
+def _check_column(series: pd.Series, spec: ColumnSpec, offset: int, hits: dict[str, _Hits]) -> pd.Series | None:
+    """One batch of one declared column: record offending rows, return the values cast to the declared type."""
     cast, bad = _cast(series, spec)
     if bad is not None:
-        sample = series[bad].head(3).tolist()
-        checks.append(Check("type", name, False, f"column {name!r} is declared {spec.type} but {_rows(bad)} hold {sample!r}"))
-    else:
-        checks.append(Check("type", name, True))
+        hits["type"].add(bad, offset, series)
     if not spec.nullable:
-        nulls = cast.isna()
+        nulls = cast.isna().to_numpy()
         if bad is not None:
             nulls &= ~bad
-        has_nulls = bool(nulls.any())
-        checks.append(Check("nullable", name, not has_nulls,
-                            f"column {name!r} is not nullable but {_rows(nulls)} are empty" if has_nulls else ""))
+        hits["nullable"].add(nulls, offset)
     if spec.allowed_values is not None:
         text = _as_text(cast)
-        outside = text.notna() & ~text.isin(spec.allowed_values)
+        outside = (text.notna() & ~text.isin(spec.allowed_values)).to_numpy()
         if bad is not None:
             outside &= ~bad
-        found = bool(outside.any())
-        checks.append(Check("allowedValues", name, not found,
-                            f"column {name!r} has values outside {sorted(spec.allowed_values)[:10]} at "
-                            f"{_rows(outside)}: {text[outside].head(3).tolist()!r}" if found else ""))
-    if (spec.min is not None or spec.max is not None) and bad is None:
+        hits["allowedValues"].add(outside, offset, text)
+    if spec.min is not None or spec.max is not None:
         mask = _outside_range(pd.to_numeric(cast, errors="coerce") if cast.dtype.kind not in "iuf" else cast,
                               spec.min, spec.max)
-        checks.append(Check("range", name, mask is None,
-                            f"column {name!r} is outside [{spec.min}, {spec.max}] at {_rows(mask)}" if mask is not None else ""))
-    status = ColumnStatus(name=spec.name, type=spec.type, role=spec.role, pii=spec.pii)
-    return status, checks, (cast if bad is None and cast is not series else None)
+        if mask is not None:
+            hits["range"].add(mask, offset)
+    return cast if cast is not series else None
+
+
+class SchemaChecker:
+    """Cast each batch to the declared schema (or infer one) and gather each schema check over all batches."""
+
+    def __init__(self, schema: SchemaSpec | None) -> None:
+        self.schema = schema
+        self.declared = {c.name: c for c in schema.columns} if schema else {}
+        self.names: list[str] | None = None
+        self.hits: dict[str, dict[str, _Hits]] = {}
+        self.inferred: dict[str, _Inference] = {}
+        self.rows = 0
+        self.cast_names: set[str] = set()  # the columns the last feed() replaced by their cast values
+        self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+
+    @property
+    def failing(self) -> bool:
+        """Whether the checks so far already fail the table (the rest is read only to report it fully)."""
+        if self.names is not None and self.schema is not None:
+            if any(n not in self.names for n in self.declared):
+                return True
+            if not self.schema.allow_extra_columns and any(n not in self.declared for n in self.names):
+                return True
+        return any(h for hits in self.hits.values() for h in hits.values())
+
+    def feed(self, frame: pd.DataFrame, offset: int) -> pd.DataFrame:
+        if self.names is None:
+            self.names = [str(c) for c in frame.columns]
+            for name in self.names:
+                if name in self.declared:
+                    self.hits[name] = {r: _Hits() for r in ("type", "nullable", "allowedValues", "range")}
+                else:
+                    self.inferred[name] = _Inference(name)
+        self.rows += len(frame)
+        for name, inference in self.inferred.items():
+            inference.add(frame[name])
+        declared = [c for c in frame.columns if c in self.hits]
+        self.cast_names = set()
+        if not declared:
+            return frame
+        # Columns are checked in parallel: numpy and Arrow release the GIL in the heavy parts.
+        results = list(self._pool.map(lambda c: _check_column(frame[c], self.declared[c], offset, self.hits[c]),
+                                      declared))
+        out = frame.copy(deep=False)  # copy-on-write: replacing a column never touches the caller's frame
+        for name, cast in zip(declared, results):
+            if cast is not None:
+                out[name] = cast
+                self.cast_names.add(name)
+        return out
+
+    def finish(self, reread: Callable[[str], Iterable[pd.Series]]) -> tuple[list[ColumnStatus], list[Check]]:
+        self._pool.shutdown()
+        names = self.names or []
+        if self.schema is None:
+            return [self.inferred[n].status(reread) for n in names], []
+        checks: list[Check] = []
+        missing = [n for n in self.declared if n not in names]
+        if missing:
+            checks.append(Check("columns", missing[0], False, f"declared columns missing from the data: {', '.join(missing)}"))
+        extra = [n for n in names if n not in self.declared]
+        if extra and not self.schema.allow_extra_columns:
+            checks.append(Check("columns", extra[0], False,
+                                f"columns not in spec.schema: {', '.join(extra)} (set allowExtraColumns to keep them)"))
+        statuses: list[ColumnStatus] = []
+        for name in names:
+            spec = self.declared.get(name)
+            if spec is None:
+                statuses.append(self.inferred[name].status(reread))
+                continue
+            hits = self.hits[name]
+            if hits["type"]:
+                checks.append(Check("type", name, False, f"column {name!r} is declared {spec.type} but "
+                                                         f"{hits['type'].text()} hold {hits['type'].samples!r}"))
+            else:
+                checks.append(Check("type", name, True))
+            if not spec.nullable:
+                h = hits["nullable"]
+                checks.append(Check("nullable", name, not h, f"column {name!r} is not nullable but {h.text()} are empty"
+                                    if h else ""))
+            if spec.allowed_values is not None:
+                h = hits["allowedValues"]
+                checks.append(Check("allowedValues", name, not h,
+                                    f"column {name!r} has values outside {sorted(spec.allowed_values)[:10]} at "
+                                    f"{h.text()}: {h.samples!r}" if h else ""))
+            if (spec.min is not None or spec.max is not None) and not hits["type"]:
+                h = hits["range"]
+                checks.append(Check("range", name, not h,
+                                    f"column {name!r} is outside [{spec.min}, {spec.max}] at {h.text()}" if h else ""))
+            statuses.append(ColumnStatus(name=spec.name, type=spec.type, role=spec.role, pii=spec.pii))
+        return statuses, checks
+
+
+class RuleChecker:
+    """Table rules (minRows, maxNullFraction, unique) over the cast batches."""
+
+    def __init__(self, rules: ValidationRules | None) -> None:
+        self.rules = rules
+        self.rows = 0
+        self.names: list[str] | None = None
+        self.nulls: dict[str, _Hits] = {}
+        self.unique: dict[str, Unique] = {}
+
+    def feed(self, frame: pd.DataFrame, offset: int) -> None:
+        if self.names is None:
+            self.names = [str(c) for c in frame.columns]
+            if self.rules is not None:
+                if self.rules.max_null_fraction is not None:
+                    self.nulls = {n: _Hits() for n in self.names}
+                self.unique = {n: Unique() for n in self.rules.unique or [] if n in self.names}
+        self.rows += len(frame)
+        for name, hits in self.nulls.items():
+            hits.add(frame[name].isna().to_numpy(), offset)
+        for name, tracker in self.unique.items():
+            tracker.add(frame[name])
+
+    def finish(self, reread: Callable[[str], Iterable[pd.Series]]) -> list[Check]:
+        rules, rows = self.rules, self.rows
+        if rows == 0:
+            return [Check("minRows", None, False, "the table has no rows")]
+        if rules is None:
+            return []
+        checks: list[Check] = []
+        if rules.min_rows is not None:
+            ok = rows >= rules.min_rows
+            checks.append(Check("minRows", None, ok, "" if ok else f"{rows} rows, at least {rules.min_rows} required"))
+        if rules.max_null_fraction is not None:
+            for name, hits in self.nulls.items():
+                fraction = hits.count / rows
+                ok = bool(fraction <= rules.max_null_fraction)
+                checks.append(Check("maxNullFraction", name, ok, "" if ok else
+                                    f"column {name!r} is {fraction:.1%} null (limit {rules.max_null_fraction:.1%}): "
+                                    f"{hits.text()}"))
+        for name in rules.unique or []:
+            if name not in self.unique:
+                checks.append(Check("unique", name, False, f"unique column {name!r} is not in the data"))
+                continue
+            dup = self.unique[name].duplicates(lambda: reread(name))
+            checks.append(Check("unique", name, not dup, f"column {name!r} repeats values at {dup.text()}" if dup else ""))
+        return checks
 
 
 def apply_schema(frame: pd.DataFrame, schema: SchemaSpec | None) -> Validation:
-    """Cast to the declared schema (or infer one) and record each schema check."""
-    if schema is None:
-        return Validation(frame, [infer_column(str(c), frame[c]) for c in frame.columns])
-    checks: list[Check] = []
-    declared = {c.name: c for c in schema.columns}
-    missing = [n for n in declared if n not in frame.columns]
-    if missing:
-        checks.append(Check("columns", missing[0], False, f"declared columns missing from the data: {', '.join(missing)}"))
-    extra = [str(c) for c in frame.columns if c not in declared]
-    if extra and not schema.allow_extra_columns:
-        checks.append(Check("columns", extra[0], False,
-                            f"columns not in spec.schema: {', '.join(extra)} (set allowExtraColumns to keep them)"))
-    # Columns are checked in parallel: numpy and Arrow release the GIL in the heavy parts.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda name: _check_column(frame[name], declared.get(name)), frame.columns))
-    out = frame.copy(deep=False)  # copy-on-write: replacing a column never touches the caller's frame
-    statuses: list[ColumnStatus] = []
-    for name, (status, column_checks, cast) in zip(frame.columns, results):
-        statuses.append(status)
-        checks += column_checks
-        if cast is not None:
-            out[name] = cast
+    """Cast to the declared schema (or infer one) and record each schema check (the in-memory path)."""
+    checker = SchemaChecker(schema)
+    out = checker.feed(frame, 0)
+    if checker.names is None:  # a frame with no columns
+        checker.names = []
+    statuses, checks = checker.finish(lambda name: [out[name]])
     return Validation(out, statuses, checks)
 
 
 def apply_rules(validation: Validation, rules: ValidationRules | None) -> Validation:
     frame = validation.frame
-    rows = len(frame)
-    if rows == 0:
-        validation.checks.append(Check("minRows", None, False, "the table has no rows"))
-        return validation
-    if rules is None:
-        return validation
-    if rules.min_rows is not None:
-        ok = rows >= rules.min_rows
-        validation.checks.append(Check("minRows", None, ok, "" if ok else f"{rows} rows, at least {rules.min_rows} required"))
-    if rules.max_null_fraction is not None:
-        fractions = frame.isna().mean()
-        for name, fraction in fractions.items():
-            ok = bool(fraction <= rules.max_null_fraction)
-            mask = frame[name].isna()
-            validation.checks.append(Check("maxNullFraction", str(name), ok, "" if ok else
-                                           f"column {name!r} is {fraction:.1%} null (limit {rules.max_null_fraction:.1%}): "
-                                           f"{_rows(mask)}"))
-    for name in rules.unique or []:
-        if name not in frame.columns:
-            validation.checks.append(Check("unique", name, False, f"unique column {name!r} is not in the data"))
-            continue
-        column = frame[name]
-        # Id columns usually ascend: one pass proves uniqueness without hashing.
-        if column.is_monotonic_increasing and column.notna().all():
-            values = column.to_numpy()
-            if values.size < 2 or bool((values[1:] != values[:-1]).all()):
-                validation.checks.append(Check("unique", name, True))
-                continue
-        dup = column.duplicated(keep="first").to_numpy()
-        validation.checks.append(Check("unique", name, not dup.any(),
-                                       f"column {name!r} repeats values at {_rows(dup)}" if dup.any() else ""))
+    checker = RuleChecker(rules)
+    checker.feed(frame, 0)
+    validation.checks += checker.finish(lambda name: [frame[name]])
     return validation

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import os
 import sys
-from typing import Any
+import tempfile
+from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -18,13 +21,12 @@ import pyarrow.parquet as pq
 from mloop.api.dataset import DatasetSpec
 from mloop.api.tasks import IngestResult, IngestTaskSpec
 from mloop.data import combine
-from mloop.data.canonical import canonical_table, digest_table
+from mloop.data import pipeline
 from mloop.data.drift import drift
 from mloop.data.errors import DataError
-from mloop.data.profile import profile_frame, summary
-from mloop.data.tables import load_builtin, load_inline, load_s3, read_version
+from mloop.data.profile import Profiler, summary
+from mloop.data.tables import TypeConflict, load_builtin, load_inline, read_version, s3_batches
 from mloop.data.transform import apply_transform
-from mloop.data.validate import apply_rules, apply_schema
 from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
 from mloop.storage.layout import collected_prefix, dataset_prefix, feedback_prefix, package_prefix
 from mloop.workloads.task import main_for, now_iso
@@ -36,9 +38,6 @@ def load_source(spec: DatasetSpec, task: IngestTaskSpec, store: Store) -> tuple[
         return load_builtin(source.builtin), f"builtin:{source.builtin.name}"
     if source.inline:
         return load_inline(source.inline), "inline"
-    if source.s3:
-        frame, keys = load_s3(source.s3, store.client)
-        return frame, f"{source.s3.uri} ({len(keys)} object{'s' if len(keys) != 1 else ''})"
     if source.derived:
         pins = task.parents or ([task.parent] if task.parent else [])
         if len(pins) != len(source.derived.parents()):
@@ -91,82 +90,185 @@ def ingest(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, 
     return cut_version(IngestTaskSpec.model_validate(raw), store, log).to_wire()
 
 
+def _source_label(source: Any, keys: list[str]) -> str:
+    return f"{source.uri} ({len(keys)} object{'s' if len(keys) != 1 else ''})"
+
+
 def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> IngestResult:
     spec = DatasetSpec.model_validate(task.spec)
     namespace, name = task.namespace, task.name
+    block = pipeline.block_bytes()
     try:
-        frame, source_version = load_source(spec, task, store)
+        if spec.source.s3 is not None:  # files are streamed: memory follows the block size, not the data
+            s3 = spec.source.s3
+            text = pipeline.text_columns(spec.schema_)
+            keys, _ = s3_batches(s3, store.client, block, {}, text)
+            source_version = _source_label(s3, keys)
+            log.info("streaming %s in blocks of %d MiB", source_version, block >> 20)
+
+            def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+                return s3_batches(s3, store.client, block, forced, text)[1]
+            drop = None
+        else:
+            frame, source_version = load_source(spec, task, store)
+            log.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], source_version)
+            if spec.source.collection is not None:
+                new_rows = len(frame) - task.previous_rows
+                if new_rows < spec.source.collection.min_new_rows:
+                    return IngestResult(status="Skipped", reason="NotEnoughRows", source_version=source_version,
+                                        message=f"{max(new_rows, 0)} new labelled rows, "
+                                                f"{spec.source.collection.min_new_rows} needed")
+            rows_per_batch = max(1, block // max(1, int(frame.memory_usage(deep=False).sum() // max(1, len(frame)))))
+
+            def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+                return pipeline.frame_batches(frame, rows_per_batch)
+
+            drop = None
     except DataError as err:
         log.error("%s: %s", err.reason, err.message)
         return IngestResult(status="Failed", reason=err.reason, message=err.message)
-    log.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], source_version)
-    if spec.source.collection is not None:
-        new_rows = len(frame) - task.previous_rows
-        if new_rows < spec.source.collection.min_new_rows:
-            return IngestResult(status="Skipped", reason="NotEnoughRows", source_version=source_version,
-                                message=f"{max(new_rows, 0)} new labelled rows, {spec.source.collection.min_new_rows} needed")
 
-    checked = apply_rules(apply_schema(frame, spec.schema_), spec.validation)
-    base: dict[str, Any] = {
-        "rows": len(frame),
-        "columns": [c.to_wire() for c in checked.columns],
-        "validation": [{"rule": c.rule, **({"column": str(c.column)} if c.column is not None else {}),
-                        "passed": c.passed, "message": c.message[:512]} for c in checked.checks],
-        "source_version": source_version,
-        "parents": task.parents or ([task.parent] if task.parent else None),
-    }
-    failed = checked.first_failure()
-    if failed is not None:
-        reason = "EmptyTable" if failed.rule == "minRows" and len(frame) == 0 else "ValidationFailed"
-        log.error("validation failed: %s", failed.message)
-        return IngestResult(status="Failed", reason=reason, message=failed.message, **base)
-
-    try:
-        table = canonical_table(checked.frame)
-    except DataError as err:
-        return IngestResult(status="Failed", reason=err.reason, message=err.message, **base)
-    digest = digest_table(table)
-    prefix = dataset_prefix(namespace, name, digest.hexdigest)
-    profile = profile_frame(checked.frame)
-    existing = store.get_json_or_none(prefix + "manifest.json")
-    created = existing is None
-    if created:
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        data = sink.getvalue().to_pybytes()
-        files = {}
-        for file, body in (("data.parquet", data), ("profile.json", json.dumps(profile, indent=2).encode())):
+    with tempfile.TemporaryDirectory(prefix="mloop-ingest-") as scratch:
+        out = os.path.join(scratch, "data.parquet")
+        forced: dict[str, pa.DataType] = {}
+        while True:
             try:
-                files[file] = {"sha256": store.put(prefix + file, body), "size": len(body)}
-            except AlreadyExists:  # a crashed earlier attempt wrote it; same digest, same content
-                files[file] = {"sha256": sha256_hex(store.get(prefix + file)), "size": len(body)}
-        manifest = {
-            "kind": "DatasetVersion", "namespace": namespace, "dataset": name, "digest": digest.full,
-            "version": digest.version, "rows": len(frame), "columns": base["columns"], "files": files,
-            "source": source_version, "createdAt": now_iso(),
+                cut = pipeline.run(open_batches(forced), spec.schema_, spec.validation, out, drop)
+                break
+            except TypeConflict as conflict:  # a column's type changed part-way: read again with the wider type
+                if conflict.column in forced and forced[conflict.column] == conflict.type:
+                    return IngestResult(status="Failed", reason="UnreadableFile", source_version=source_version,
+                                        message=f"column {conflict.column!r}: {conflict.why}"[:1024])
+                log.info("reading again: %s", conflict)
+                forced[conflict.column] = conflict.type
+            except DataError as err:
+                log.error("%s: %s", err.reason, err.message)
+                return IngestResult(status="Failed", reason=err.reason, message=err.message,
+                                    source_version=source_version)
+        if cut.erased:
+            log.info("%d rows of erased subjects dropped by standing filters", cut.erased)
+        log.info("checked %d rows x %d columns", cut.rows, len(cut.columns))
+        base: dict[str, Any] = {
+            "rows": cut.rows,
+            "columns": [c.to_wire() for c in cut.columns],
+            "validation": [{"rule": c.rule, **({"column": str(c.column)} if c.column is not None else {}),
+                            "passed": c.passed, "message": c.message[:512]} for c in cut.checks],
+            "source_version": source_version,
+            "parents": task.parents or ([task.parent] if task.parent else None),
         }
-        try:
-            store.put_json(prefix + "manifest.json", manifest)
-        except AlreadyExists:
-            manifest = store.get_json(prefix + "manifest.json")
-            created = False
-        log.info("cut version %s (%d rows)", digest.version, len(frame))
-    else:
-        manifest = existing
-        log.info("content unchanged: version %s already exists", digest.version)
+        failed = cut.first_failure()
+        if failed is not None or cut.digest is None or cut.profile is None:
+            reason = "EmptyTable" if failed is not None and failed.rule == "minRows" and cut.rows == 0 \
+                else "ValidationFailed"
+            message = failed.message if failed is not None else "no rows to cut a version from"
+            log.error("validation failed: %s", message)
+            return IngestResult(status="Failed", reason=reason, message=message, **base)
+        digest, profile = cut.digest, cut.profile
+        prefix = dataset_prefix(namespace, name, digest.hexdigest)
+        existing = store.get_json_or_none(prefix + "manifest.json")
+        created = existing is None
+        if created:
+            files = {"data.parquet": _put_file(store, prefix + "data.parquet", out)}
+            body = json.dumps(profile, indent=2).encode()
+            try:
+                files["profile.json"] = {"sha256": store.put(prefix + "profile.json", body), "size": len(body)}
+            except AlreadyExists:  # a crashed earlier attempt wrote it; same digest, same content
+                files["profile.json"] = {"sha256": sha256_hex(store.get(prefix + "profile.json")), "size": len(body)}
+            manifest = {
+                "kind": "DatasetVersion", "namespace": namespace, "dataset": name, "digest": digest.full,
+                "version": digest.version, "rows": cut.rows, "columns": base["columns"], "files": files,
+                "source": source_version, "createdAt": now_iso(),
+            }
+            try:
+                store.put_json(prefix + "manifest.json", manifest)
+            except AlreadyExists:
+                manifest = store.get_json(prefix + "manifest.json")
+                created = False
+            log.info("cut version %s (%d rows)", digest.version, cut.rows)
+        else:
+            manifest = existing
+            log.info("content unchanged: version %s already exists", digest.version)
 
     result = IngestResult(status="Succeeded", reason="VersionCut" if created else "Unchanged",
-                          message=f"version {digest.version}: {len(frame)} rows" + ("" if created else " (unchanged)"),
+                          message=f"version {digest.version}: {cut.rows} rows" + ("" if created else " (unchanged)"),
                           version=digest.version, digest=digest.full, uri=store.uri(prefix), created=created,
                           created_at=manifest["createdAt"], profile=summary(profile), **base)
     previous = task.previous
     if previous and previous != digest.hexdigest:
         try:
-            before = read_version(store, dataset_prefix(namespace, name, previous))
-            result.drift = drift(before, checked.frame)
+            result.drift = drift(version_profile(store, dataset_prefix(namespace, name, previous)), profile)
         except Exception as err:  # drift is informative; a missing previous version must not fail ingestion
             log.warning("no drift against %s: %s", previous[:12], err)
     return result
+
+
+PART = 64 * 1024 * 1024
+
+
+def _put_file(store: Store, key: str, path: str) -> dict[str, Any]:
+    """Upload a local file write-once: small files in one request, large ones in parts (never whole in memory).
+    A file an earlier, crashed attempt already wrote is kept: same digest, same rows."""
+    size = os.path.getsize(path)
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(8 << 20), b""):
+            sha.update(chunk)
+    if size <= PART:
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            return {"sha256": store.put(key, data), "size": size}
+        except AlreadyExists:
+            return _existing(store, key)
+    if store.exists(key):
+        return _existing(store, key)
+    client, bucket = store.client, store.bucket
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/octet-stream")
+    try:
+        parts = []
+        with open(path, "rb") as f:
+            for number, chunk in enumerate(iter(lambda: f.read(PART), b""), start=1):
+                etag = client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number,
+                                          Body=chunk)["ETag"]
+                parts.append({"PartNumber": number, "ETag": etag})
+        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"],
+                                          MultipartUpload={"Parts": parts})
+    except Exception:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+        raise
+    return {"sha256": sha.hexdigest(), "size": size}
+
+
+def _existing(store: Store, key: str) -> dict[str, Any]:
+    body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"]
+    sha, size = hashlib.sha256(), 0
+    for chunk in body.iter_chunks(8 << 20):
+        sha.update(chunk)
+        size += len(chunk)
+    return {"sha256": sha.hexdigest(), "size": size}
+
+
+def version_profile(store: Store, prefix: str) -> dict[str, Any]:
+    """A version's profile with the sketches drift needs; versions cut before sketches existed are profiled
+    again from their Parquet, a row group at a time."""
+    profile = store.get_json(prefix + "profile.json")
+    if all("sketch" in c or "counts" in c or not c.get("count") for c in profile.get("columns", [])):
+        return profile
+    manifest = store.get_json(prefix + "manifest.json")
+    with tempfile.NamedTemporaryFile(prefix="mloop-previous-", suffix=".parquet") as spool:
+        body = store.client.get_object(Bucket=store.bucket, Key=prefix + "data.parquet")["Body"]
+        sha = hashlib.sha256()
+        for chunk in body.iter_chunks(8 << 20):
+            sha.update(chunk)
+            spool.write(chunk)
+        spool.flush()
+        if sha.hexdigest() != manifest["files"]["data.parquet"]["sha256"].removeprefix("sha256:"):
+            raise ValueError(f"{prefix}data.parquet does not match its manifest")
+        file = pq.ParquetFile(spool.name)
+        profiler = Profiler(file.schema_arrow)
+        for batch in file.iter_batches():
+            profiler.update(batch)
+        return profiler.result()
 
 
 def main(argv: list[str] | None = None) -> int:

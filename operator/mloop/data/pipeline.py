@@ -1,0 +1,177 @@
+"""One pass over a source's record batches: validate, cast, canonicalise, digest, profile and write Parquet.
+
+Each batch is checked and then forgotten; only accumulators stay (row counts, the first offending rows,
+hash states, profile sketches), so memory is the batch size, not the data size. The Parquet output goes
+to a local file one row group per batch; it is uploaded only when every check passed, so a file that
+turns bad in its last batch leaves nothing in S3.
+
+Memory: `block_bytes()` derives the reader's block size from the task's memory limit (MLOOP_MEMORY_LIMIT,
+set by the Job builder from the container's limits.memory; else the cgroup or RLIMIT_AS limit).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mloop.api.dataset import ColumnStatus, SchemaSpec, ValidationRules
+from mloop.data.canonical import TIMESTAMP, Digest, Hasher, canonical_batch, canonical_type, frame_to_arrow
+from mloop.data.errors import DataError
+from mloop.data.profile import Profiler
+from mloop.data.validate import Check, RuleChecker, SchemaChecker
+
+MIB = 1 << 20
+# Arrow's streaming CSV reader keeps about 30 blocks read ahead (measured: 8 MiB blocks, 250 MB allocated),
+# and the batch in hand grows about 5x as pandas, cast and canonical copies: 1/128 of the limit leaves
+# the rest for the interpreter, the libraries and the Parquet writer.
+LIMIT_SHARE = 128
+DEFAULT_BLOCK = 16 * MIB
+DECLARED = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(), "datetime": TIMESTAMP,
+            "string": pa.string(), "category": pa.string()}
+
+
+# Integers keep their type in pandas even with nulls (else they turn float in some batches and not others).
+_NULLABLE_INTS = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.int16(): pd.Int64Dtype(),
+                  pa.int8(): pd.Int64Dtype(), pa.uint8(): pd.Int64Dtype(), pa.uint16(): pd.Int64Dtype(),
+                  pa.uint32(): pd.Int64Dtype()}
+
+
+def memory_limit() -> int | None:
+    """Bytes this process may use: the Job's limit, else the cgroup's, else RLIMIT_AS; None if unbounded."""
+    value = os.environ.get("MLOOP_MEMORY_LIMIT", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 50:
+            return int(text)
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return soft if soft != resource.RLIM_INFINITY else None
+
+
+def block_bytes(limit: int | None = None) -> int:
+    limit = memory_limit() if limit is None else limit
+    if limit is None:
+        return DEFAULT_BLOCK
+    return max(MIB, min(64 * MIB, limit // LIMIT_SHARE))
+
+
+def text_columns(schema: SchemaSpec | None) -> set[str]:
+    """Declared text columns: read as text, so '007' stays '007'."""
+    return {c.name for c in schema.columns if c.type in ("string", "category")} if schema else set()
+
+
+def target_schema(source: pa.Schema, schema: SchemaSpec | None) -> pa.Schema:
+    """The version's column types, fixed by the source's schema and the declared types, never by a batch."""
+    declared = {c.name: c.type for c in schema.columns} if schema else {}
+    return pa.schema([pa.field(str(f.name), DECLARED[declared[f.name]] if f.name in declared
+                               else canonical_type(f.type)) for f in source])
+
+
+@dataclass
+class Pass:
+    rows: int
+    columns: list[ColumnStatus]
+    checks: list[Check]
+    digest: Digest | None
+    profile: dict[str, Any] | None
+    erased: int
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def first_failure(self) -> Check | None:
+        return next((c for c in self.checks if not c.passed), None)
+
+
+def _conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+    if batch.schema.types == target.types:
+        return batch
+    try:
+        return pa.RecordBatch.from_arrays([c if c.type == t else c.cast(t) for c, t in zip(batch.columns, target.types)],
+                                          schema=target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise DataError("UnreadableFile", f"a column changed type part-way through the data: {err}") from err
+
+
+def _canonical(batch: pa.RecordBatch, cast: pd.DataFrame, cast_names: set[str], dropped_any: bool) -> pa.RecordBatch:
+    """The canonical batch: columns the checks cast come from pandas, the rest straight from the reader's
+    Arrow arrays (no round trip through pandas for text)."""
+    if dropped_any:
+        columns = frame_to_arrow(cast).columns
+    else:
+        redo = frame_to_arrow(cast[[n for n in cast.columns if n in cast_names]]) if cast_names else None
+        columns = [redo.column(str(n)) if n in cast_names else batch.column(i)  # type: ignore[union-attr]
+                   for i, n in enumerate(cast.columns)]
+    table = canonical_batch(pa.Table.from_arrays(columns, names=[str(n) for n in cast.columns])).combine_chunks()
+    return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_arrays(
+        [pa.array([], f.type) for f in table.schema], schema=table.schema)
+
+
+def run(batches: Iterable[pa.RecordBatch], schema: SchemaSpec | None, rules: ValidationRules | None, out: str,
+        drop: Callable[[pd.DataFrame], tuple[pd.DataFrame, int]] | None = None) -> Pass:
+    """Validate and write the batches to the Parquet file `out`; digest and profile only if every check passed."""
+    checker, table_rules = SchemaChecker(schema), RuleChecker(rules)
+    target: pa.Schema | None = None
+    hasher: Hasher | None = None
+    profiler: Profiler | None = None
+    writer: pq.ParquetWriter | None = None
+    offset = erased = 0
+    try:
+        for batch in batches:
+            if target is None:
+                target = target_schema(batch.schema, schema)
+            frame = batch.to_pandas(types_mapper=_NULLABLE_INTS.get)
+            if drop is not None:
+                frame, dropped = drop(frame)
+                erased += dropped
+            cast = checker.feed(frame, offset)
+            table_rules.feed(cast, offset)
+            offset += len(frame)
+            if checker.failing or len(frame) == 0:
+                continue  # this version will not be cut: keep checking, stop producing
+            canon = _conform(_canonical(batch, cast, checker.cast_names, dropped_any=len(frame) != batch.num_rows),
+                             target)
+            if writer is None:
+                hasher, profiler = Hasher(target), Profiler(target)
+                writer = pq.ParquetWriter(out, target, compression="zstd")
+            hasher.update(canon)
+            profiler.update(canon)
+            writer.write_batch(canon, row_group_size=canon.num_rows)
+    finally:
+        if writer is not None:
+            writer.close()
+
+    def reread(name: str) -> Iterator[pd.Series]:
+        if writer is None:
+            return iter(())
+        file = pq.ParquetFile(out)
+        return (b.column(0).to_pandas() for b in file.iter_batches(columns=[name]))
+
+    statuses, checks = checker.finish(reread)
+    checks += table_rules.finish(reread)
+    ok = all(c.passed for c in checks) and hasher is not None and profiler is not None
+    if ok and offset != hasher.rows:  # type: ignore[union-attr]
+        raise AssertionError("rows checked and rows written differ")
+    return Pass(rows=offset, columns=statuses, checks=checks, digest=hasher.digest() if ok else None,  # type: ignore[union-attr]
+                profile=profiler.result() if ok else None, erased=erased)  # type: ignore[union-attr]
+
+
+def frame_batches(frame: pd.DataFrame, rows: int) -> Iterator[pa.RecordBatch]:
+    """An in-memory frame as the same kind of batches a file gives (the in-memory path of `run`)."""
+    table = frame_to_arrow(frame)
+    if table.num_rows == 0:
+        yield from table.to_batches() or [pa.RecordBatch.from_arrays([pa.array([], f.type) for f in table.schema],
+                                                                      schema=table.schema)]
+        return
+    yield from table.to_batches(max_chunksize=max(1, rows))
