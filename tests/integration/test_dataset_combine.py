@@ -9,8 +9,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from tests.helpers import apply_object, condition, get_object, k8s_events, wait_for
+from tests.integration.test_cli_runs import mloop
 from tests.integration.test_dataset_failures import finished
 from tests.integration.test_dataset_sources import ready
+from tests.integration.test_notifications import completed
 
 CITY_COLUMNS = ["id", "city", "temp"]
 
@@ -24,7 +26,8 @@ def inline(columns: list[str], rows: list[list]) -> dict:
     return {"source": {"inline": {"columns": columns, "rows": rows}}}
 
 
-def test_union_pins_every_parent_and_follows_each_of_them(kubectl, api_client, namespace, operator, s3) -> None:
+def test_union_pins_every_parent_and_follows_each_of_them(kubectl, api_client, namespace, lineage_file, operator, s3,
+                                                          kubeconfig) -> None:
     apply_object(kubectl, namespace, "Dataset", "north", inline(CITY_COLUMNS, [[1, "Oslo", -3.5], [2, "Bergen", 4.0]]))
     apply_object(kubectl, namespace, "Dataset", "south", inline(CITY_COLUMNS, [[3, "Lima", 19.0]]))
     # The union waits for a parent that does not exist yet, naming it.
@@ -44,6 +47,11 @@ def test_union_pins_every_parent_and_follows_each_of_them(kubectl, api_client, n
     assert union["sourceVersion"] == f"north@{north['version']},south@{south['version']},east@{east['version']}"
     assert [(p["name"], p["version"]) for p in union["parents"]] == [
         ("north", north["version"]), ("south", south["version"]), ("east", east["version"])]
+    # OpenLineage: the ingestion read every parent's version.
+    ingest = completed(lineage_file, f"{namespace}/datasets/cities")
+    assert [d["name"] for d in ingest["inputs"]] == [
+        f"datasets/{namespace}/{n}/{s['digest'].removeprefix('sha256:')}"
+        for n, s in (("north", north), ("south", south), ("east", east))]
 
     # A new version of the second parent alone cuts a new union version with its rows.
     apply_object(kubectl, namespace, "Dataset", "south", inline(CITY_COLUMNS, [[3, "Lima", 19.0], [5, "Quito", 14.0]]))
@@ -53,6 +61,11 @@ def test_union_pins_every_parent_and_follows_each_of_them(kubectl, api_client, n
     assert f"south@{south2['version']}" in moved["sourceVersion"].split(",")
     assert [v["version"] for v in moved["versions"]] == [union["version"], moved["version"]]
     assert rows_in_s3(s3, moved)["city"].tolist() == ["Oslo", "Bergen", "Lima", "Quito", "Pune"]
+    # `mloop lineage`: every parent version upstream of the union's version.
+    upstream = mloop("lineage", f"dataset/cities@{moved['version']}", "-n", namespace,
+                     kubeconfig=kubeconfig).stdout.split("downstream:")[0]
+    for name, version in (("north", north["version"]), ("south", south2["version"]), ("east", east["version"])):
+        assert f"<- dataset/{name}@{version}" in upstream
 
 
 def test_union_of_mismatched_columns_fails_naming_the_parent_and_the_column(kubectl, api_client, namespace,

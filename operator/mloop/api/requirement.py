@@ -198,6 +198,11 @@ class RetrainPolicy(ApiModel):
     enabled: bool = Field(default=True, description="Turn automatic retraining on or off.")
     template_run_ref: ObjectRef = Field(description="A TrainingRun whose spec is copied for each retraining.")
     dataset_ref: ObjectRef = Field(description="The collection Dataset whose new versions trigger retraining.")
+    training_dataset_ref: ObjectRef | None = Field(
+        default=None,
+        description="A derived Dataset that combines the original data with datasetRef (a union): the run trains on "
+                    "its version made from the new collection version. Empty: train on datasetRef alone.",
+    )
     trigger: RetrainTrigger = Field(
         default_factory=RetrainTrigger, description="Conditions under which a new version triggers retraining."
     )
@@ -273,7 +278,9 @@ class RetrainRecord(ApiModel):
     """One retraining the policy started."""
 
     run: Name = Field(description="The TrainingRun created.")
-    dataset_version: Annotated[str, Field(max_length=12)] = Field(description="Dataset version it was pinned to.")
+    dataset_version: Annotated[str, Field(max_length=12)] = Field(description="Collection Dataset version that triggered it.")
+    trained_on: Annotated[str, Field(max_length=300)] | None = Field(
+        default=None, description="The Dataset version the run was pinned to, as name@version.")
     reason: Annotated[str, Field(max_length=256)] = Field(description="What triggered it.")
     package: Name | None = Field(default=None, description="The ModelPackage created from it, once there is one.")
     outcome: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="Promoted, refused, or pending.")

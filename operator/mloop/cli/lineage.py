@@ -50,8 +50,12 @@ def build_graph(objects: dict[str, list[dict[str, Any]]]) -> Graph:
         for ref in ds["spec"].get("requirementRefs") or []:
             g.edge(f"requirement/{ref['name']}", current, "data for")
         parent = status.get("sourceVersion") or ""
-        if ds["spec"]["source"].get("derived") and "@" in parent:
-            g.edge(f"dataset/{parent}", current, "derived")
+        if ds["spec"]["source"].get("derived"):
+            # Every parent of a union or join; an older status without parents names its one parent in sourceVersion.
+            made_from = [f"{p['name']}@{p['version']}" for p in status.get("parents") or []] or [
+                p for p in parent.split(",") if "@" in p]
+            for source in made_from:
+                g.edge(f"dataset/{source}", current, "derived")
         if ds["spec"]["source"].get("collection") and parent.startswith("collected:"):
             for package in filter(None, parent.split(":", 2)[2].split(",")):
                 g.edge(f"modelpackage/{package}", current, "predictions + feedback")

@@ -21,6 +21,7 @@ from mloop.handlers.metrics import measured
 from mloop.k8s.client import custom_objects, get_object
 from mloop.reconcile.outcome import Event, Outcome
 from mloop.reconcile.requirement import requirement_status
+from mloop.reconcile.requirements import including_version
 
 Key = tuple[str, str]
 
@@ -36,11 +37,11 @@ def requirement_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> 
 
 @kopf.index(GROUP, VERSION, "requirements")
 def requirements_by_retrain_dataset(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict | None:
+    """The collection Dataset a retrain policy watches, and the combined Dataset it trains on: a new version of
+    either may start the retraining."""
     policy = spec.get("retrain") or {}
-    ref = policy.get("datasetRef")
-    if not ref:
-        return None
-    return {(ref.get("namespace") or namespace, ref["name"]): (namespace, name)}
+    refs = [r for r in (policy.get("datasetRef"), policy.get("trainingDatasetRef")) if r]
+    return {(r.get("namespace") or namespace, r["name"]): (namespace, name) for r in refs} or None
 
 
 @kopf.index(GROUP, VERSION, "trainingruns")
@@ -218,10 +219,20 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     template = next(iter(indexes["runs_by_name"].get((template_ns, policy.template_run_ref.name), [])), None)
     if template is None or model is None:
         return unchanged  # nothing to copy, or no model to compete with yet: the next event looks again
+    train_ref, train_version = policy.dataset_ref, ds.version
+    if policy.training_dataset_ref is not None:
+        train_ref = policy.training_dataset_ref
+        train_ns = train_ref.namespace or namespace
+        found = next(iter(indexes["datasets_by_name"].get(f"{train_ns}/{train_ref.name}", [])), None)
+        train_version = including_version(DatasetStatus.model_validate(found) if found else None, ds_namespace,
+                                          policy.dataset_ref.name, ds.digest or "")
+        if train_version is None:
+            return unchanged  # the combined Dataset has not cut the version with these rows yet: its event comes
+    train_ns = train_ref.namespace or namespace
     count = len(records) + 1
     run_name = f"{name}-retrain-{count}"[:63]
-    run_spec = {**template["spec"], "datasetRef": {"name": policy.dataset_ref.name, "version": ds.version,
-                                                   **({"namespace": ds_namespace} if ds_namespace != namespace else {})}}
+    run_spec = {**template["spec"], "datasetRef": {"name": train_ref.name, "version": train_version,
+                                                   **({"namespace": train_ns} if train_ns != namespace else {})}}
     labels = {"mloop.dev/retrain-of": name, **({"mloop.dev/experiment": run_spec["experiment"]}
                                               if run_spec.get("experiment") else {})}
     _create("trainingruns", namespace, "TrainingRun", run_name, run_spec, labels)
@@ -230,10 +241,11 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     if production and production.get("serve"):
         package_spec["serve"] = production["serve"]
     _create("modelpackages", namespace, "ModelPackage", run_name, package_spec, {"mloop.dev/retrain-of": name})
-    records.append({"run": run_name, "datasetVersion": ds.version, "reason": reason[:256], "package": run_name,
-                    "outcome": "pending", "createdAt": iso(utcnow())})
-    outcome.events.append(Event("Normal", "RetrainTriggered", f"{run_name} on {policy.dataset_ref.name}@{ds.version}: "
-                                                              f"{reason}"))
+    trained_on = f"{train_ref.name}@{train_version}"
+    records.append({"run": run_name, "datasetVersion": ds.version, "trainedOn": trained_on, "reason": reason[:256],
+                    "package": run_name, "outcome": "pending", "createdAt": iso(utcnow())})
+    includes = "" if train_ref is policy.dataset_ref else f" (includes {policy.dataset_ref.name}@{ds.version})"
+    outcome.events.append(Event("Normal", "RetrainTriggered", f"{run_name} on {trained_on}{includes}: {reason}"))
     return records[-50:]
 
 

@@ -173,10 +173,10 @@ def _source_inputs(bucket: str, namespace: str, spec: dict[str, Any], task: str 
     if "collection" in source:
         return [InputDataset(f"s3://{bucket}", collected_prefix(namespace, source["collection"]["model"]).rstrip("/"))]
     if "derived" in source and task:
-        # The parent version this very task read is in its spec, not in the parent's (moving) status.
-        parent = (operator_store().get_json_or_none(task_prefix(namespace, task) + "spec.json") or {}).get("parent")
-        if parent:
-            return [InputDataset(*version_dataset(bucket, parent["namespace"], parent["name"], parent["digest"]))]
+        # The parent versions this very task read are in its spec, not in the parents' (moving) status.
+        read = operator_store().get_json_or_none(task_prefix(namespace, task) + "spec.json") or {}
+        parents = read.get("parents") or [p for p in (read.get("parent"),) if p]
+        return [InputDataset(*version_dataset(bucket, p["namespace"], p["name"], p["digest"])) for p in parents]
     return []  # inline rows live in the resource itself
 
 

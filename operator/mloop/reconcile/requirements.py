@@ -256,3 +256,14 @@ def primary_metric(specs: list[RequirementSpec], task: str) -> str:
 
 def wire(results: list[CriterionResult]) -> list[dict[str, Any]]:
     return [r.to_wire() for r in results][:64]
+
+
+def including_version(combined: DatasetStatus | None, namespace: str, name: str, digest: str) -> str | None:
+    """The combined Dataset's current version if it was made from this version of the named parent, else None.
+
+    A retrain on a union of the original and the collected data must pin the union's version that holds the new
+    collected rows; the union cuts after the collection does, so until then there is none."""
+    if combined is None or not combined.version or combined.phase != "Ready":
+        return None
+    made_from = {(p.namespace, p.name, p.digest) for p in combined.parents or []}
+    return combined.version if (namespace, name, digest) in made_from else None
