@@ -204,3 +204,48 @@ def test_trainer_directional_and_minimum_functionality() -> None:
     typo = rows.rename(columns={"noise": "nosie"})
     bad = trainer.behaviour("classification", mf, model, frame[features], types, features, "y", typo)
     assert bad.error and "'nosie' is not a feature" in bad.message
+
+
+# -- the run: checks written into spec.json at the start, judged at the finish ------------------------------------
+
+def test_a_run_starts_with_its_checks_pinned_and_finishes_judging_them() -> None:
+    from mloop.api.tasks import TaskState
+    from mloop.api.trainingrun import TrainingRunStatus
+    from mloop.reconcile.trainingrun import CacheEntry, WriteSpec, decide
+    from tests.unit.test_trainingrun_decide import IN_FLIGHT, NOW, TRAINED, cond, spec, world
+
+    fair = _req({"metric": "accuracy", "min": 0.8, "slice": {"column": "g", "minRows": 10}},
+                [{"name": "cases", "minimumFunctionality": {"datasetRef": {"name": "cases"}}}])
+    run = spec(requirementRefs=[{"name": "fair"}])
+    waiting = decide(run, TrainingRunStatus(), world(requirements=(("fair", fair),)), NOW)
+    assert not waiting.of(WriteSpec) and cond(waiting, "Succeeded")[1] == "WaitingForDataset"
+
+    cases = DatasetStatus(phase="Ready", version="c" * 12, digest="sha256:" + "c" * 64)
+    started = decide(run, TrainingRunStatus(), world(requirements=(("fair", fair),), test_datasets={"ns/cases": cases}),
+                     NOW)
+    [write] = started.of(WriteSpec)
+    checks = write.body.to_wire()["checks"]
+    assert checks["slices"] == [{"key": slice_key(fair.metrics[0]), "metric": "accuracy", "column": "g"}]
+    assert checks["tests"][0]["dataset"] == {"namespace": "ns", "name": "cases", "version": "c" * 12,
+                                             "digest": "c" * 64}
+
+    measured = [CheckMeasurement(key=slice_key(fair.metrics[0]), slices=_sliced(("g=a", 20, 0.9), ("g=b", 20, 0.7))),
+                CheckMeasurement(key=behaviour_key(fair.tests[0]), value=1.0, rows=3)]
+    result = TRAINED.model_copy(update={"checks": measured})
+    done = decide(run, TrainingRunStatus.model_validate(IN_FLIGHT),
+                  world(task=TaskState("Succeeded", exit_code=0), result=result, requirements=(("fair", fair),)), NOW)
+    assert [c["key"] for c in done.status["checks"]] == [m.key for m in measured]
+    assert {r["criterion"]: (r["passed"], r.get("worst")) for r in done.status["requirements"]} == {
+        "slice:accuracy:g": (False, "g=b"), "test:cases": (True, None)}
+    assert cond(done, "RequirementsMet") == ("False", "CriterionFailed")
+
+    # a cached result that measured none of it is not reused: the run trains
+    hit = CacheEntry(run="older", uid="u-0", result=TRAINED)
+    again = decide(spec(requirementRefs=[{"name": "fair"}], cachePolicy="reuse"), TrainingRunStatus(),
+                   world(requirements=(("fair", fair),), test_datasets={"ns/cases": cases}, cache_hit=hit), NOW)
+    assert again.of(WriteSpec) and cond(again, "Succeeded")[1] == "Started"
+    covering = CacheEntry(run="older", uid="u-0", result=result)
+    reused = decide(spec(requirementRefs=[{"name": "fair"}], cachePolicy="reuse"), TrainingRunStatus(),
+                    world(requirements=(("fair", fair),), test_datasets={"ns/cases": cases}, cache_hit=covering), NOW)
+    assert not reused.of(WriteSpec) and cond(reused, "Succeeded")[1] == "CacheHit"
+    assert reused.status["checks"][0]["key"] == slice_key(fair.metrics[0])
