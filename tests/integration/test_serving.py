@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -206,6 +207,36 @@ def test_onnx_and_scikit_learn_runtimes_answer_alike_and_nulls_go_to_scikit_lear
     code, answer = post(f"{served['status']['endpoint']}/predict", {"instances": rows})
     assert code == 200 and answer["predictions"] == reference["predictions"]
     assert np.allclose(answer["probabilities"], reference["probabilities"], atol=1e-6)
+
+
+def libraries(pid: int) -> set[str]:
+    """Which of scikit-learn, scipy and pandas a server (parent and workers) has imported: each maps its compiled
+    modules when imported, so the processes' memory maps show it from outside."""
+    pids = [pid] + [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
+    maps = "".join(Path(f"/proc/{p}/maps").read_text() for p in pids)
+    return {lib for lib in ("sklearn", "scipy", "pandas") if f"/site-packages/{lib}/" in maps}
+
+
+def test_onnx_runtime_loads_no_scikit_learn_until_a_row_with_a_null(served, s3, namespace) -> None:
+    """Under ONNX the server neither imports scikit-learn, scipy nor pandas (about 150 MB) while it serves, collects
+    and writes Parquet; the first row with a null loads the scikit-learn model to answer it."""
+    before = len(rows_under(s3, f"collected/{namespace}/iris/1/"))
+    proc, endpoint = start_server(served, "--workers", "2", "--flush-seconds", "0.5")
+    try:
+        assert json.loads(get(f"{endpoint}/v2/models/iris")[1])["parameters"]["runtime"] == "onnx"
+        for _ in range(6):
+            code, answer = post(f"{endpoint}/predict", {"instances": [ROW, {**ROW, "petal_length": 5.0}]})
+            assert code == 200 and answer["predictions"][0] == "setosa"
+        code, _ = post(f"{endpoint}/feedback", {"id": answer["ids"][0], "label": "setosa"})
+        assert code == 202
+        wait_for(lambda: len(rows_under(s3, f"collected/{namespace}/iris/1/")) == before + 12, timeout=30)
+        assert libraries(proc.pid) == set()
+        code, answer = post(f"{endpoint}/predict", {"instances": [{**ROW, "sepal_width": None}]})
+        assert code == 200 and answer["predictions"] == ["setosa"]
+        assert "sklearn" in libraries(proc.pid)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
 
 
 def test_graceful_shutdown_flushes_the_buffer(served, s3, namespace) -> None:

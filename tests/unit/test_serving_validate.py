@@ -11,7 +11,7 @@ import pytest
 
 from mloop.serving.collector import Collector
 from mloop.serving.oip import columns_from_v2, encode_bytes, response, split_body
-from mloop.serving.runtime import RuntimeUnavailable, choose
+from mloop.serving.runtime import RuntimeUnavailable, choose_for_manifest
 from mloop.serving.server import worker_count
 from mloop.serving.validate import BadRequest, check_columns, prepare
 
@@ -120,9 +120,9 @@ def test_binary_response_carries_the_json_length_and_length_prefixed_strings() -
 def test_runtime_choice(requested, manifest, runtime) -> None:
     if runtime is None:
         with pytest.raises(RuntimeUnavailable, match=r"ONNX parity approximate \(gap 2e-05\)"):
-            choose(requested, manifest)
+            choose_for_manifest(requested, manifest)
     else:
-        assert choose(requested, manifest)[0] == runtime
+        assert choose_for_manifest(requested, manifest)[0] == runtime
 
 
 @pytest.mark.parametrize("files,workers", [

@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import random
+import sys
 import time
 import uuid
 from collections import deque
@@ -25,6 +26,26 @@ from mloop.storage.artifacts import Store
 from mloop.storage.layout import collected_prefix, feedback_prefix
 
 log = logging.getLogger("mloop.serve.collector")
+
+
+class _NoPandas:
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not imported by the model server's collector")
+
+
+def arrow_without_pandas() -> None:
+    """pyarrow imports pandas (about 60 MB) the first time it builds an array, only to ask whether the values are
+    pandas objects; the collector never passes one. One Parquet write with that import refused settles pyarrow on
+    "no pandas" for good; the scikit-learn fallback may still import pandas later."""
+    if "pandas" in sys.modules:
+        return
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        pq.write_table(pa.table({"s": pa.array(["x"], pa.string()), "f": pa.array([1.0])}), io.BytesIO())
+    finally:
+        sys.meta_path.remove(blocker)
 
 
 class Buffer:
@@ -64,6 +85,7 @@ class Collector:
                  capacity: int = 50_000, batch_rows: int = 5_000, interval: float = 5.0,
                  constants: dict[str, Any] | None = None, metrics: CollectionMetrics | None = None):
         """`constants`: columns equal on every prediction row (model, version, ...), added when written."""
+        arrow_without_pandas()
         self.store, self.sampling_rate, self.metrics = store, sampling_rate, metrics
         self.batch_rows, self.interval = batch_rows, interval
         self.constants = constants or {}

@@ -1,8 +1,7 @@
-"""Which runtime serves a package, and the two runtimes.
+"""The two runtimes a model server runs, and the runtime rule applied to a package manifest.
 
-onnxruntime serves only a package whose ONNX model passed the package task's parity check exactly (every
-held-out label equal; regression within float64 rounding), recorded in the manifest's `onnx` entry. Anything
-else, and any request with a null (the parity check never saw one), goes to the scikit-learn model.
+The ONNX runtime needs no scikit-learn, scipy or pandas: a server running it imports them only when a row
+with a null arrives (the parity check never saw one; scikit-learn answers it).
 """
 
 from __future__ import annotations
@@ -11,32 +10,15 @@ from typing import Any
 
 import numpy as np
 
-RUNTIMES = ("auto", "onnx", "sklearn")
+from mloop.api.runtime import RuntimeUnavailable, choose
+
+__all__ = ["OnnxRuntime", "RuntimeUnavailable", "SklearnRuntime", "choose_for_manifest"]
 
 
-class RuntimeUnavailable(Exception):
-    """`onnx` was asked for and the package has no ONNX model with exact parity: the server does not start."""
-
-
-def choose(requested: str, manifest: dict[str, Any]) -> tuple[str, str]:
-    """(runtime, why) for a package manifest. Pure: the operator can call it to report status."""
-    if requested not in RUNTIMES:
-        raise ValueError(f"runtime {requested!r}: choose one of {', '.join(RUNTIMES)}")
+def choose_for_manifest(requested: str, manifest: dict[str, Any]) -> tuple[str, str]:
+    """(runtime, why) for a package manifest: its `onnx` entry holds the parity verdict of the package task."""
     onnx = manifest.get("onnx") or {}
-    exact = "model.onnx" in manifest.get("files", {}) and onnx.get("parity") == "exact"
-    if requested == "sklearn":
-        return "sklearn", "scikit-learn asked for"
-    if exact:
-        return "onnx", f"ONNX parity exact ({onnx.get('note', '')})"
-    if onnx.get("parity"):
-        why = f"ONNX parity {onnx['parity']} ({onnx.get('note', '')})"
-    elif "model.onnx" in manifest.get("files", {}):
-        why = "ONNX parity not recorded by this package"
-    else:
-        why = "the package has no ONNX model"
-    if requested == "onnx":
-        raise RuntimeUnavailable(f"runtime onnx asked for, but {why}; use runtime auto or sklearn")
-    return "sklearn", why
+    return choose(requested, "model.onnx" in manifest.get("files", {}), onnx.get("parity"), onnx.get("note", ""))
 
 
 class SklearnRuntime:
@@ -63,13 +45,13 @@ class SklearnRuntime:
 class OnnxRuntime:
     name = "onnx"
 
-    def __init__(self, blob: bytes, task: str, names: list[str], fallback: SklearnRuntime):
+    def __init__(self, blob: bytes, task: str, names: list[str]):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1  # one row is microseconds; workers scale
         self.session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
-        self.task, self.fallback = task, fallback
+        self.task = task
         inputs = self.session.get_inputs()
         if len(inputs) != len(names):
             raise ValueError(f"the ONNX model takes {len(inputs)} inputs, the signature has {len(names)}")

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from mloop.serving import oip
 from mloop.serving.collector import Collector
-from mloop.serving.runtime import OnnxRuntime, RuntimeUnavailable, SklearnRuntime, choose
+from mloop.serving.runtime import OnnxRuntime, RuntimeUnavailable, SklearnRuntime, choose_for_manifest
 from mloop.serving.validate import BadRequest, check_columns, prepare
 from mloop.storage.artifacts import DigestMismatch, Store, sha256_hex
 from mloop.storage.models import UntrustedModel, check_digest, load_model
@@ -37,7 +37,8 @@ JSON = "application/json"
 
 
 class Package:
-    """A fetched package: manifest digest checked, then each file against the manifest, models loaded."""
+    """A fetched package: manifest digest checked, then each file against the manifest. Only the runtime that
+    serves is loaded: under ONNX the skops file waits, digest-checked, for the first row with a null."""
 
     def __init__(self, store: Store, uri: str, digest: str, runtime: str):
         prefix = uri.removeprefix(f"s3://{store.bucket}/")
@@ -47,10 +48,12 @@ class Package:
                                  f"expected {digest.removeprefix('sha256:')[:12]}…: refusing to serve it")
         self.manifest = orjson.loads(manifest_bytes)
         files = self.manifest["files"]
-        self.runtime, self.runtime_reason = choose(runtime, self.manifest)
+        self.runtime, self.runtime_reason = choose_for_manifest(runtime, self.manifest)
         self.signature = orjson.loads(store.get(prefix + "signature.json",
                                                 expected_sha256=files["signature.json"]["sha256"]))
-        self.model = load_model(store.get(prefix + "model.skops"), files["model.skops"]["sha256"])
+        self.skops_digest = files["model.skops"]["sha256"]
+        self.skops = check_digest(store.get(prefix + "model.skops"), self.skops_digest)
+        self.model = load_model(self.skops, self.skops_digest) if self.runtime == "sklearn" else None
         self.onnx = (check_digest(store.get(prefix + "model.onnx"), files["model.onnx"]["sha256"])
                      if self.runtime == "onnx" else None)
         self.name, self.version = self.manifest["model"], int(self.manifest["version"])
@@ -66,9 +69,10 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
 
     model_name, version = pkg.name, str(pkg.version)
     signature = prepare(pkg.signature)
-    sklearn = SklearnRuntime(pkg.model, pkg.task, pkg.names)
-    runtime: SklearnRuntime | OnnxRuntime = (OnnxRuntime(pkg.onnx, pkg.task, pkg.names, sklearn)
-                                             if pkg.onnx is not None else sklearn)
+    runtime: SklearnRuntime | OnnxRuntime = (OnnxRuntime(pkg.onnx, pkg.task, pkg.names) if pkg.onnx is not None
+                                             else SklearnRuntime(pkg.model, pkg.task, pkg.names))
+    sklearn = runtime if isinstance(runtime, SklearnRuntime) else None
+    loading = asyncio.Lock()
     platform = "onnxruntime" if runtime.name == "onnx" else "scikit-learn"
     label_type = "BYTES" if pkg.task == "classification" else "FP64"
     stage_name = stage or ""
@@ -80,9 +84,21 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
         metrics.observe(route, err.status)
         return answer(err.body(), err.status)
 
-    def predict(arrays: dict[str, Any], any_null: bool, with_proba: bool) -> tuple[list[Any], Any]:
+    async def scikit_learn() -> SklearnRuntime:
+        """The scikit-learn model, loaded (skops, off the event loop) by the first request that needs it."""
+        nonlocal sklearn
+        async with loading:
+            if sklearn is None:
+                log.info("a row with a null: loading the scikit-learn model to answer it")
+                model = await asyncio.to_thread(load_model, pkg.skops, pkg.skops_digest)
+                sklearn = SklearnRuntime(model, pkg.task, pkg.names)
+        return sklearn
+
+    async def predict(arrays: dict[str, Any], any_null: bool, with_proba: bool) -> tuple[list[Any], Any]:
         """Nulls go to scikit-learn: the ONNX parity check never saw one."""
-        return (sklearn if any_null else runtime).predict(arrays, with_proba)
+        if any_null and runtime.name == "onnx":
+            return (sklearn or await scikit_learn()).predict(arrays, with_proba)
+        return runtime.predict(arrays, with_proba)
 
     def collect(request_id: str, arrays: dict[str, Any], rows: int, labels: list[Any]) -> list[str]:
         """Cheap on the request path: raw values only; the collector's writer thread encodes them."""
@@ -176,7 +192,7 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
         if parameters.get("binary_data_output"):
             binary = {"predict", "predict_proba"}
         request_id = str(body.get("id") or uuid.uuid4())
-        labels, proba = predict(arrays, any_null, "predict_proba" in wanted)
+        labels, proba = await predict(arrays, any_null, "predict_proba" in wanted)
         ids = collect(request_id, arrays, rows, labels)
         outputs = [{"name": "predict", "shape": [rows], "datatype": label_type, "data": labels}]
         if proba is not None:
@@ -210,7 +226,7 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
         except BadRequest as err:
             return refuse("predict", err)
         request_id = str(body.get("id") or uuid.uuid4())
-        labels, proba = predict(arrays, any_null, body.get("probabilities", True) is not False)
+        labels, proba = await predict(arrays, any_null, body.get("probabilities", True) is not False)
         ids = collect(request_id, arrays, count, labels)
         result: dict[str, Any] = {"id": request_id, "ids": ids, "predictions": labels, "model": model_name,
                                   "version": pkg.version}
