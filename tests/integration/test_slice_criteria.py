@@ -9,6 +9,7 @@ says 1 for group M: a model trained on it uses a column it should ignore.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from tests.integration.test_dataset_sources import put, ready as dataset_ready
 from tests.integration.test_modelpackage import packaged, s3_text
 from tests.integration.test_trainingrun import succeeded
 
+ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ["radius", "texture", "smoothness", "concavity", "symmetry"]
 RUN = {"datasetRef": {"name": "clinic"}, "target": "diagnosis", "features": FEATURES,
        "estimator": {"name": "LogisticRegression", "params": {"max_iter": 500}},
@@ -121,8 +123,13 @@ def test_invariance_catches_a_model_that_uses_a_column_it_should_ignore(kubectl,
 
     apply_object(kubectl, namespace, "ModelPackage", "leaning-1", {"model": "clinic", "trainingRunRef": {"name": "leaning"},
                                                                      "stage": "Production"})
-    refused = condition(packaged(api_client, namespace, "leaning-1"), "Promoted")
+    package = packaged(api_client, namespace, "leaning-1")
+    refused = condition(package, "Promoted")
     assert refused["reason"] == "CriterionFailed" and "blind/test:ignores-group" in refused["message"]
+    report = json.loads(s3_text(s3, package["status"]["uri"], "requirements.json"))
+    assert {r["criterion"]: r["passed"] for r in report[0]["results"]} == {"test:ignores-group": False,
+                                                                          "test:group-neutral": False}
+    assert "blind test:ignores-group: FAIL" in s3_text(s3, package["status"]["uri"], "modelcard.md")
 
 
 def test_directional_expectation_on_a_regression(kubectl, api_client, namespace, operator) -> None:
@@ -165,3 +172,19 @@ def test_minimum_functionality_inline_and_from_a_dataset(kubectl, api_client, na
         run["status"]["modelUri"].split("/")[3:-1]) + "/spec.json")["Body"].read())
     pinned = [t["dataset"] for t in spec["checks"]["tests"] if "dataset" in t]
     assert [(p["name"], p["version"]) for p in pinned] == [("iris-cases", version)]
+
+
+def test_the_breast_cancer_example_refuses_a_model_that_misses_mid_size_tumours(kubectl, api_client, namespace,
+                                                                                 operator) -> None:
+    example = ROOT / "examples" / "slices" / "breast-cancer.yaml"
+    kubectl("apply", "-n", namespace, "-f", str(example), check=True)
+    run = succeeded(api_client, namespace, "screening-lr")
+    judged = results(run)
+    assert judged["metric:accuracy"][0]["passed"] is True
+    [recall] = judged["slice:recall:mean_radius"]
+    assert recall["passed"] is False and recall["worst"] == "mean_radius=[12, 15)", recall
+    assert [s["slice"] for s in recall["slices"]] == ["mean_radius<12", "mean_radius=[12, 15)", "mean_radius>=15"]
+    assert judged["test:concave-points-raise-risk"][0]["passed"] is True
+    refused = condition(packaged(api_client, namespace, "screening-lr-1"), "Promoted")
+    assert refused["reason"] == "CriterionFailed"
+    assert "screening/slice:recall:mean_radius is worst slice mean_radius=[12, 15)" in refused["message"]

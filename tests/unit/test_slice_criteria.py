@@ -162,6 +162,7 @@ def test_trainer_slices_by_value_and_by_bins() -> None:
     by_age = trainer.measure_slices("classification", SliceCheck(key="k", metric="recall", column="age", bins=[30, 60]),
                                     pd.Series([20, 25, 40, 50, 70, None], name="age"), y_true, predicted, ["a", "b"])
     assert [s.slice for s in by_age.slices] == ["age<30", "age=[30, 60)", "age=null", "age>=60"]
+    assert by_age.slices[0].value is None  # no positive row under 30: recall is undefined there, not 0
     unknown = trainer.measure_slices("classification", SliceCheck(key="k", metric="r2", column="g"),
                                      pd.Series(["x"] * 6, name="g"), y_true, predicted, ["a", "b"])
     assert unknown.error and "cannot be computed per slice" in unknown.message

@@ -31,18 +31,20 @@ def _binary(fn: Callable[..., float]) -> Callable[[Any, Any, list[Any]], float]:
     return metric
 
 
-# Per-slice metrics. Binary ones take the last class in sorted order (1, True) as the positive class.
+# Per-slice metrics. Binary ones take the last class in sorted order (1, True) as the positive class. A metric
+# a slice cannot define (recall of a slice without positives) is NaN, reported empty and not judged: not 0.
 CLASSIFICATION: dict[str, Callable[[Any, Any, list[Any]], float]] = {
     "accuracy": lambda t, p, _: float(metrics.accuracy_score(t, p)),
     "balanced_accuracy": lambda t, p, _: float(metrics.balanced_accuracy_score(t, p)),
-    "f1_macro": lambda t, p, labels: float(metrics.f1_score(t, p, average="macro", labels=labels, zero_division=0)),
+    "f1_macro": lambda t, p, labels: float(metrics.f1_score(t, p, average="macro", labels=labels,
+                                                            zero_division=np.nan)),
     "recall_macro": lambda t, p, labels: float(metrics.recall_score(t, p, average="macro", labels=labels,
-                                                                    zero_division=0)),
+                                                                    zero_division=np.nan)),
     "precision_macro": lambda t, p, labels: float(metrics.precision_score(t, p, average="macro", labels=labels,
-                                                                          zero_division=0)),
-    "recall": _binary(lambda t, p, pos: metrics.recall_score(t, p, pos_label=pos, zero_division=0)),
-    "precision": _binary(lambda t, p, pos: metrics.precision_score(t, p, pos_label=pos, zero_division=0)),
-    "f1": _binary(lambda t, p, pos: metrics.f1_score(t, p, pos_label=pos, zero_division=0)),
+                                                                          zero_division=np.nan)),
+    "recall": _binary(lambda t, p, pos: metrics.recall_score(t, p, pos_label=pos, zero_division=np.nan)),
+    "precision": _binary(lambda t, p, pos: metrics.precision_score(t, p, pos_label=pos, zero_division=np.nan)),
+    "f1": _binary(lambda t, p, pos: metrics.f1_score(t, p, pos_label=pos, zero_division=np.nan)),
     "positive_rate": _binary(lambda t, p, pos: float(np.mean(np.asarray(p) == pos))),
 }
 REGRESSION: dict[str, Callable[[Any, Any, list[Any]], float]] = {
