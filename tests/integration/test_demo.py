@@ -20,14 +20,26 @@ def test_demo_runs_the_whole_loop(tmp_path: Path, stack) -> None:
         assert result.returncode == 0, result.stderr[-3000:]
         summary = json.loads(result.stdout)
         versions = [v for d in summary["datasets"] for v in d["versions"]]
-        assert len(versions) >= 2 and {d["name"] for d in summary["datasets"]} == {"iris", "iris-feedback"}
+        assert len(versions) >= 3 and {d["name"] for d in summary["datasets"]} == {"iris", "iris-feedback", "iris-all"}
         retrains = summary["requirements"][0]["retrains"]
         assert retrains and retrains[0]["run"] in {r["name"] for r in summary["runs"]}
         assert {r["name"]: r["phase"] for r in summary["runs"]}[retrains[0]["run"]] == "Succeeded"
+        # The retrain run trained on original + fed-back rows: the iris-all version made from both parents.
+        datasets = {d["name"]: d for d in summary["datasets"]}
+        rows = {(d["name"], v["version"]): v["rows"] for d in summary["datasets"] for v in d["versions"]}
+        trained_on = {r["name"]: r["dataset"] for r in summary["runs"]}[retrains[0]["run"]]
+        assert trained_on == retrains[0]["trainedOn"] and trained_on.startswith("iris-all@")
+        fed_back = rows[("iris-feedback", retrains[0]["datasetVersion"])]
+        original = datasets["iris"]["versions"][-1]
+        assert fed_back >= 50 and rows[tuple(trained_on.split("@"))] == original["rows"] + fed_back == 150 + fed_back
+        if datasets["iris-all"]["versions"][-1]["version"] == trained_on.split("@")[1]:
+            assert set(datasets["iris-all"]["parents"]) == {f"iris@{original['version']}",
+                                                            f"iris-feedback@{retrains[0]['datasetVersion']}"}
         assert [p["stage"] for p in summary["packages"]].count("Production") == 1
         with urllib.request.urlopen(f"{summary['endpoint']}/v2/health/ready", timeout=5) as resp:
             assert resp.status == 200
         assert lineage.read_bytes().lstrip().startswith((b"<?xml", b"<svg"))
+        assert "✓ Dataset iris-all: the original rows plus the fed-back ones" in result.stderr
         assert "✓ Retrain policy fired" in result.stderr
     finally:
         subprocess.run([*mloop, "dev", "down"], env=env, capture_output=True, timeout=120)

@@ -1,8 +1,8 @@
 """`mloop demo`: the whole loop on the local stack, headless, ending with a summary and a lineage graph.
 
 Starts (or reuses) the dev stack and a local-executor operator, applies examples/iris/, waits
-with progress, sends real predictions and the true labels, lets the retrain policy fire, and
-prints what happened. `mloop dev down` stops everything afterwards.
+with progress, sends real predictions and the true labels, lets the retrain policy fire (it trains
+on iris-all: the original rows plus the fed-back ones), and prints what happened. `mloop dev down` stops everything afterwards.
 """
 
 from __future__ import annotations
@@ -87,12 +87,26 @@ def run_loop(namespace: str, deadline: float) -> str:
     _wait("Collection Dataset iris-feedback cut a version", lambda: (_get("datasets", namespace, "iris-feedback")
           .get("status") or {}).get("version"), deadline,
           lambda: _cond(_get("datasets", namespace, "iris-feedback"), "Ready").get("message", ""))
+    feedback = lambda: (_get("datasets", namespace, "iris-feedback").get("status") or {}).get("digest")  # noqa: E731
+    _wait("Dataset iris-all: the original rows plus the fed-back ones", lambda: feedback() in {
+          p["digest"] for p in (_get("datasets", namespace, "iris-all").get("status") or {}).get("parents") or []},
+          deadline, lambda: _cond(_get("datasets", namespace, "iris-all"), "Ready").get("message", ""))
     retrain = _wait("Retrain policy fired", lambda: ((_get("requirements", namespace, "iris-species").get("status") or {})
                     .get("retrains") or [None])[0], deadline)
     _wait(f"Retrained {retrain['run']} packaged and judged against production",
           lambda: ((_get("requirements", namespace, "iris-species").get("status") or {}).get("retrains") or [{}])[0]
           .get("outcome", "pending") != "pending", deadline, phase("trainingruns", retrain["run"]))
+    # A promoted retraining restarts the local server on the new version: wait until it answers again.
+    _wait(f"Endpoint {endpoint} ready", lambda: _ready(endpoint), deadline)
     return endpoint
+
+
+def _ready(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/v2/health/ready", timeout=5) as resp:  # noqa: S310 - local
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def facts(namespace: str, endpoint: str, lineage_file: str) -> dict[str, Any]:
@@ -101,7 +115,8 @@ def facts(namespace: str, endpoint: str, lineage_file: str) -> dict[str, Any]:
     objects = load_objects(namespace)
     summary: dict[str, Any] = {"namespace": namespace, "endpoint": endpoint}
     summary["datasets"] = [{"name": d["metadata"]["name"], "versions": [
-        {"version": v["version"], "rows": v["rows"]} for v in (d.get("status") or {}).get("versions") or []]}
+        {"version": v["version"], "rows": v["rows"]} for v in (d.get("status") or {}).get("versions") or []],
+        "parents": [f"{p['name']}@{p['version']}" for p in (d.get("status") or {}).get("parents") or []]}
         for d in objects["datasets"]]
     summary["runs"] = [{"name": r["metadata"]["name"], "phase": (r.get("status") or {}).get("phase"),
                         "dataset": (r.get("status") or {}).get("dataset"),
@@ -112,11 +127,7 @@ def facts(namespace: str, endpoint: str, lineage_file: str) -> dict[str, Any]:
     summary["requirements"] = [{"name": q["metadata"]["name"], "phase": (q.get("status") or {}).get("phase"),
                                 "satisfied": _cond(q, "Satisfied").get("message", ""),
                                 "retrains": (q.get("status") or {}).get("retrains") or []} for q in objects["requirements"]]
-    try:
-        with urllib.request.urlopen(f"{endpoint}/v2/health/ready", timeout=5) as resp:  # noqa: S310
-            summary["endpointReady"] = resp.status == 200
-    except OSError:
-        summary["endpointReady"] = False
+    summary["endpointReady"] = _ready(endpoint)
     graph = build_graph(objects)
     production = next((p["name"] for p in summary["packages"] if p["stage"] == "Production"), "iris-rf-1")
     start = resolve_start(graph, "modelpackage", production)
@@ -134,11 +145,12 @@ def facts(namespace: str, endpoint: str, lineage_file: str) -> dict[str, Any]:
 def print_summary(summary: dict[str, Any]) -> None:
     out = Console()
     table = Table(title="Dataset versions")
-    for c in ("dataset", "version", "rows"):
+    for c in ("dataset", "version", "rows", "made from"):
         table.add_column(c)
     for d in summary["datasets"]:
-        for v in d["versions"]:
-            table.add_row(d["name"], v["version"], str(v["rows"]))
+        for i, v in enumerate(d["versions"]):
+            current = i == len(d["versions"]) - 1
+            table.add_row(d["name"], v["version"], str(v["rows"]), ", ".join(d["parents"]) if current else "")
     out.print(table)
     table = Table(title="Training runs")
     for c in ("run", "phase", "dataset", "primary metric"):
@@ -155,7 +167,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     for q in summary["requirements"]:
         out.print(f"Requirement [bold]{q['name']}[/]: {q['phase']} — {q['satisfied']}")
         for r in q["retrains"]:
-            out.print(f"  retrain {r['run']} on {r['datasetVersion']} ({r['reason']}): {r.get('outcome')}")
+            data = r.get("trainedOn") or r["datasetVersion"]
+            out.print(f"  retrain {r['run']} on {data} ({r['reason']}): {r.get('outcome')}")
     out.print(f"Endpoint: {summary['endpoint']} (ready: {summary['endpointReady']})")
     out.print(f"Lineage graph: {summary['lineageFile']}")
     out.print("Stop everything with `mloop dev down`.")
