@@ -10,6 +10,7 @@ from mloop.api.common import (
     ApiModel,
     Condition,
     CriterionResult,
+    MetricName,
     DIGEST_PATTERN,
     Name,
     ObjectRef,
@@ -36,6 +37,13 @@ class ServeSpec(ApiModel):
         "parity check passed exactly (every held-out label equal), else scikit-learn; onnx requires that "
         "ONNX model (the server refuses to start without it); sklearn always runs the scikit-learn model.",
     )
+
+
+class ShadowSpec(ApiModel):
+    """Shadow the model's Production package: its server also sends sampled requests to this package's own server."""
+
+    sampling_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1.0, description="Fraction of the Production server's requests sent to this package as well.")
 
 
 class ModelPackageSpec(ApiModel):
@@ -66,6 +74,38 @@ class ModelPackageSpec(ApiModel):
         default=False,
         description="Grant Production only if this package beats the current Production package on the primary metric.",
     )
+    shadow: ShadowSpec | None = Field(
+        default=None,
+        description="While this package is not in Production, run a shadow server for it and have the Production "
+        "server send it sampled requests, off the caller's path; its predictions are collected under the same "
+        "request ids and scored against Production's when labels come back.",
+    )
+
+
+class ShadowTarget(ApiModel):
+    """A candidate package that shadows this one."""
+
+    package: Name = Field(description="The shadowing ModelPackage.")
+    url: Annotated[str, Field(max_length=512)] = Field(description="Its shadow server.")
+    sampling_rate: Annotated[float, Field(gt=0, le=1)] = Field(description="Fraction of requests it is sent.")
+
+
+class ShadowStatus(ApiModel):
+    """A shadowing package: its server and how it compares with Production on the same labelled live rows."""
+
+    state: Literal["Starting", "Shadowing", "Stopped"] = Field(
+        default="Starting", description="Starting its server, Shadowing (receiving Production's requests), Stopped.")
+    endpoint: Annotated[str, Field(max_length=512)] | None = Field(
+        default=None, description="URL of this package's shadow server, once it is ready.")
+    production: Name | None = Field(default=None, description="The Production package shadowed.")
+    production_version: Annotated[int, Field(ge=1)] | None = Field(default=None, description="Its version.")
+    metric: MetricName | None = Field(default=None, description="The metric both are scored on.")
+    rows: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Live rows that both models answered and that have a label.")
+    candidate_value: float | None = Field(default=None, description="This package's metric on those rows.")
+    production_value: float | None = Field(default=None, description="The Production package's metric on them.")
+    record: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="s3:// URI of the scored comparison.")
 
 
 class ModelPackageStatus(ApiModel):
@@ -84,6 +124,9 @@ class ModelPackageStatus(ApiModel):
     requirements: Annotated[list[CriterionResult], Field(max_length=64)] | None = Field(
         default=None, description="Each criterion of each gating Requirement."
     )
+    shadow: ShadowStatus | None = Field(default=None, description="Shadow evaluation against Production.")
+    shadow_targets: Annotated[list[ShadowTarget], Field(max_length=8)] | None = Field(
+        default=None, description="Candidates this package's server sends sampled requests to.")
     outbox: Annotated[list[OutboxEntry], Field(max_length=64)] | None = Field(
         default=None, description=OUTBOX_DESCRIPTION)
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(

@@ -40,14 +40,17 @@ def fingerprinted(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def build_deployment(namespace: str, model: str, stage: str, package: str, uri: str, digest: str, replicas: int,
                      sampling: float, resources: Mapping[str, Any] | None, settings: Settings,
-                     owner: Mapping[str, str], runtime: str = "auto") -> dict[str, Any]:
+                     owner: Mapping[str, str], runtime: str = "auto",
+                     shadows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`shadows`: candidates the server also sends sampled requests to; a new list rolls the pods."""
     labels = server_labels(model, stage)
     selector = {k: labels[k] for k in (LABEL_INSTANCE, LABEL_COMPONENT)}
     env = [*task_env(settings),
            {"name": "MLOOP_PACKAGE_URI", "value": uri}, {"name": "MLOOP_PACKAGE_DIGEST", "value": digest},
            {"name": "MLOOP_STAGE", "value": stage}, {"name": "MLOOP_SAMPLING_RATE", "value": str(sampling)},
            {"name": "MLOOP_SERVE_HOST", "value": "0.0.0.0"}, {"name": "MLOOP_SERVE_PORT", "value": str(PORT)},
-           {"name": "MLOOP_SERVE_RUNTIME", "value": runtime}]
+           {"name": "MLOOP_SERVE_RUNTIME", "value": runtime},
+           *([{"name": "MLOOP_SHADOWS", "value": json.dumps(shadows, sort_keys=True)}] if shadows else [])]
     container: dict[str, Any] = {
         "name": "server", "image": settings.image, "imagePullPolicy": "IfNotPresent",
         "command": ["mloop", "serve"], "env": env,

@@ -32,14 +32,25 @@ def stack_env(info: StackInfo) -> dict[str, str]:
     return {**info.env(), "MLOOP_LOCAL_DIR": str(stack_local_dir(Path(info.directory)))}
 
 
-def up(with_operator: bool = False) -> int:
-    print_env(ensure_stack(with_operator))
+def up(with_operator: bool = False, node: bool = False) -> int:
+    from mloop.localcluster.node import NodeUnavailable
+
+    try:
+        info = ensure_stack(with_operator, node)
+    except NodeUnavailable as exc:
+        console.print(f"[red]No node:[/] {exc}\n`mloop dev up` without --node still starts the rest of the test bed.")
+        return 2
+    print_env(info)
     return 0
 
 
-def ensure_stack(with_operator: bool = False) -> StackInfo:
+def ensure_stack(with_operator: bool = False, node: bool = False) -> StackInfo:
     """The running dev stack, started (with the CRDs installed) if there is none."""
     info = running_stack()
+    if info is not None and node and not info.node:
+        from mloop.localcluster.node import NodeUnavailable
+
+        raise NodeUnavailable("the running local stack has no node; `mloop dev down`, then `mloop dev up --node`")
     if info is None:
         directory = state_dir()
         if directory.exists():
@@ -47,14 +58,21 @@ def ensure_stack(with_operator: bool = False) -> StackInfo:
         from mloop.localcluster.binaries import find_binaries
         from mloop.k8s.crds import install_crds
 
+        if node:  # what is missing, before anything is built or started
+            from mloop.localcluster.node import preflight
+
+            preflight()
+
         with console.status("Building or finding the control-plane binaries…"):
             binaries = find_binaries()
         started = time.monotonic()
-        with console.status("Starting etcd, kube-apiserver, kube-controller-manager and the S3 server…"):
-            stack = LocalStack(directory, binaries)
+        what = " and a node (containerd, kubelet, kube-proxy, scheduler)" if node else ""
+        with console.status(f"Starting etcd, kube-apiserver, kube-controller-manager and the S3 server{what}…"):
+            stack = LocalStack(directory, binaries, node=node)
             info = stack.start()
             install_crds(info.kubeconfig)
-        console.print(f"[green]Local stack up[/] in {time.monotonic() - started:.1f}s; CRDs installed.")
+        console.print(f"[green]Local stack up[/]{' with a node' if node else ''} in "
+                      f"{time.monotonic() - started:.1f}s; CRDs installed.")
     else:
         console.print("Local stack already running.")
     if with_operator and not alive(info.pids.get("operator", 0) or 0):
@@ -80,9 +98,16 @@ def down(quiet: bool = False) -> int:
     path = directory / "state.json"
     was_running = path.exists()
     if was_running:
-        stop_processes(StackInfo.load(path).pids)
+        info = StackInfo.load(path)
+        if info.node:  # the node's pods first, while the API server and kubelet still run
+            from mloop.localcluster import node as localnode
+
+            localnode.drain(Path(info.kubeconfig))
+        stop_processes(info.pids)
         stop_model_servers(stack_local_dir(directory))
         stop_local_tasks(stack_local_dir(directory))
+        if info.node:
+            localnode.teardown(directory, Path(info.node))
     shutil.rmtree(directory, ignore_errors=True)
     if not quiet:
         console.print("Local stack stopped." if was_running else "No local stack was running.")

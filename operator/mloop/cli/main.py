@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev_sub = dev.add_subparsers(dest="action", required=True)
     up = dev_sub.add_parser("up", help="start etcd, kube-apiserver, kube-controller-manager and S3; install the CRDs")
     up.add_argument("--operator", action="store_true", help="also run the operator in the background (local executor)")
+    up.add_argument("--node", action="store_true",
+                    help="also run a real node: containerd, kubelet, kube-proxy, scheduler, bridge CNI (root)")
     dev_sub.add_parser("down", help="stop everything `dev up` started")
     dev_sub.add_parser("env", help="print the export lines that point kubectl and mloop at the local stack")
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from mloop.cli import dev
 
         if args.action == "up":
-            return dev.up(with_operator=args.operator)
+            return dev.up(with_operator=args.operator, node=args.node)
         if args.action == "down":
             return dev.down()
         return dev.print_env()

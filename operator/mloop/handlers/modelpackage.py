@@ -37,7 +37,8 @@ from mloop.reconcile import modelpackage as decide
 from mloop.reconcile.outcome import describe_validation_error
 from mloop.serving.local import LocalServers, ready
 from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
-from mloop.storage.layout import dataset_prefix, key_of, package_claim, package_prefix, run_prefix, task_prefix
+from mloop.storage.layout import (dataset_prefix, key_of, live_score, package_claim, package_prefix, run_prefix,
+                                  task_prefix)
 from mloop.api.metrics import LOWER_IS_BETTER
 
 log = logging.getLogger("mloop.handlers.modelpackage")
@@ -181,6 +182,8 @@ def _gather(me: decide.PackageId, spec: ModelPackageSpec, status: ModelPackageSt
         world = replace(world, local=_local_servers(me.namespace, spec.model, digest))
     elif digest:
         world = replace(world, cluster=_cluster_servers(me.namespace, spec.model, idx))
+    if status.phase == "Packaged":
+        world = _shadow_world(world, me, spec, status, idx, store)
     return world
 
 
@@ -235,13 +238,92 @@ def _local_servers(namespace: str, model: str, digest: str) -> dict[str, decide.
             continue
         endpoint, running = f"http://127.0.0.1:{state['port']}", alive(state["pid"])
         found[stage] = decide.LocalServer(endpoint, state["digest"], running,
-                                          running and state["digest"] == digest and ready(endpoint))
+                                          running and state["digest"] == digest and ready(endpoint),
+                                          shadows=_targets_of(state.get("shadows") or []))
     return found
 
 
-def _cluster_servers(namespace: str, model: str, idx: Indexes) -> dict[str, decide.ClusterServer]:
+# ---- shadow evaluation ----
+
+def _targets_of(wire: list[dict]) -> tuple[decide.ShadowTargetView, ...]:
+    return tuple(decide.ShadowTargetView(t["package"], t["url"], float(t["samplingRate"])) for t in wire)
+
+
+def _shadow_targets(bodies: list[dict], production: str) -> tuple[decide.ShadowTargetView, ...]:
+    """Candidates whose shadow server is ready and names `production` as the package it shadows."""
+    targets = []
+    for body in bodies:
+        sp, st = body["spec"], body["status"]
+        sh = st.get("shadow") or {}
+        if (sp.get("shadow") and sh.get("state") == "Shadowing" and sh.get("endpoint")
+                and sh.get("production") == production and st.get("stage") != "Production"):
+            targets.append(decide.ShadowTargetView(body["metadata"]["name"], sh["endpoint"],
+                                                   float(sp["shadow"].get("samplingRate", 1.0))))
+    return tuple(sorted(targets, key=lambda t: t.package)[:8])
+
+
+def _shadow_world(world: decide.World, me: decide.PackageId, spec: ModelPackageSpec, status: ModelPackageStatus,
+                  idx: Indexes, store: Store) -> decide.World:
+    """Who shadows this package (if it holds Production); its own shadow server; its live score."""
+    bodies = [b for b in idx.packages_by_model.get((me.namespace, spec.model), []) if b["metadata"]["uid"] != me.uid]
+    if status.stage == "Production":
+        world = replace(world, shadow_targets=_shadow_targets(bodies, me.name))
+    version, digest = status.version, status.digest
+    if not version or not digest:
+        return world
+    slot = decide.shadow_slot(version)
+    if world.executor == "local":
+        state = LocalServers().state(me.namespace, spec.model, slot)
+        if state is not None:
+            endpoint, running = f"http://127.0.0.1:{state['port']}", alive(state["pid"])
+            world = replace(world, shadow_local=decide.LocalServer(
+                endpoint, state["digest"], running, running and state["digest"] == digest and ready(endpoint)))
+    else:
+        world = replace(world, shadow_cluster=_cluster_servers(me.namespace, spec.model, idx, (slot,))[slot])
+    holder = next((s for s in world.siblings if s.granted == "Production" and s.version), None)
+    if spec.shadow is None or holder is None or status.shadow is None or status.shadow.state != "Shadowing":
+        return world
+    from mloop.serving.livescore import score  # pyarrow and numpy: only a shadowing package's pass needs them
+
+    metric = decide.live_metric([r for r in world.requirements.values() if r is not None],
+                                world.run.metrics if world.run else {})
+    try:
+        rows, production, candidate = score(store, me.namespace, spec.model, holder.version, version, metric)
+    except StorageUnavailable:
+        return world
+    except ValueError as err:
+        log.warning("ModelPackage %s/%s: live score not computed: %s", me.namespace, me.name, err)
+        return world
+    record = store.uri(live_score(me.namespace, spec.model, version, holder.version))
+    return replace(world, live=decide.live_judge.LiveScore(holder.name, holder.version, metric, rows, candidate,
+                                                           production, record))
+
+
+def _record_live_score(me: decide.PackageId, model: str, action: decide.RecordLiveScore, store: Store) -> None:
+    score = action.score
+    store.put_json(live_score(me.namespace, model, action.candidate_version, score.production_version), {
+        "model": model, "metric": score.metric, "rows": score.rows, "scoredAt": utcnow().isoformat(),
+        "candidate": {"package": me.name, "version": action.candidate_version, "value": score.candidate},
+        "production": {"package": score.production, "version": score.production_version,
+                       "value": score.production_value}}, overwrite=True)
+
+
+def _wake_shadowed(namespace: str, model: str | None, idx: Indexes) -> None:
+    """A candidate's shadow server became ready or went away: the Production package's pass retargets its server."""
+    bodies = list(idx.packages_by_model.get((namespace, model), []))
+    for holder in bodies:
+        if holder["status"].get("stage") != "Production":
+            continue
+        others = [b for b in bodies if b is not holder]
+        wanted = [t.to_wire() for t in _shadow_targets(others, holder["metadata"]["name"])]
+        if wanted != (holder["status"].get("shadowTargets") or []):
+            reconcile_package(holder, kopf.Patch(), idx)
+
+
+def _cluster_servers(namespace: str, model: str, idx: Indexes,
+                     stages: tuple[str, ...] = decide.SERVING_STAGES) -> dict[str, decide.ClusterServer]:
     found = {}
-    for stage in decide.SERVING_STAGES:
+    for stage in stages:
         name = server_name(model, stage)
         live = _one(idx.model_servers, (namespace, name))
         found[stage] = decide.ClusterServer(name, cluster_url(namespace, model, stage), exists=live is not None,
@@ -282,6 +364,12 @@ def reconcile_package(body: Any, patch: Any, idx: Indexes) -> None:
                 executor_for(world.executor).submit(_task(me, action.task))
     except StorageUnavailable:
         decision = decide.decide(spec, status, replace(world, storage_ok=False), now)
+    try:
+        for action in decision.actions:
+            if isinstance(action, decide.RecordLiveScore):
+                _record_live_score(me, spec.model, action, store)
+    except StorageUnavailable:  # the status keeps the last stored score
+        decision = decide.decide(spec, status, replace(world, live=None), now)
     if commit(body, decision.outcome()) is None:
         return  # someone moved the package first: its next pass decides on what they wrote
     # The server first: a package archived here may run its own pass at once, and must find the Deployment taken over.
@@ -337,7 +425,8 @@ def _act_after_commit(me: decide.PackageId, spec: ModelPackageSpec, action: Any,
     elif isinstance(action, decide.EnsureLocalServer):
         with _local_lock() as servers:
             servers.ensure(me.namespace, spec.model, action.stage, action.uri, action.digest, action.sampling,
-                           runtime=spec.serve.runtime if spec.serve else "auto")
+                           runtime=spec.serve.runtime if spec.serve else "auto",
+                           shadows=[t.to_wire() for t in action.shadows])
     elif isinstance(action, decide.StopLocalServer):
         with _local_lock() as servers:
             servers.stop(me.namespace, spec.model, action.stage, digest=action.digest)
@@ -363,7 +452,7 @@ def _apply_server(me: decide.PackageId, model: str, action: decide.ApplyServer, 
     owner = {"apiVersion": API_VERSION, "kind": "ModelPackage", "name": me.name, "uid": me.uid}
     deployment = build_deployment(me.namespace, model, action.stage, me.name, action.uri, action.digest,
                                   action.replicas, action.sampling, action.resources, get_settings(), owner,
-                                  action.runtime)
+                                  action.runtime, [t.to_wire() for t in action.shadows])
     service = build_service(me.namespace, model, action.stage, owner)
     name = deployment["metadata"]["name"]
     live = _one(idx.model_servers, (me.namespace, name))
@@ -462,6 +551,8 @@ def package_event(body: kopf.Body, namespace: str, spec: kopf.Spec, status: kopf
     idx = Indexes.of(kwargs)
     if status.get("phase") == "Packaged":
         reconcile_package(body, kopf.Patch(), idx)
+    if spec.get("shadow") or status.get("shadow"):
+        _wake_shadowed(namespace, spec.get("model"), idx)
     bodies = list(idx.packages_by_model.get((namespace, spec.get("model")), []))
     holders = [b for b in bodies if b["status"].get("stage") == "Production"]
     if len(holders) > 1:
@@ -497,3 +588,6 @@ def package_deleted(spec: kopf.Spec, status: kopf.Status, namespace: str, **_: A
         with _local_lock() as servers:
             for stage in decide.SERVING_STAGES:
                 servers.stop(namespace, spec.get("model", ""), stage, digest=status.get("digest"))
+            if status.get("version"):
+                servers.stop(namespace, spec.get("model", ""), decide.shadow_slot(status["version"]),
+                             digest=status.get("digest"))

@@ -44,6 +44,7 @@ class StackInfo:
     s3_secret_key: str
     bucket: str
     pids: dict[str, int]
+    node: str = ""  # the node binaries' folder when the stack runs a real node (node.py), else ""
 
     def env(self) -> dict[str, str]:
         """MLOOP_* settings and standard variables that point kubectl, boto3 and the operator here."""
@@ -99,8 +100,13 @@ class LocalStack:
     Ports are chosen at run time, so several stacks can run side by side.
     """
 
-    def __init__(self, directory: Path | None = None, binaries: Binaries | None = None, bucket: str = DEFAULT_BUCKET):
+    def __init__(self, directory: Path | None = None, binaries: Binaries | None = None, bucket: str = DEFAULT_BUCKET,
+                 node: bool = False):
+        """node=True adds a real node (node.py): pods then reach S3 and the API server at the bridge's gateway,
+        so those two listen there instead of on 127.0.0.1."""
         self._owns_dir = directory is None
+        self.node = node
+        self._node_bindir: Path | None = None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="mloop-stack-"))
         self.binaries = binaries or find_binaries()
         self.bucket = bucket
@@ -115,7 +121,16 @@ class LocalStack:
         self.dir.mkdir(parents=True, exist_ok=True)
         logs = self.dir / "logs"
         logs.mkdir(exist_ok=True)
+        host = "127.0.0.1"
+        if self.node:
+            from mloop.localcluster import node as localnode
+
+            localnode.preflight()
+            self._node_bindir = localnode.binaries_dir()
         try:
+            if self.node:
+                localnode.network_up(self.dir)
+                host = localnode.GATEWAY
             self._certs = generate(self.dir / "pki")
             etcd_port, etcd_peer, api_port, s3_port = free_port(), free_port(), free_port(), free_port()
             access_key, secret_key = "mloop" + secrets.token_hex(6), secrets.token_urlsafe(24)
@@ -138,7 +153,7 @@ class LocalStack:
             # The sidecar keeps metadata in files, so the data folder needs no xattr support.
             self._spawn(
                 "versitygw",
-                [str(self.binaries.versitygw), "--port", f"127.0.0.1:{s3_port}", "--region", REGION, "--quiet",
+                [str(self.binaries.versitygw), "--port", f"{host}:{s3_port}", "--region", REGION, "--quiet",
                  "posix", "--sidecar", str(s3_meta), str(s3_root)],
                 env={"ROOT_ACCESS_KEY": access_key, "ROOT_SECRET_KEY": secret_key},
             )
@@ -148,8 +163,8 @@ class LocalStack:
             self._spawn("kube-apiserver", [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={host}",
+                f"--advertise-address={host}",
                 f"--secure-port={api_port}",
                 f"--cert-dir={self.dir / 'pki'}",
                 f"--tls-cert-file={c.serving_cert}",
@@ -160,21 +175,26 @@ class LocalStack:
                 f"--service-account-key-file={c.sa_public}",
                 f"--service-account-signing-key-file={c.sa_private}",
                 "--authorization-mode=RBAC",
-                # As envtest does: no token controller runs, so pods must not wait for SA tokens.
-                "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
                 "--profiling=false",
-                "--endpoint-reconciler-type=none",
+                # With a node, real pods get ServiceAccount tokens and reach the API server through the
+                # `kubernetes` Service; without one, as envtest does: pods must not wait for SA tokens.
+                *(["--endpoint-reconciler-type=lease"] if self.node else
+                  ["--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"]),
             ])
-            kubeconfig = self._write_kubeconfig(api_port)
+            kubeconfig = self._write_kubeconfig(api_port, host)
             ctx = self._client_ssl()
-            api = f"https://127.0.0.1:{api_port}"
+            api = f"https://{host}:{api_port}"
             _wait("kube-apiserver /readyz", lambda: _http_ok(f"{api}/readyz", ctx), timeout, self.procs, logs)
 
             self._spawn("kube-controller-manager", [
                 str(self.binaries.kube_controller_manager),
                 f"--kubeconfig={kubeconfig}",
-                "--controllers=job-controller,garbage-collector-controller,clusterrole-aggregation-controller",
+                "--controllers=job-controller,garbage-collector-controller,clusterrole-aggregation-controller"
+                + (",node-lifecycle-controller,deployment-controller,replicaset-controller,endpointslice-controller,"
+                   "endpointslice-mirroring-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,"
+                   "pod-garbage-collector-controller" if self.node else ""),
+                *([f"--root-ca-file={c.ca_cert}"] if self.node else []),
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 "--secure-port=0",
@@ -184,13 +204,17 @@ class LocalStack:
                 directory=str(self.dir),
                 kubeconfig=str(kubeconfig),
                 api_server=api,
-                s3_endpoint=f"http://127.0.0.1:{s3_port}",
+                s3_endpoint=f"http://{host}:{s3_port}",
                 s3_access_key=access_key,
                 s3_secret_key=secret_key,
                 bucket=self.bucket,
                 pids={name: proc.pid for name, proc in self.procs.items()},
+                node=str(self._node_bindir or ""),
             )
             _wait("S3 bucket", self._ensure_bucket, timeout, self.procs, logs)
+            if self.node:
+                self._start_node(kubeconfig, timeout)
+                self.info.pids = {name: proc.pid for name, proc in self.procs.items()}
             self.info.save(self.dir / "state.json")
             return self.info
         except BaseException:
@@ -198,7 +222,12 @@ class LocalStack:
             raise
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop every process (newest first) and leave none behind."""
+        """Stop every process (newest first) and leave none behind; with a node, its pods go first and its
+        network, mounts and iptables rules last."""
+        if self.node and self.info is not None and "kubelet" in self.procs:
+            from mloop.localcluster import node as localnode
+
+            localnode.drain(Path(self.info.kubeconfig))
         stop_processes({name: proc.pid for name, proc in self.procs.items()}, timeout)
         for proc in self.procs.values():
             try:
@@ -206,6 +235,10 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 pass
         self.procs.clear()
+        if self.node:
+            from mloop.localcluster import node as localnode
+
+            localnode.teardown(self.dir, self._node_bindir)
 
     def cleanup(self) -> None:
         self.stop()
@@ -227,10 +260,10 @@ class LocalStack:
 
     def start_s3(self) -> None:
         assert self.info is not None
-        port = self.info.s3_endpoint.rsplit(":", 1)[1]
+        address = self.info.s3_endpoint.removeprefix("http://")
         self._spawn(
             "versitygw",
-            [str(self.binaries.versitygw), "--port", f"127.0.0.1:{port}", "--region", REGION, "--quiet",
+            [str(self.binaries.versitygw), "--port", address, "--region", REGION, "--quiet",
              "posix", "--sidecar", str(self.dir / "s3" / "meta"), str(self.dir / "s3" / "data")],
             env={"ROOT_ACCESS_KEY": self.info.s3_access_key, "ROOT_SECRET_KEY": self.info.s3_secret_key},
         )
@@ -247,6 +280,31 @@ class LocalStack:
         ctx = self._client_ssl()
         _wait("kube-apiserver /readyz", lambda: _http_ok(f"{self.info.api_server}/readyz", ctx), 120, self.procs,
               self.dir / "logs")
+
+    # -- the real node (node.py) ---------------------------------------------------
+
+    def _start_node(self, kubeconfig: Path, timeout: float) -> None:
+        from kubernetes import config
+
+        from mloop.localcluster import images, node as localnode
+
+        assert self._node_bindir is not None
+        paths = localnode.NodePaths(self.dir / "node")
+        argv = localnode.write_configs(paths, self._node_bindir, kubeconfig)
+        logs = self.dir / "logs"
+        self._spawn("containerd", argv["containerd"])
+        _wait("containerd", lambda: localnode.ctr_ready(paths), timeout, self.procs, logs)
+        images.import_archive(str(paths.sock), images.busybox_archive(paths.images / "pause.tar"))
+        for name in ("kube-scheduler", "kubelet", "kube-proxy"):
+            self._spawn(name, argv[name])
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        _wait("node Ready and untainted", lambda: localnode.node_ready(api), max(timeout, 180), self.procs, logs)
+
+    def import_image(self, archive: Path) -> None:
+        """Load an image archive into the node's containerd, so pods run it with IfNotPresent and never pull."""
+        from mloop.localcluster import images, node as localnode
+
+        images.import_archive(str(localnode.NodePaths(self.dir / "node").sock), archive)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -266,14 +324,14 @@ class LocalStack:
         ctx.load_cert_chain(str(self._certs.admin_cert), str(self._certs.admin_key))
         return ctx
 
-    def _write_kubeconfig(self, port: int) -> Path:
+    def _write_kubeconfig(self, port: int, host: str = "127.0.0.1") -> Path:
         assert self._certs is not None
         b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
         config: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "mloop-local", "cluster": {
-                "server": f"https://127.0.0.1:{port}",
+                "server": f"https://{host}:{port}",
                 "certificate-authority-data": b64(self._certs.ca_cert),
             }}],
             "users": [{"name": "mloop-admin", "user": {

@@ -10,9 +10,10 @@ from typing import Any
 
 from mloop.api.common import CheckMeasurement, CriterionResult
 from mloop.api.dataset import DatasetStatus
-from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
+from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus, ShadowStatus
 from mloop.api.requirement import RequirementSpec
 from mloop.api.tasks import PackageResult, RequirementReport, TaskState, task_name
+from mloop.reconcile import live as live_judge
 from mloop.reconcile import promotion
 from mloop.reconcile import requirements as judge
 from mloop.reconcile.outcome import Decision, Draft, Event, dump_conditions
@@ -59,6 +60,18 @@ class SiblingView:
 
 
 @dataclass(frozen=True)
+class ShadowTargetView:
+    """A candidate whose shadow server is ready and names this package as the Production it shadows."""
+
+    package: str
+    url: str
+    sampling_rate: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"package": self.package, "url": self.url, "samplingRate": self.sampling_rate}
+
+
+@dataclass(frozen=True)
 class LocalServer:
     """A local model server process for one stage, as its state file and a readiness probe show it."""
 
@@ -66,6 +79,7 @@ class LocalServer:
     digest: str
     alive: bool
     ready: bool = False
+    shadows: tuple[ShadowTargetView, ...] = ()  # the shadow targets it was last told
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,10 @@ class World:
     local: Mapping[str, LocalServer] = field(default_factory=dict)  # by stage
     cluster: Mapping[str, ClusterServer] = field(default_factory=dict)  # by stage
     lower_is_better: frozenset[str] = frozenset()
+    shadow_targets: tuple[ShadowTargetView, ...] = ()  # for the Production package: who shadows it
+    shadow_local: LocalServer | None = None  # this package's own shadow server (local executor)
+    shadow_cluster: ClusterServer | None = None  # this package's own shadow Deployment
+    live: live_judge.LiveScore | None = None  # this package against Production on labelled live rows
 
 
 @dataclass(frozen=True)
@@ -129,6 +147,7 @@ class EnsureLocalServer:
     uri: str
     digest: str
     sampling: float
+    shadows: tuple[ShadowTargetView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +165,15 @@ class ApplyServer:
     sampling: float
     resources: Mapping[str, Any] | None
     runtime: str = "auto"  # auto, onnx or sklearn: which model file the server runs
+    shadows: tuple[ShadowTargetView, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordLiveScore:
+    """Store the live comparison (before the status that shows it)."""
+
+    score: live_judge.LiveScore
+    candidate_version: int
 
 
 @dataclass(frozen=True)
@@ -183,7 +211,8 @@ def in_flight(status: Mapping[str, Any]) -> bool:
     alive."""
     reasons = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
     local_server = str(status.get("endpoint") or "").startswith("http://127.0.0.1:") or reasons.get("Serving") == "Starting"
-    return bool(status.get("task")) or reasons.get("Packaged") == "StorageUnavailable" or local_server
+    shadowing = (status.get("shadow") or {}).get("state") in ("Starting", "Shadowing")  # labels to score come from S3
+    return bool(status.get("task")) or reasons.get("Packaged") == "StorageUnavailable" or local_server or shadowing
 
 
 def decide(spec: ModelPackageSpec, status: ModelPackageStatus, world: World, now: datetime) -> Decision:
@@ -214,6 +243,7 @@ def decide(spec: ModelPackageSpec, status: ModelPackageStatus, world: World, now
     if spec.require_improvement and spec.stage == "Production":
         results.append(improvement(run.metrics, [r for _, r in reqs if r is not None], reqs[0][0] if reqs else "production",
                                    world.siblings, world.lower_is_better))
+    results += _live_criteria(spec, status, world, reqs, run.metrics)
     p.update["requirements"] = judge.wire(results)
     p.update["trainingRun"] = ref.name
     if status.phase != "Packaged":
@@ -221,6 +251,7 @@ def decide(spec: ModelPackageSpec, status: ModelPackageStatus, world: World, now
             return p.decision()
     _promote(p, spec, world, results)
     _serve(p, spec, world)
+    _shadow(p, spec, world, reqs, run.metrics)
     return p.decision()
 
 
@@ -351,6 +382,12 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
     serve = spec.serve
     wanted = stage if serve is not None and serve.enabled and stage in SERVING_STAGES and digest else None
     before = p.reason_of("Serving")
+    targets = world.shadow_targets if wanted == "Production" else ()
+    told = [t.to_wire() for t in targets] or None
+    if told != ([t.to_wire() for t in p.status.shadow_targets] if p.status.shadow_targets else None):
+        p.event("Normal", "ShadowTargets", f"the {wanted} server sends sampled requests to "
+                f"{', '.join(t.package for t in targets)}" if targets else "no shadow targets")
+    p.update["shadowTargets"] = told
     if world.executor == "local":
         for st, server in world.local.items():
             if st != wanted and server.digest == digest and server.alive:
@@ -362,13 +399,15 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
                 # Started after the status write, so a pass on a stale body never starts one; the timer (Starting)
                 # comes back for the endpoint (a new server's port is chosen when it starts; a stage keeps its port).
                 what = "started" if server is None else "rolled" if server.alive else "restarted"
-                p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate))
+                p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate, targets))
                 p.event("Normal", f"Server{what.capitalize()}", f"{wanted} server for {spec.model} {what} "
                                                                f"(version {version})")
                 if server is not None:
                     p.update["endpoint"] = server.endpoint
                 p.condition("Serving", "Unknown", "Starting", f"starting the {wanted} server for version {version}")
                 return
+            if server.shadows != targets:  # the running server re-reads its targets (no restart)
+                p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate, targets))
             p.update["endpoint"] = server.endpoint
             if server.ready:
                 p.condition("Serving", "True", "Ready", f"{wanted} endpoint {server.endpoint} is ready")
@@ -384,7 +423,7 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
             server = world.cluster[wanted]
             resources = serve.resources.to_wire() if serve.resources else None
             p.actions.append(ApplyServer(wanted, uri, digest, serve.replicas, serve.sampling_rate, resources or None,
-                                         serve.runtime))
+                                         serve.runtime, targets))
             name = server.name
             if not server.exists:
                 p.event("Normal", "ServerStarted", f"Deployment {name} created for version {version}")
@@ -405,3 +444,103 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
         p.condition("Serving", "False", "NotServing",
                     f"stage {stage}; serving needs spec.serve and Staging or Production")
 
+
+
+def _wire(shadow: ShadowStatus) -> dict[str, Any]:
+    """Every field, nulls included: status is written as a merge patch, and a null removes what is gone."""
+    return shadow.model_dump(mode="json", by_alias=True)
+
+
+def shadow_slot(version: int) -> str:
+    """The server name of a package's shadow: one per package version, beside the stages' servers."""
+    return f"shadow-{version}"
+
+
+def live_metric(reqs: list[RequirementSpec], metrics: Mapping[str, float]) -> str:
+    """The metric shadows are scored on: the first live criterion's, else the primary metric."""
+    live = next((r.live for r in reqs if r.live is not None), None)
+    if live is not None and live.metric:
+        return live.metric
+    return judge.primary_metric(reqs, "regression" if "r2" in metrics else "classification")
+
+
+def _production(world: World) -> SiblingView | None:
+    return next((s for s in world.siblings if s.granted == "Production"), None)
+
+
+def _last_score(status: ModelPackageStatus, world: World) -> live_judge.LiveScore | None:
+    """This pass's score, else the last one the status shows (kept once shadowing stops)."""
+    if world.live is not None:
+        return world.live
+    sh = status.shadow
+    if sh is None or not sh.production or not sh.production_version or not sh.metric:
+        return None
+    return live_judge.LiveScore(sh.production, sh.production_version, sh.metric, sh.rows, sh.candidate_value,
+                                sh.production_value, sh.record)
+
+
+def _live_criteria(spec: ModelPackageSpec, status: ModelPackageStatus, world: World,
+                   reqs: list[tuple[str, RequirementSpec | None]], metrics: Mapping[str, float]) -> list[CriterionResult]:
+    holder = _production(world)
+    metric = live_metric([r for _, r in reqs if r is not None], metrics)
+    score = _last_score(status, world)
+    if score is not None and score.metric != metric:
+        score = None
+    return [live_judge.criterion(name, req.live, metric, spec.stage, status.stage == "Production",
+                                 holder.name if holder else None, score, metric in world.lower_is_better)
+            for name, req in reqs if req is not None and req.live is not None]
+
+
+def _shadow(p: _Pass, spec: ModelPackageSpec, world: World, reqs: list[tuple[str, RequirementSpec | None]],
+            metrics: Mapping[str, float]) -> None:
+    """A candidate with spec.shadow gets a server of its own while another package holds Production; the
+    Production package's pass (woken by this status) points its server at it once it is ready."""
+    granted = p.update.get("stage", p.status.stage)
+    version, uri, digest = p.status.version or 0, p.status.uri or "", p.status.digest or ""
+    holder = _production(world)
+    before = p.status.shadow
+    slot = shadow_slot(version)
+    local, cluster = world.shadow_local, world.shadow_cluster
+    if spec.shadow is None or not digest or granted == "Production" or holder is None or not holder.version:
+        if local is not None and local.alive and local.digest == digest:
+            p.actions.append(StopLocalServer(slot, digest))
+        if cluster is not None and cluster.exists and cluster.owner_uid == world.package.uid:
+            p.actions.append(DeleteServer(slot, cluster.resource_version))
+        if before is not None and before.state != "Stopped":
+            why = ("spec.shadow removed" if spec.shadow is None else "this package holds Production"
+                   if granted == "Production" else "no package holds Production")
+            p.update["shadow"] = _wire(before.model_copy(update={"state": "Stopped", "endpoint": None}))
+            p.event("Normal", "ShadowStopped", f"shadow server for version {version} stopped: {why}")
+        return
+    endpoint = None
+    if world.executor == "local":
+        if local is None or not local.alive or local.digest != digest:
+            p.actions.append(EnsureLocalServer(slot, uri, digest, 1.0))
+        elif local.ready:
+            endpoint = local.endpoint
+    else:
+        serve = spec.serve
+        resources = serve.resources.to_wire() if serve is not None and serve.resources else None
+        p.actions.append(ApplyServer(slot, uri, digest, 1, 1.0, resources or None,
+                                     serve.runtime if serve is not None else "auto"))
+        if (cluster is not None and cluster.exists and cluster.digest == digest
+                and cluster.owner_uid == world.package.uid and cluster.available):
+            endpoint = cluster.url
+    metric = live_metric([r for _, r in reqs if r is not None], metrics)
+    shadow: dict[str, Any] = {"state": "Shadowing" if endpoint else "Starting", "endpoint": endpoint,
+                              "production": holder.name, "productionVersion": holder.version, "metric": metric}
+    score = world.live if world.live is not None and world.live.production == holder.name else None
+    kept = before if before is not None and before.production == holder.name and before.metric == metric else None
+    if score is not None:
+        shadow.update(rows=score.rows, candidateValue=score.candidate, productionValue=score.production_value,
+                      record=score.record)
+        if kept is None or (kept.rows, kept.candidate_value, kept.production_value) != (
+                score.rows, score.candidate, score.production_value):
+            p.actions.append(RecordLiveScore(score, version))
+    elif kept is not None:
+        shadow.update(rows=kept.rows, candidateValue=kept.candidate_value, productionValue=kept.production_value,
+                      record=kept.record)
+    p.update["shadow"] = _wire(ShadowStatus.model_validate(shadow))
+    if endpoint and (before is None or before.endpoint != endpoint):
+        p.event("Normal", "ShadowStarted", f"shadow server {endpoint} for version {version} receives "
+                                           f"{spec.shadow.sampling_rate:.0%} of {holder.name}'s requests")

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mloop.serving.metrics import CollectionMetrics
+from mloop.serving.shadow import Shadow
 from mloop.storage.artifacts import Store
 from mloop.storage.layout import collected_prefix, feedback_prefix
 
@@ -93,6 +94,7 @@ class Collector:
                                   metrics)
         self.feedback = Buffer("feedback", feedback_prefix(namespace, model).rstrip("/"), capacity, metrics)
         self.failures = 0
+        self.shadow: Shadow | None = None  # candidates that also get a sampled copy of each request (serving/shadow)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -104,6 +106,10 @@ class Collector:
         self.predictions.add(rows)
         if len(self.predictions.rows) >= self.batch_rows:
             self._wake.set()
+
+    def offer_shadow(self, request_id: str, arrays: dict[str, Any]) -> None:
+        if self.shadow is not None:
+            self.shadow.offer(request_id, arrays)
 
     def record_feedback(self, rows: list[dict[str, Any]]) -> None:
         self.feedback.add(rows)

@@ -35,12 +35,23 @@ class LocalServers:
         return json.loads(path.read_text()) if path.exists() else None
 
     def ensure(self, namespace: str, model: str, stage: str, uri: str, digest: str, sampling: float,
-               runtime: str = "auto") -> tuple[str, str]:
-        """(endpoint, what happened): started, restarted, rolled, or running."""
+               runtime: str = "auto", shadows: list[dict] | None = None) -> tuple[str, str]:
+        """(endpoint, what happened): started, restarted, rolled, retargeted (new shadow targets), or running.
+
+        `shadows`: candidates this server also sends sampled requests to. They live in a file the server re-reads
+        on SIGHUP, so a new target costs no restart."""
         path = self._state_path(namespace, model, stage)
         state = self.state(namespace, model, stage)
+        shadows = shadows or []
+        shadow_file = path.with_name(path.name.removesuffix(".json") + ".shadows")  # not *.json: that is a state file
         if state and alive(state["pid"]) and state["digest"] == digest and state.get("runtime", "auto") == runtime:
-            return f"http://127.0.0.1:{state['port']}", "running"
+            if state.get("shadows", []) == shadows:
+                return f"http://127.0.0.1:{state['port']}", "running"
+            if state.get("shadowFile"):
+                self._write(shadow_file, shadows)
+                self._write(path, {**state, "shadows": shadows})
+                os.killpg(state["pid"], signal.SIGHUP)
+                return f"http://127.0.0.1:{state['port']}", "retargeted"
         what = "started"
         if state and alive(state["pid"]):
             self._terminate(state["pid"])
@@ -50,15 +61,21 @@ class LocalServers:
         port = state["port"] if state else free_port()
         log = open(self.dir / f"{namespace}.{model}.{stage.lower()}.log", "ab")  # noqa: SIM115 - handed to the child
         argv = [sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest, "--port", str(port),
-                "--stage", stage, "--sampling-rate", str(sampling), "--flush-seconds", "2", "--runtime", runtime]
+                "--stage", stage, "--sampling-rate", str(sampling), "--flush-seconds", "2", "--runtime", runtime,
+                "--shadow-file", str(shadow_file)]
+        self._write(shadow_file, shadows)
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=task_env(self.settings), start_new_session=True)
         log.close()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"pid": proc.pid, "port": port, "digest": digest, "runtime": runtime,
-                                   "started": time.time()}))
-        os.replace(tmp, path)
+        self._write(path, {"pid": proc.pid, "port": port, "digest": digest, "runtime": runtime, "started": time.time(),
+                           "shadows": shadows, "shadowFile": str(shadow_file)})
         return f"http://127.0.0.1:{port}", what
+
+    @staticmethod
+    def _write(path: Path, value: object) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
 
     def stop(self, namespace: str, model: str, stage: str, digest: str | None = None) -> bool:
         """Stop the server for the stage, only if it serves `digest` (when given). True when one was stopped."""
@@ -69,6 +86,8 @@ class LocalServers:
         if alive(state["pid"]):
             self._terminate(state["pid"])
         path.unlink(missing_ok=True)
+        if state.get("shadowFile"):
+            Path(state["shadowFile"]).unlink(missing_ok=True)
         return True
 
     @staticmethod

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from mloop.serving import oip
 from mloop.serving.collector import Collector
+from mloop.serving.shadow import Shadow, ShadowMetrics, Target, parse_targets, read_targets
 from mloop.serving.runtime import OnnxRuntime, RuntimeUnavailable, SklearnRuntime, choose_for_manifest
 from mloop.serving.validate import BadRequest, check_columns, prepare
 from mloop.storage.artifacts import DigestMismatch, Store, sha256_hex
@@ -103,6 +104,7 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
     def collect(request_id: str, arrays: dict[str, Any], rows: int, labels: list[Any]) -> list[str]:
         """Cheap on the request path: raw values only; the collector's writer thread encodes them."""
         ids = [request_id] if rows == 1 else [f"{request_id}-{i}" for i in range(rows)]
+        collector.offer_shadow(request_id, arrays)
         if collector.sampled():
             now = time.time()
             columns = {n: a.tolist() for n, a in arrays.items()}  # orjson writes NaN as null
@@ -300,15 +302,20 @@ async def run_worker(pkg: Package, args: argparse.Namespace, workers: int) -> in
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port, reuse_port=workers > 1).start()
     collector.start()
+    loop = asyncio.get_running_loop()
+    shadow = collector.shadow = Shadow([], ShadowMetrics(), capacity=max(1, args.shadow_buffer // workers))
+    await shadow.start()
+    loop.add_signal_handler(signal.SIGHUP, lambda: shadow.retarget(shadow_targets(args)))  # before the first read
+    shadow.retarget(shadow_targets(args))
     log.info("serving %s v%d (%s) with %s on http://%s:%d", pkg.name, pkg.version, pkg.package, pkg.runtime,
              args.host, args.port)
     print(f"ready on http://{args.host}:{args.port} (runtime {pkg.runtime}, pid {os.getpid()})", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: flushing the collection buffer")
+    await shadow.close()
     await collector.close()
     await runner.cleanup()
     return 0
@@ -385,6 +392,11 @@ def supervise(pkg: Package, args: argparse.Namespace, workers: int) -> int:
     return 0
 
 
+def shadow_targets(args: argparse.Namespace) -> list[Target]:
+    """A local server's targets file, else the Deployment's MLOOP_SHADOWS."""
+    return read_targets(args.shadow_file) if args.shadow_file else parse_targets(args.shadows)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mloop serve", description="Serve one mloop model package over HTTP.")
     p.add_argument("--package", default=os.environ.get("MLOOP_PACKAGE_URI"), help="s3:// prefix of the package")
@@ -402,11 +414,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-rows", type=int, default=5_000)
     p.add_argument("--flush-seconds", type=float, default=float(os.environ.get("MLOOP_FLUSH_SECONDS", "5")))
     p.add_argument("--s3-timeout", type=float, default=5.0)
+    p.add_argument("--shadow-file", default=os.environ.get("MLOOP_SHADOW_FILE"),
+                   help="JSON list of shadow targets, re-read on SIGHUP (local servers)")
+    p.add_argument("--shadows", default=os.environ.get("MLOOP_SHADOWS"),
+                   help="JSON list of shadow targets (Deployments: a new value rolls the pods)")
+    p.add_argument("--shadow-buffer", type=int, default=1000, help="shadow requests all workers hold at most per target")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # "re-read the shadow targets": each worker's loop takes it over
     if not args.package or not args.digest:
         print("mloop serve: --package and --digest are required", file=sys.stderr)
         return 2

@@ -41,6 +41,11 @@ def feedback_prefix(namespace: str, model: str) -> str:
     return f"feedback/{namespace}/{model}/"
 
 
+def live_score(namespace: str, model: str, candidate_version: int, production_version: int) -> str:
+    """A shadowing candidate scored against Production on the same labelled live rows; rewritten as rows come in."""
+    return f"shadow/{namespace}/{model}/{candidate_version}-vs-{production_version}.json"
+
+
 def drift_entry(namespace: str, before_hex: str, after_hex: str) -> str:
     """Drift between two dataset versions, computed once per pair (versions are immutable)."""
     return f"drift/{namespace}/{before_hex[:24]}-{after_hex[:24]}.json"

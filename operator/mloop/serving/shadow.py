@@ -1,0 +1,164 @@
+"""Shadow traffic: a Production server also sends sampled requests to candidate packages, off the request path.
+
+The operator names the targets durably: a JSON file beside a local server (re-read on SIGHUP, so no restart and
+no polling) or the Deployment's MLOOP_SHADOWS (a new value rolls the pods). Each worker keeps one bounded queue
+per target: the request path only appends to it; a full queue drops the request and counts it. Sender tasks post
+each request to the target's /predict under the caller's request id, so the candidate's collection records its
+predictions under the same row ids as Production's. A slow or dead target costs its senders a timeout, never the
+caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("mloop.serve.shadow")
+OUTCOMES = ("sent", "failed", "dropped")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A candidate package's server that receives a sampled copy of the requests."""
+
+    package: str
+    url: str
+    sampling_rate: float = 1.0
+
+
+def parse_targets(raw: str | bytes | None) -> list[Target]:
+    """Targets from their JSON list: [{"package": ..., "url": ..., "samplingRate": ...}]."""
+    if not raw:
+        return []
+    return [Target(str(t["package"]), str(t["url"]).rstrip("/"), float(t.get("samplingRate", 1.0)))
+            for t in orjson.loads(raw)]
+
+
+def dump_targets(targets: list[dict[str, Any]]) -> str:
+    return orjson.dumps(targets).decode()
+
+
+def read_targets(path: str | Path | None) -> list[Target]:
+    """The targets file a local server was started with; a missing or unreadable file means none."""
+    if not path:
+        return []
+    try:
+        return parse_targets(Path(path).read_bytes())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("shadow targets in %s not read (%s): shadowing nothing", path, err)
+        return []
+
+
+class ShadowMetrics:
+    """Per target: requests sent, failed (error, 4xx/5xx or timeout) and dropped (queue full); queued now."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge
+
+        self._requests = Counter("mloop_shadow_requests", "Shadow requests by target and outcome.",
+                                 ["target", "outcome"], registry=None)
+        self._queued = Gauge("mloop_shadow_queued", "Shadow requests waiting to be sent.", ["target"],
+                             registry=None, multiprocess_mode="livesum")
+
+    def count(self, target: str, outcome: str, n: int = 1) -> None:
+        self._requests.labels(target, outcome).inc(n)
+
+    def queued(self, target: str, n: int) -> None:
+        self._queued.labels(target).set(n)
+
+
+class _Lane:
+    """One target's bounded queue and its sender tasks."""
+
+    def __init__(self, target: Target, capacity: int):
+        self.target, self.capacity = target, capacity
+        self.queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self.wake = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+
+class Shadow:
+    """The shadow sender of one worker process."""
+
+    def __init__(self, targets: list[Target], metrics: ShadowMetrics | None = None, capacity: int = 1000,
+                 concurrency: int = 4, timeout: float = 2.0):
+        self.metrics, self.capacity, self.concurrency, self.timeout = metrics, capacity, concurrency, timeout
+        self.lanes: dict[str, _Lane] = {}
+        self._session: Any = None
+        self._pending = targets
+
+    async def start(self) -> None:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            connector=aiohttp.TCPConnector(limit=self.concurrency * 8), json_serialize=None)
+        self.retarget(self._pending)
+
+    def retarget(self, targets: list[Target]) -> None:
+        """Send to these targets from now on: lanes of targets no longer named are stopped with what they hold."""
+        wanted = {t.package: t for t in targets}
+        for name in list(self.lanes):
+            lane = self.lanes[name]
+            if wanted.get(name) != lane.target:
+                for task in lane.tasks:
+                    task.cancel()
+                del self.lanes[name]
+                if self.metrics:
+                    self.metrics.queued(name, 0)
+        for name, target in wanted.items():
+            if name not in self.lanes:
+                lane = self.lanes[name] = _Lane(target, self.capacity)
+                lane.tasks = [asyncio.get_running_loop().create_task(self._send(lane)) for _ in range(self.concurrency)]
+        if targets:
+            log.info("shadowing to %s", ", ".join(f"{t.package} ({t.url}, {t.sampling_rate:g})" for t in targets))
+
+    def offer(self, request_id: str, arrays: dict[str, Any]) -> None:
+        """On the request path: a sampling draw and an append per target, nothing that waits."""
+        for lane in self.lanes.values():
+            rate = lane.target.sampling_rate
+            if rate <= 0 or (rate < 1 and random.random() >= rate):
+                continue
+            if len(lane.queue) >= lane.capacity:
+                if self.metrics:
+                    self.metrics.count(lane.target.package, "dropped")
+                continue
+            lane.queue.append((request_id, arrays))
+            lane.wake.set()
+
+    async def _send(self, lane: _Lane) -> None:
+        url = f"{lane.target.url}/predict"
+        headers = {"Content-Type": "application/json", "X-Mloop-Shadow": "1"}
+        while True:
+            if not lane.queue:
+                lane.wake.clear()
+                await lane.wake.wait()
+                continue
+            request_id, arrays = lane.queue.popleft()
+            if self.metrics:
+                self.metrics.queued(lane.target.package, len(lane.queue))
+            body = orjson.dumps({"id": request_id, "inputs": {n: a.tolist() for n, a in arrays.items()},
+                                 "probabilities": False})
+            outcome = "failed"
+            try:
+                async with self._session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    outcome = "sent" if resp.status < 300 else "failed"
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # refused, reset, timed out: the target's problem, counted, never the caller's
+                pass
+            if self.metrics:
+                self.metrics.count(lane.target.package, outcome)
+
+    async def close(self) -> None:
+        self.retarget([])
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,136 @@
+"""Shadow evaluation in tables: the live criterion, a candidate's shadow server, Production's shadow targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mloop.api.requirement import LiveComparison
+from mloop.builders.server import build_deployment
+from mloop.config import Settings
+from mloop.reconcile.live import LiveScore, criterion
+from mloop.reconcile.modelpackage import (
+    EnsureLocalServer,
+    LocalServer,
+    RecordLiveScore,
+    ShadowTargetView,
+    StopLocalServer,
+    decide,
+    in_flight,
+)
+from mloop.serving.livescore import metric_value
+from tests.unit.test_modelpackage_decide import DIGEST, NOW, PACKAGED, ME, REQ, sibling, spec, status, world
+
+LIVE = LiveComparison(margin=0.05, minRows=50)
+SCORE = LiveScore("iris-1", 1, "accuracy", 80, 0.95, 0.80, "s3://b/shadow/ns/iris/2-vs-1.json")
+
+
+@pytest.mark.parametrize("desired, holds, holder, score, passed, message", [
+    ("Production", True, "iris-1", None, True, "holds Production"),
+    ("Production", False, None, None, True, "no package is in Production yet"),
+    ("Production", False, "iris-1", None, False, "no live rows scored against iris-1"),
+    ("Staging", False, "iris-1", None, None, "no live rows scored against iris-1"),
+    ("Production", False, "iris-1", LiveScore("iris-1", 1, "accuracy", 12, 0.9, 0.5), False,
+     "12 labelled live rows, 50 needed"),
+    ("Production", False, "iris-1", SCORE, True, "0.95 vs 0.8 of iris-1 on 80 live rows: beats it by +0.15"),
+    ("Production", False, "iris-1", LiveScore("iris-1", 1, "accuracy", 80, 0.82, 0.80), False,
+     "does not beat it by +0.02, margin 0.05 needed"),
+    ("Production", False, "iris-1", LiveScore("iris-1", 1, "accuracy", 80, 0.70, 0.80), False, "by -0.1"),
+    ("Staging", False, "iris-1", SCORE, None, "beats it by +0.15"),
+    ("Production", False, "iris-3", SCORE, False, "no live rows scored against iris-3"),  # scored against another
+])
+def test_live_criterion(desired, holds, holder, score, passed, message) -> None:
+    result = criterion("req", LIVE, "accuracy", desired, holds, holder, score, lower_is_better=False)
+    assert result.criterion == "live:accuracy" and result.passed is passed and message in result.message
+
+
+def test_live_criterion_lower_is_better_and_zero_margin() -> None:
+    rmse = LiveScore("p", 1, "rmse", 200, 3.0, 4.0)
+    assert criterion("req", LiveComparison(minRows=10), "rmse", "Production", False, "p", rmse, True).passed
+    equal = LiveScore("p", 1, "accuracy", 200, 0.9, 0.9)
+    assert criterion("req", LiveComparison(minRows=10), "accuracy", "Production", False, "p", equal, False).passed is False
+
+
+@pytest.mark.parametrize("metric, y, p, value", [
+    ("accuracy", ["a", "b", "a", "a"], ["a", "b", "b", "a"], 0.75),
+    ("accuracy", [1, 0], ["1", "0"], 1.0),  # JSON may carry a label as a number or a string
+    ("balanced_accuracy", ["a", "a", "a", "b"], ["a", "a", "a", "a"], 0.5),
+    ("f1_macro", ["a", "b"], ["a", "a"], (2 / 3 + 0) / 2),
+    ("rmse", [1.0, 3.0], [2.0, 3.0], (0.5) ** 0.5),
+    ("mae", [1.0, 3.0], [2.0, 5.0], 1.5),
+    ("r2", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0], 1.0),
+])
+def test_live_metrics(metric, y, p, value) -> None:
+    assert metric_value(metric, y, p) == pytest.approx(value)
+
+
+def test_a_metric_live_rows_cannot_give_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="roc_auc is not computed on live rows"):
+        metric_value("roc_auc", ["a"], ["a"])
+
+
+SHADOWING = {**PACKAGED, "shadow": {"state": "Shadowing", "endpoint": "http://127.0.0.1:9002", "production": "iris-1",
+                                    "productionVersion": 1, "metric": "accuracy", "rows": 0}}
+REQ_LIVE = REQ.model_copy(update={"live": LIVE})
+
+
+def test_a_candidate_starts_its_shadow_server_while_another_package_holds_production() -> None:
+    d = decide(spec(shadow={"samplingRate": 0.5}), status(**PACKAGED), world(siblings=(sibling(),)), NOW)
+    start = next(a for a in d.actions if isinstance(a, EnsureLocalServer))
+    assert start.stage == "shadow-2" and start.digest == DIGEST and start.shadows == ()
+    assert d.status["shadow"]["state"] == "Starting" and d.status["shadow"]["production"] == "iris-1"
+    assert in_flight(d.status)
+
+
+def test_a_ready_shadow_server_is_announced_and_its_score_recorded() -> None:
+    ready = LocalServer("http://127.0.0.1:9002", DIGEST, alive=True, ready=True)
+    d = decide(spec(shadow={}), status(**PACKAGED), world(siblings=(sibling(),), shadow_local=ready, live=SCORE), NOW)
+    sh = d.status["shadow"]
+    assert (sh["state"], sh["endpoint"], sh["rows"], sh["candidateValue"], sh["productionValue"]) == (
+        "Shadowing", "http://127.0.0.1:9002", 80, 0.95, 0.80)
+    assert any(isinstance(a, RecordLiveScore) for a in d.actions)
+    assert "ShadowStarted" in [e.reason for e in d.events]
+
+
+def test_the_gate_refuses_production_on_too_few_live_rows_and_grants_on_a_live_win() -> None:
+    few = LiveScore("iris-1", 1, "accuracy", 10, 0.95, 0.80)
+    ready = LocalServer("http://127.0.0.1:9002", DIGEST, alive=True, ready=True)
+    base = world(siblings=(sibling(),), shadow_local=ready, requirements={"req": REQ_LIVE})
+    refused = decide(spec(shadow={}, stage="Production"), status(**SHADOWING), base.__class__(**{**base.__dict__, "live": few}), NOW)
+    assert refused.status["stage"] == "None"
+    assert "req/live:accuracy is 10 labelled live rows, 50 needed" in next(
+        c["message"] for c in refused.status["conditions"] if c["type"] == "Promoted")
+    granted = decide(spec(shadow={}, stage="Production"), status(**SHADOWING), base.__class__(**{**base.__dict__, "live": SCORE}), NOW)
+    assert granted.status["stage"] == "Production"
+
+
+def test_shadowing_stops_when_the_candidate_takes_production_keeping_its_last_score() -> None:
+    ready = LocalServer("http://127.0.0.1:9002", DIGEST, alive=True, ready=True)
+    st = status(**{**SHADOWING, "stage": "Production", "shadow": {**SHADOWING["shadow"], "rows": 80}})
+    d = decide(spec(shadow={}, stage="Production"), st, world(shadow_local=ready), NOW)
+    assert StopLocalServer("shadow-2", DIGEST) in d.actions
+    assert d.status["shadow"]["state"] == "Stopped" and d.status["shadow"]["endpoint"] is None
+    assert d.status["shadow"]["rows"] == 80 and not in_flight({**d.status, "endpoint": None})
+
+
+def test_the_production_server_is_told_its_shadow_targets_without_a_restart() -> None:
+    target = ShadowTargetView("iris-2", "http://127.0.0.1:9002", 0.5)
+    prod = {**PACKAGED, "stage": "Production"}
+    running = {"Production": LocalServer("http://127.0.0.1:9001", DIGEST, alive=True, ready=True)}
+    d = decide(spec(stage="Production", serve={}), status(**prod),
+               world(local=running, shadow_targets=(target,)), NOW)
+    assert EnsureLocalServer("Production", prod["uri"], DIGEST, 1.0, (target,)) in d.actions
+    assert d.status["shadowTargets"] == [{"package": "iris-2", "url": "http://127.0.0.1:9002", "samplingRate": 0.5}]
+    told = {"Production": LocalServer("http://127.0.0.1:9001", DIGEST, alive=True, ready=True, shadows=(target,))}
+    again = decide(spec(stage="Production", serve={}), status(**prod), world(local=told, shadow_targets=(target,)), NOW)
+    assert not any(isinstance(a, EnsureLocalServer) for a in again.actions)
+
+
+def test_a_deployment_names_its_shadow_targets_in_its_env() -> None:
+    owner = {"apiVersion": "mloop.dev/v1alpha1", "kind": "ModelPackage", "name": "iris-1", "uid": "u"}
+    targets = [{"package": "iris-2", "url": "http://iris-shadow-2.ns.svc.cluster.local", "samplingRate": 1.0}]
+    args = ("ns", "iris", "Production", "iris-1", "s3://b/p/", DIGEST, 1, 1.0, None, Settings(), owner, "auto")
+    env = {e["name"]: e.get("value") for e in build_deployment(*args, targets)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["MLOOP_SHADOWS"]) == targets
+    assert "MLOOP_SHADOWS" not in {e["name"] for e in build_deployment(*args)["spec"]["template"]["spec"]["containers"][0]["env"]}
