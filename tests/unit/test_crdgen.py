@@ -81,7 +81,7 @@ def test_names_subresources_and_columns(info) -> None:
 
 def test_short_names_are_the_designed_ones() -> None:
     assert {i.kind: i.short for i in KINDS} == {
-        "Requirement": "req", "Dataset": "ds", "TrainingRun": "tr", "ModelPackage": "mp"
+        "Requirement": "req", "Dataset": "ds", "TrainingRun": "tr", "ModelPackage": "mp", "ErasureRequest": "erasure"
     }
 
 

@@ -1,4 +1,4 @@
-"""The four kinds: names, short names and printer columns, in one table."""
+"""The kinds: names, short names and printer columns, in one table."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mloop.api.dataset import DatasetSpec, DatasetStatus
+from mloop.api.erasure import ErasureRequestSpec, ErasureRequestStatus
 from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus
 from mloop.api.requirement import RequirementSpec, RequirementStatus
 from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
@@ -114,6 +115,22 @@ KINDS: tuple[KindInfo, ...] = (
             _column("Stage", ".status.stage"),
             _column("Phase", ".status.phase"),
             _column("Endpoint", ".status.endpoint", priority=1),
+            AGE,
+        ],
+    ),
+    KindInfo(
+        kind="ErasureRequest",
+        plural="erasurerequests",
+        short="erasure",
+        description="Erase a data subject's rows from Datasets and those derived from them; flag runs and packages.",
+        spec=ErasureRequestSpec,
+        status=ErasureRequestStatus,
+        columns=[
+            _column("Phase", ".status.phase"),
+            _column("Column", ".spec.subjectColumn"),
+            _column("Rows", ".status.rowsErased", "integer"),
+            _column("Complete", '.status.conditions[?(@.type=="Complete")].status'),
+            _column("Reason", ".spec.reason", priority=1),
             AGE,
         ],
     ),

@@ -42,7 +42,9 @@ def build_graph(objects: dict[str, list[dict[str, Any]]]) -> Graph:
         versions = [v for v in status.get("versions") or []]
         previous = None
         for v in versions:
-            node = g.node(f"dataset/{name}@{v['version']}", f"{v['rows']} rows" + (" (expired)" if v.get("expired") else ""))
+            gone = f" (erased by erasurerequest/{v['erasedBy']})" if v.get("erasedBy") else (
+                " (expired)" if v.get("expired") else "")
+            node = g.node(f"dataset/{name}@{v['version']}", f"{v['rows']} rows{gone}")
             if previous:
                 g.edge(previous, node, "next version")
             previous = node
@@ -61,7 +63,10 @@ def build_graph(objects: dict[str, list[dict[str, Any]]]) -> Graph:
                 g.edge(f"modelpackage/{package}", current, "predictions + feedback")
     for run in objects["trainingruns"]:
         name, status = run["metadata"]["name"], run.get("status") or {}
-        node = g.node(f"trainingrun/{name}", " ".join(x for x in (status.get("phase"), status.get("primaryMetric")) if x))
+        erased = any(c.get("type") == "TrainedOnErasedData" and c.get("status") == "True"
+                     for c in status.get("conditions") or [])
+        node = g.node(f"trainingrun/{name}", " ".join(x for x in (status.get("phase"), status.get("primaryMetric"),
+                                                                  "TrainedOnErasedData" if erased else None) if x))
         if status.get("dataset"):
             g.edge(f"dataset/{status['dataset']}", node, "trained on")
         for ref in run["spec"].get("requirementRefs") or []:

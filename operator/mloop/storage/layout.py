@@ -54,3 +54,22 @@ def drift_entry(namespace: str, before_hex: str, after_hex: str) -> str:
 def key_of(uri: str) -> str:
     """The object key of an s3://bucket/key URI."""
     return uri.split("/", 3)[3]
+
+
+def tombstone(prefix: str) -> str:
+    """Left in a version or task folder whose data was deleted: what was there, and who removed it."""
+    return prefix + "tombstone.json"
+
+
+def erasure_salt(namespace: str) -> str:
+    """The namespace's salt for subject hashes, written once; standing filters of every request share it."""
+    return f"erasure/{namespace}/salt.json"
+
+
+def erasure_filters(namespace: str, dataset: str) -> str:
+    """Standing filters of a Dataset: one write-once object per request, read by every later ingestion."""
+    return f"erasure/{namespace}/filters/{dataset}/"
+
+
+def erasure_audit(namespace: str, name: str, uid: str) -> str:
+    return f"erasure/{namespace}/requests/{name}/{uid}/audit.json"

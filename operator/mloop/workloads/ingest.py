@@ -23,6 +23,7 @@ from mloop.api.tasks import IngestResult, IngestTaskSpec
 from mloop.data import combine
 from mloop.data import pipeline
 from mloop.data.drift import drift
+from mloop.data.erasure import drop_erased, load_filters
 from mloop.data.errors import DataError
 from mloop.data.profile import Profiler, summary
 from mloop.data.tables import TypeConflict, load_builtin, load_inline, read_version, s3_batches
@@ -98,6 +99,7 @@ def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> Inge
     spec = DatasetSpec.model_validate(task.spec)
     namespace, name = task.namespace, task.name
     block = pipeline.block_bytes()
+    filters = load_filters(store, namespace, name)
     try:
         if spec.source.s3 is not None:  # files are streamed: memory follows the block size, not the data
             s3 = spec.source.s3
@@ -108,10 +110,15 @@ def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> Inge
 
             def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
                 return s3_batches(s3, store.client, block, forced, text)[1]
-            drop = None
+
+            def drop(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+                return drop_erased(frame, filters) if filters else (frame, 0)
         else:
             frame, source_version = load_source(spec, task, store)
             log.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], source_version)
+            frame, erased = drop_erased(frame, filters)
+            if erased:  # the source still holds subjects an ErasureRequest erased: they never come back
+                log.info("%d rows of erased subjects dropped by standing filters", erased)
             if spec.source.collection is not None:
                 new_rows = len(frame) - task.previous_rows
                 if new_rows < spec.source.collection.min_new_rows:
@@ -123,7 +130,7 @@ def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> Inge
             def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
                 return pipeline.frame_batches(frame, rows_per_batch)
 
-            drop = None
+            drop = None  # type: ignore[assignment]
     except DataError as err:
         log.error("%s: %s", err.reason, err.message)
         return IngestResult(status="Failed", reason=err.reason, message=err.message)

@@ -1,0 +1,103 @@
+"""Salted hashes of data subjects: what an erasure request keeps instead of the keys, and the standing filters that
+keep an erased subject out of every later version.
+
+A key and a cell match when their tokens hash alike: a cell's token is its text, an integral float written as an
+integer (so 1001.0 read back from Parquet is the key 1001).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from mloop.storage.artifacts import Store
+from mloop.storage.layout import erasure_filters
+
+if TYPE_CHECKING:  # the operator hashes keys without loading pandas; only the workloads filter frames
+    import pandas as pd
+
+# Words of a text record (a task's log): what may be a key, between the usual separators.
+_WORD = re.compile(r"[^\s\"'`,;:=\[\]{}()<>|]+")
+
+
+def token(value: Any) -> str | None:
+    """The text a key is compared as; None for a missing cell."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value).strip()
+    return text or None
+
+
+def subject_hash(salt: str, key: str) -> str:
+    return hmac.new(bytes.fromhex(salt), key.encode(), hashlib.sha256).hexdigest()
+
+
+def parse_keys(text: str) -> list[str]:
+    """One key per line; blank lines and surrounding spaces ignored, duplicates once."""
+    return list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+
+
+def column_hashes(frame: pd.DataFrame, column: str, salt: str) -> list[str | None]:
+    return [None if (t := token(v)) is None else subject_hash(salt, t) for v in frame[column].tolist()]
+
+
+def matching(frame: pd.DataFrame, column: str, salt: str, hashes: set[str]) -> pd.Series:
+    """A boolean mask of the rows whose subject is erased; all False when the column is not there."""
+    import pandas as pd
+
+    if column not in frame.columns or frame.empty:
+        return pd.Series(False, index=frame.index)
+    return pd.Series([h in hashes for h in column_hashes(frame, column, salt)], index=frame.index)
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif (t := token(value)) is not None:
+        yield t
+        if isinstance(value, str):
+            yield from _WORD.findall(value)
+
+
+def text_holds(data: bytes, salt: str, hashes: set[str]) -> bool:
+    """Whether a text record (JSON or a log) holds a subject key as a value or a word."""
+    text = data.decode("utf-8", errors="replace")
+    try:
+        words: Iterable[str] = _strings(json.loads(text))
+    except ValueError:
+        words = _WORD.findall(text)
+    return any(subject_hash(salt, w) in hashes for w in words)
+
+
+def load_filters(store: Store, namespace: str, dataset: str) -> list[dict[str, Any]]:
+    """The standing filters of one Dataset: {request, column, salt, hashes} per erasure request."""
+    return [store.get_json(k) for k in sorted(store.list_keys(erasure_filters(namespace, dataset)))
+            if k.endswith(".json")]
+
+
+def drop_erased(frame: pd.DataFrame, filters: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """The frame without the rows of erased subjects, and how many were dropped."""
+    import pandas as pd
+
+    keep = pd.Series(True, index=frame.index)
+    for f in filters:
+        keep &= ~matching(frame, f["column"], f["salt"], set(f["hashes"]))
+    dropped = int((~keep).sum())
+    return (frame[keep].reset_index(drop=True) if dropped else frame), dropped

@@ -1,0 +1,258 @@
+"""ErasureRequest handlers: gather (indexes, the keys as salted hashes), ask reconcile/erasure, act, commit.
+
+The keys are read from the Secret or S3 object on each Pending pass, hashed with the namespace's salt and
+dropped: they never reach status, events, logs or the task (which gets the hashes).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from botocore.exceptions import ClientError
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from mloop.api.common import Condition, utcnow
+from mloop.api.dataset import DatasetStatus
+from mloop.api.erasure import EraseResult, EraseTaskSpec, ErasureRequestSpec, ErasureRequestStatus
+from mloop.api.kinds import API_VERSION, GROUP, VERSION
+from mloop.api.tasks import Task, task_name
+from mloop.config import get_settings
+from mloop.data.erasure import parse_keys, subject_hash
+from mloop.executors.factory import executor_for
+from mloop.handlers.common import commit
+from mloop.k8s.client import api_client, get_object
+from mloop.reconcile import erasure as decide
+from mloop.reconcile.outcome import Outcome, describe_validation_error
+from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, missing, operator_store
+from mloop.storage.layout import erasure_audit, erasure_filters, erasure_salt, task_prefix
+
+log = logging.getLogger("mloop.handlers.erasure")
+
+
+def erase_task(namespace: str, name: str, uid: str, spec: ErasureRequestSpec) -> Task:
+    task = task_name("erase", name, uid)
+    prefix = task_prefix(namespace, task)
+    return Task(name=task, namespace=namespace, kind="erase", command=["python", "-m", "mloop.workloads.erase", prefix],
+                prefix=prefix, owner={"apiVersion": API_VERSION, "kind": "ErasureRequest", "name": name, "uid": uid},
+                deadline_seconds=3600, backoff_limit=0)
+
+
+def _salt(namespace: str) -> str:
+    """The namespace's salt: written once (a racing writer reads the winner's), so every filter shares it."""
+    store = operator_store()
+    found = store.get_json_or_none(erasure_salt(namespace))
+    if found is None:
+        try:
+            store.put_json(erasure_salt(namespace), {"salt": secrets.token_hex(16)})
+        except AlreadyExists:
+            pass
+        found = store.get_json(erasure_salt(namespace))
+    return str(found["salt"])
+
+
+def _keys(namespace: str, spec: ErasureRequestSpec, salt: str) -> decide.Keys:
+    source = spec.keys_from
+    if source.secret_key_ref is not None:
+        ref = source.secret_key_ref
+        try:
+            secret = client.CoreV1Api(api_client()).read_namespaced_secret(ref.name, namespace)
+        except ApiException as err:
+            if err.status in (403, 404):
+                return decide.Keys(error=("SecretNotFound", f"spec.keysFrom.secretKeyRef: Secret {ref.name} "
+                                                            f"{'does not exist' if err.status == 404 else 'cannot be read'}"))
+            raise
+        raw = (secret.data or {}).get(ref.key)
+        if raw is None:
+            return decide.Keys(error=("KeyNotInSecret", f"spec.keysFrom.secretKeyRef: Secret {ref.name} has no key {ref.key}"))
+        text = base64.b64decode(raw).decode("utf-8", errors="replace")
+    else:
+        assert source.s3 is not None
+        bucket, _, key = source.s3.uri.removeprefix("s3://").partition("/")
+        try:
+            text = operator_store().client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", "replace")
+        except ClientError as err:
+            if missing(err) or err.response.get("Error", {}).get("Code") == "NoSuchBucket":
+                return decide.Keys(error=("KeysObjectNotFound", f"spec.keysFrom.s3.uri: no object at {source.s3.uri}"))
+            raise
+    keys = parse_keys(text)
+    if not keys:
+        return decide.Keys(error=("NoKeys", "spec.keysFrom: the keys source lists no subject key (one per line)"))
+    return decide.Keys(hashes=sorted({subject_hash(salt, k) for k in keys}))
+
+
+def _views(namespace: str, index: kopf.Index) -> dict[str, decide.DatasetView]:
+    views = {}
+    for entry in index.get(namespace, []):
+        status, spec = entry["status"], entry["spec"]
+        source = next(iter(spec.get("source") or {}), "")
+        views[entry["name"]] = decide.DatasetView(
+            name=entry["name"], roles={c["name"]: c.get("role", "feature") for c in status.get("columns") or []},
+            parents=decide.parents_of(namespace, spec), digest=status.get("digest"), task=status.get("task"),
+            source=source)
+    return views
+
+
+def _commit_fresh(plural: str, namespace: str, name: str, outcome_for: Any) -> bool:
+    """Write another object's status on condition of its resourceVersion, again on a conflict. False: it is gone."""
+    for _ in range(5):
+        body = get_object(plural, namespace, name)
+        if body is None:
+            return False
+        if commit(body, outcome_for(body)) is not None:
+            return True
+    raise kopf.TemporaryError(f"{plural} {namespace}/{name} kept changing; trying again", delay=2)
+
+
+def _apply(body: Mapping[str, Any], spec: ErasureRequestSpec, status: ErasureRequestStatus, result: EraseResult,
+           runs_by_dataset: kopf.Index, packages_by_run: kopf.Index) -> tuple[list[str], list[str], str]:
+    """Applying: every write is idempotent (conditional, or write-once), so a second pass after a kill is harmless."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    now = utcnow()
+    touched = set(status.datasets or [])
+    for dataset in sorted(touched):
+        def outcome_for(ds: Mapping[str, Any], dataset: str = dataset) -> Outcome:
+            source = next(iter(ds["spec"].get("source") or {}), "")
+            return decide.dataset_outcome(name, DatasetStatus.model_validate(dict(ds.get("status") or {})), result,
+                                          dataset, source, dataset in spec.datasets, ds["metadata"].get("generation", 1),
+                                          now)
+        _commit_fresh("datasets", namespace, dataset, outcome_for)
+
+    erased = {(v.dataset, v.version) for v in result.tombstoned}
+    runs = sorted({run["name"] for dataset in touched for run in runs_by_dataset.get((namespace, dataset), [])
+                   if (dataset, run["version"]) in erased})
+    for run in runs:
+        def flag_run(obj: Mapping[str, Any]) -> Outcome:
+            st = dict(obj.get("status") or {})
+            conditions = [Condition.model_validate(c) for c in st.get("conditions") or []]
+            return decide.flag_outcome(name, conditions, f"trained on erased version {st.get('dataset')}",
+                                       obj["metadata"].get("generation"), now)
+        _commit_fresh("trainingruns", namespace, run, flag_run)
+    packages = sorted({p for run in runs for p in packages_by_run.get((namespace, run), [])})
+    for package in packages:
+        def flag_package(obj: Mapping[str, Any]) -> Outcome:
+            conditions = [Condition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []]
+            run = obj["spec"]["trainingRunRef"]["name"]
+            return decide.flag_outcome(name, conditions, f"built from TrainingRun {run}, trained on erased data",
+                                       obj["metadata"].get("generation"), now)
+        _commit_fresh("modelpackages", namespace, package, flag_package)
+
+    store = operator_store()
+    key = erasure_audit(namespace, name, uid)
+    record = {"kind": "ErasureAudit", "request": {"namespace": namespace, "name": name, "uid": uid},
+              "reason": spec.reason, "subjectColumn": spec.subject_column, "subjects": status.subjects,
+              "keysFrom": spec.keys_from.to_wire(), "datasets": sorted(touched),
+              "rowsErased": result.rows_erased, "versionsTombstoned": [v.to_wire() for v in result.tombstoned],
+              "datasetsRecut": result.recut, "tasksErased": result.tasks, "runsFlagged": runs,
+              "packagesFlagged": packages, "completedAt": now.isoformat()}
+    try:
+        store.put_json(key, record)
+    except AlreadyExists:  # an earlier pass wrote it
+        pass
+    return runs, packages, store.uri(key)
+
+
+def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.Index, packages: kopf.Index) -> None:
+    meta = body["metadata"]
+    namespace, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation", 1)
+    now = utcnow()
+    status = ErasureRequestStatus.model_validate(dict(body.get("status") or {}))
+    if status.phase in ("Complete", "Failed"):
+        commit(body, Outcome())  # only the outbox, if anything is owed
+        return
+    try:
+        spec = ErasureRequestSpec.model_validate(dict(body["spec"]))
+    except ValidationError as err:
+        d = decide._Draft(status, generation, now)
+        d.fail("InvalidSpec", describe_validation_error(err))
+        commit(body, d.decision().outcome())
+        return
+    task = erase_task(namespace, name, uid, spec)
+    executor = executor_for(spec.executor)
+    store = operator_store()
+    try:
+        if status.phase == "Erasing" and status.task:
+            state = executor.state(task)
+            if not state.finished and state.phase != "Missing":
+                return
+            raw = store.get_json_or_none(task.prefix + "result.json")
+            if raw is None and state.phase == "Missing":
+                executor.submit(task)  # submitted before a kill, never claimed: the same task again
+                return
+            result = EraseResult.model_validate(raw) if raw is not None else None
+            commit(body, decide.fold(status, state, result, generation, now).outcome())
+            return
+        if status.phase == "Applying":
+            result = EraseResult.model_validate(store.get_json(task.prefix + "result.json"))
+            flagged_runs, flagged_packages, audit = _apply(body, spec, status, result, runs, packages)
+            commit(body, decide.complete(status, flagged_runs, flagged_packages, audit, generation, now).outcome())
+            return
+
+        views = _views(namespace, datasets)
+        salt = _salt(namespace)
+        keys = _keys(namespace, spec, salt)
+        decision = decide.plan(spec, status, views, keys, task.name, generation, now)
+        for start in decision.of(decide.StartErase):
+            for target in start.targets:  # the standing filter first: an ingestion from now on drops the subjects
+                key = erasure_filters(namespace, target.name) + f"{uid}.json"
+                try:
+                    store.put_json(key, {"request": f"{namespace}/{name}", "uid": uid, "column": spec.subject_column,
+                                         "salt": salt, "hashes": keys.hashes})
+                except AlreadyExists:
+                    pass
+            store.put_json(task.prefix + "spec.json", EraseTaskSpec(
+                namespace=namespace, name=name, uid=uid, column=spec.subject_column, salt=salt, hashes=keys.hashes,
+                targets=start.targets).to_wire(), overwrite=True)
+            executor.submit(task)
+        commit(body, decision.outcome())
+    except StorageUnavailable as err:
+        d = decide._Draft(status, generation, now)
+        d.wait("StorageUnavailable", f"{err}; retrying")
+        commit(body, d.decision().outcome())
+
+
+def _in_flight(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in ("Complete", "Failed") or bool(status.get("outbox"))
+
+
+@kopf.index(GROUP, VERSION, "datasets")
+def erasure_datasets(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+    """Datasets by namespace with what an erasure needs: columns and roles, parents, current digest, task."""
+    return {namespace: {"name": name, "spec": {"source": dict(spec.get("source") or {})},
+                        "status": {k: status.get(k) for k in ("columns", "digest", "task")}}}
+
+
+@kopf.index(GROUP, VERSION, "trainingruns")
+def erasure_runs(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict | None:
+    """Runs by the Dataset they pinned: the runs an erased version flags."""
+    pinned = status.get("dataset")
+    if not pinned or "@" not in pinned:
+        return None
+    dataset, _, version = pinned.rpartition("@")
+    return {(namespace, dataset): {"name": name, "version": version}}
+
+
+@kopf.index(GROUP, VERSION, "modelpackages")
+def erasure_packages(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict | None:
+    run = (spec.get("trainingRunRef") or {}).get("name")
+    return {(namespace, run): name} if run else None
+
+
+@kopf.on.create(GROUP, VERSION, "erasurerequests")
+@kopf.on.resume(GROUP, VERSION, "erasurerequests")
+def erasure_created(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
+                    erasure_packages: kopf.Index, **_: Any) -> None:
+    reconcile_erasure(body, erasure_datasets, erasure_runs, erasure_packages)
+
+
+@kopf.timer(GROUP, VERSION, "erasurerequests", interval=get_settings().poll_interval, sharp=False, when=_in_flight)
+def erasure_tick(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
+                 erasure_packages: kopf.Index, **_: Any) -> None:
+    reconcile_erasure(body, erasure_datasets, erasure_runs, erasure_packages)

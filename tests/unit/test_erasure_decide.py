@@ -1,0 +1,118 @@
+"""ErasureRequest decisions in tables, and the salted-hash filter on real frames."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from mloop.api.dataset import DatasetStatus
+from mloop.api.erasure import EraseResult, ErasureRequestSpec, ErasureRequestStatus
+from mloop.api.tasks import TaskState
+from mloop.data.erasure import drop_erased, parse_keys, subject_hash, text_holds, token
+from mloop.reconcile import erasure as decide
+
+NOW = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)
+SPEC = ErasureRequestSpec.model_validate({"datasets": ["people"], "subjectColumn": "pid",
+                                          "keysFrom": {"secretKeyRef": {"key": "k"}}})
+ROLES = {"pid": "id", "age": "feature", "label": "target"}
+KEYS = decide.Keys(hashes=["a" * 64])
+
+
+def view(name: str, roles=ROLES, parents=(), task=None) -> decide.DatasetView:
+    return decide.DatasetView(name=name, roles=dict(roles), parents=tuple(parents), digest="sha256:" + "1" * 64, task=task)
+
+
+def planned(datasets, keys=KEYS):
+    return decide.plan(SPEC, ErasureRequestStatus(), {d.name: d for d in datasets}, keys, "erase-x", 1, NOW)
+
+
+@pytest.mark.parametrize("datasets,keys,phase,reason", [
+    ([], KEYS, "Failed", "DatasetNotFound"),
+    ([view("people", roles={})], KEYS, "Pending", "WaitingForDataset"),
+    ([view("people", roles={"age": "feature"})], KEYS, "Failed", "UnknownColumn"),
+    ([view("people", roles={"pid": "feature"})], KEYS, "Failed", "NotAnIdColumn"),
+    ([view("people", task="ingest-people-1")], KEYS, "Pending", "WaitingForIngestion"),
+    ([view("people"), view("adults", parents=["people"], task="ingest-adults-1")], KEYS, "Pending", "WaitingForIngestion"),
+    ([view("people")], decide.Keys(error=("SecretNotFound", "spec.keysFrom.secretKeyRef: no")), "Failed", "SecretNotFound"),
+    ([view("people")], KEYS, "Erasing", "Erasing"),
+])
+def test_plan_checks_the_request_first(datasets, keys, phase, reason) -> None:
+    decision = planned(datasets, keys)
+    assert decision.status["phase"] == phase
+    assert next(c for c in decision.status["conditions"] if c["type"] == "Complete")["reason"] == reason
+    assert bool(decision.of(decide.StartErase)) is (phase == "Erasing")
+
+
+def test_derived_datasets_follow_their_parents_transitively() -> None:
+    datasets = [view("grand", parents=["child"]), view("people"), view("child", parents=["people"]), view("other")]
+    (start,) = planned(datasets).of(decide.StartErase)
+    assert [(t.name, t.parents, t.recut) for t in start.targets] == [
+        ("people", [], True), ("child", ["people"], False), ("grand", ["child"], False)]
+
+
+def test_union_and_join_parents_are_read_from_the_spec() -> None:
+    spec = {"source": {"derived": {"union": {"datasets": [{"name": "a"}, {"name": "b", "namespace": "elsewhere"}]}}}}
+    assert decide.parents_of("ns", spec) == ("a",)
+    spec = {"source": {"derived": {"join": {"left": {"name": "l"}, "right": {"name": "r"}, "on": ["id"]}}}}
+    assert decide.parents_of("ns", spec) == ("l", "r")
+
+
+def result(**kw) -> EraseResult:
+    return EraseResult.model_validate({"status": "Succeeded", "reason": "Erased", "message": "2 rows erased",
+                                       "rowsErased": 2, **kw})
+
+
+def test_fold_moves_to_applying_or_fails() -> None:
+    status = ErasureRequestStatus(phase="Erasing", task="erase-x")
+    done = TaskState("Succeeded", exit_code=0)
+    applying = decide.fold(status, done, result(tombstoned=[{"dataset": "people", "version": "a" * 12, "digest": "d",
+                                                             "rows": 5, "erasedRows": 2}]), 1, NOW)
+    assert applying.status["phase"] == "Applying" and applying.status["versionsTombstoned"] == ["people@" + "a" * 12]
+    remain = decide.fold(status, done, result(status="Failed", reason="SubjectsRemain", message="1 object"), 1, NOW)
+    assert remain.status["phase"] == "Failed" and remain.events[0].reason == "SubjectsRemain"
+    crashed = decide.fold(status, TaskState("Failed", "Error", "boom", 1), None, 1, NOW)
+    assert crashed.status["phase"] == "Failed"
+
+
+def test_dataset_outcome_recuts_once_and_names_the_request() -> None:
+    old = {"version": "a" * 12, "digest": "sha256:" + "a" * 64, "rows": 5, "createdAt": "2026-11-27T00:00:00Z",
+           "uri": "s3://b/x/"}
+    status = DatasetStatus.model_validate({"version": old["version"], "digest": old["digest"], "rows": 5,
+                                           "versions": [old], "observedGeneration": 1})
+    new = {"version": "b" * 12, "digest": "sha256:" + "b" * 64, "rows": 3, "createdAt": "2026-11-28T00:00:00Z",
+           "uri": "s3://b/y/"}
+    res = result(tombstoned=[{"dataset": "people", "version": old["version"], "digest": old["digest"], "rows": 5,
+                              "erasedRows": 2}], recut={"people": new})
+    first = decide.dataset_outcome("dsr", status, res, "people", "inline", True, 1, NOW)
+    assert first.status["version"] == new["version"] and first.status["rows"] == 3
+    assert [v.get("erasedBy") for v in first.status["versions"]] == ["dsr", None]
+    assert {e.reason for e in first.events} == {"VersionCut", "VersionsErased"}
+    assert any(c["type"] == "SourceHoldsErasedSubjects" for c in first.status["conditions"])
+    again = decide.dataset_outcome("dsr", DatasetStatus.model_validate({**status.to_wire(), **first.status}), res,
+                                   "people", "inline", True, 1, NOW)
+    assert again.status == {} and again.events == []  # a second pass after a kill changes nothing
+
+
+def test_flag_outcome_once_per_request() -> None:
+    first = decide.flag_outcome("dsr", [], "trained on people@x", 1, NOW)
+    assert first.status["conditions"][0]["type"] == "TrainedOnErasedData"
+    conditions = [decide.Condition.model_validate(c) for c in first.status["conditions"]]
+    assert decide.flag_outcome("dsr", conditions, "trained on people@x", 1, NOW).status == {}
+
+
+def test_filter_matches_keys_as_text_and_integral_numbers() -> None:
+    salt = "00" * 16
+    keys = parse_keys(" 1001\n\ncust-7 \n1001\n")
+    assert keys == ["1001", "cust-7"]
+    hashes = [subject_hash(salt, k) for k in keys]
+    frame = pd.DataFrame({"pid": [1001.0, 1002.0, None], "x": [1, 2, 3]})
+    kept, dropped = drop_erased(frame, [{"column": "pid", "salt": salt, "hashes": hashes}])
+    assert dropped == 1 and kept["pid"].tolist()[0] == 1002.0
+    untouched, none = drop_erased(frame, [{"column": "other", "salt": salt, "hashes": hashes}])
+    assert none == 0 and len(untouched) == 3
+    assert text_holds(b'{"rows": [["cust-7", 3]]}', salt, set(hashes))
+    assert text_holds(b"2026 INFO bad row cust-7: missing", salt, set(hashes))
+    assert not text_holds(b'{"rows": [["cust-70", 3]]}', salt, set(hashes))
+    assert token(True) == "true" and token(float("nan")) is None
