@@ -1,6 +1,11 @@
 """Benchmark: ingest checks and digests on 1,000,000 rows x 20 columns, against pandera and sha256sum.
 
     .venv/bin/python bench/dataset_ingest.py [--rows N]
+    .venv/bin/python bench/dataset_ingest.py --scale-gb 5     # issue 15: streaming ingest of a 5 GB CSV
+
+The scale run generates the CSV under /tmp (MLOOP_BENCH_DIR), ingests it end to end in a process whose
+address space is capped at 1 GiB (RLIMIT_AS), reads it once more with pyarrow's CSV reader alone (the
+limit), prints rows/s, MB/s and peak RSS of each, and deletes the file.
 
 Each contender runs in its own process so peak memory is its own. Prints a table.
 Targets (issue 3): validation at least 3x pandera's speed on the same checks; digest
@@ -109,7 +114,128 @@ def run_digest(frame: pd.DataFrame, out: Path) -> dict:
     return {"digest": best_of(lambda: digest_table(table)), "bytes": out.stat().st_size}
 
 
-def worker(part: str, rows: int, scratch: str) -> None:
+GIB = 1 << 30
+SCALE_CAP = GIB  # the scale run's address-space cap (RLIMIT_AS)
+
+
+def write_csv(path: Path, min_bytes: int) -> int:
+    """The benchmark table, generated 500,000 rows at a time (ids keep counting), until the file has min_bytes."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    chunk = pa.Table.from_pandas(make_table(500_000), preserve_index=False)
+    rows = 0
+    with open(path, "wb") as f:
+        while f.tell() < min_bytes:
+            ids = pa.array(np.arange(rows, rows + chunk.num_rows, dtype="int64"))
+            pacsv.write_csv(chunk.set_column(0, "id", ids), f,
+                            write_options=pacsv.WriteOptions(include_header=rows == 0))
+            rows += chunk.num_rows
+    return rows
+
+
+def run_stream(path: str, scratch: str) -> dict:
+    """Ingest end to end the way the task does: CSV blocks -> checks, cast, canonical, digest, profile,
+    Parquet row groups on local disk. Block size from this process's RLIMIT_AS."""
+    from mloop.api.dataset import SchemaSpec, ValidationRules
+    from mloop.data import pipeline
+    from mloop.data.tables import TypeConflict, csv_batches
+
+    schema = SchemaSpec.model_validate(mloop_schema())
+    rules = ValidationRules(min_rows=1000, unique=["id"])
+    block = pipeline.block_bytes()
+    out = str(Path(scratch) / "out.parquet")
+    forced: dict = {}
+    t0 = time.perf_counter()
+    while True:
+        try:
+            cut = pipeline.run(csv_batches(lambda: path, path, None, block, forced, pipeline.text_columns(schema)),
+                               schema, rules, out)
+            break
+        except TypeConflict as conflict:
+            forced[conflict.column] = conflict.type
+    seconds = time.perf_counter() - t0
+    assert cut.passed, cut.first_failure()
+    return {"seconds": seconds, "rows": cut.rows, "block_mb": block / 2**20, "version": cut.digest.version,
+            "parquet_mb": os.path.getsize(out) / 1e6}
+
+
+def run_reader(path: str) -> dict:
+    """The limit: pyarrow's multi-threaded CSV reader alone, reading and discarding every batch."""
+    import pyarrow.csv as pacsv
+
+    t0 = time.perf_counter()
+    rows = 0
+    for batch in pacsv.open_csv(path, read_options=pacsv.ReadOptions(use_threads=True)):
+        rows += batch.num_rows
+    return {"seconds": time.perf_counter() - t0, "rows": rows}
+
+
+def capped_env() -> dict:
+    # RLIMIT_AS counts reserved address space, not memory used: glibc's per-thread arenas and jemalloc's
+    # reservations would use the cap up untouched, so the capped process uses the system allocator.
+    return {**os.environ, "MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system",
+            "MALLOC_MMAP_THRESHOLD_": "1048576"}
+
+
+def cap_address_space(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_STACK, (1 << 20, 1 << 20))  # idle thread stacks reserve 8 MiB each
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+def scale(gigabytes: float) -> None:
+    import shutil
+
+    directory = os.environ.get("MLOOP_BENCH_DIR", "/tmp")
+    need = gigabytes * 1e9 * 1.8  # the CSV and the Parquet output
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        sys.exit(f"{directory}: {free / 1e9:.1f} GB free, the scale run needs {need / 1e9:.1f} GB")
+    with tempfile.TemporaryDirectory(dir=directory, prefix="mloop-scale-") as scratch:
+        path = Path(scratch) / "big.csv"
+        t0 = time.perf_counter()
+        rows = write_csv(path, int(gigabytes * 1e9))
+        size = path.stat().st_size
+        print(f"generated {path} in {time.perf_counter() - t0:.0f} s: {rows:,} rows, {size / 1e9:.2f} GB",
+              file=sys.stderr, flush=True)
+        reader = measure_file("reader", str(path), scratch)
+        ingest = measure_file("stream", str(path), scratch, cap=SCALE_CAP)
+    load = os.getloadavg()
+    lines = [
+        f"Scale run: {rows:,} rows x 20 columns, {size / 1e9:.2f} GB CSV, {os.cpu_count()} cores, "
+        f"load average {load[0]:.2f} after the run",
+        "",
+        "| run | rows/s | MB/s | peak RSS MB | memory cap | share of the reader |",
+        "|---|---|---|---|---|---|",
+        f"| pyarrow CSV reader alone (multi-threaded, discards batches) | {rows / reader['seconds']:,.0f} "
+        f"| {size / 1e6 / reader['seconds']:,.0f} | {reader['peak_mb']:,.0f} | none | 100% |",
+        f"| mloop ingest end to end (validate, profile, canonicalise, digest, Parquet; {ingest['block_mb']:.0f} MiB "
+        f"blocks) | {rows / ingest['seconds']:,.0f} | {size / 1e6 / ingest['seconds']:,.0f} "
+        f"| {ingest['peak_mb']:,.0f} | RLIMIT_AS {SCALE_CAP / GIB:.0f} GiB "
+        f"| {reader['seconds'] / ingest['seconds']:.0%} (target >= 50%) |",
+        "",
+        f"version {ingest['version']}, Parquet output {ingest['parquet_mb']:,.0f} MB; peak RSS target < 1024 MB",
+    ]
+    print("\n".join(lines))
+
+
+def measure_file(part: str, path: str, scratch: str, cap: int | None = None) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", part, "--file", path, "--scratch", scratch],
+                          capture_output=True, text=True, env=capped_env() if cap else None,
+                          preexec_fn=cap_address_space(cap) if cap else None)
+    if proc.returncode != 0:
+        sys.exit(f"{part} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def worker(part: str, rows: int, scratch: str, file: str = "") -> None:
+    if part in ("stream", "reader"):
+        result = run_stream(file, scratch) if part == "stream" else run_reader(file)
+        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
     frame = make_table(rows)
     if part == "mloop":
         result = run_mloop(frame)
@@ -134,9 +260,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--worker")
     parser.add_argument("--scratch", default="")
+    parser.add_argument("--file", default="")
+    parser.add_argument("--scale-gb", type=float, default=0.0,
+                        help="instead: generate a CSV of this many GB under /tmp (or MLOOP_BENCH_DIR), ingest it "
+                             "with memory capped at 1 GiB, compare with the CSV reader alone, delete it")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.rows, args.scratch)
+        worker(args.worker, args.rows, args.scratch, args.file)
+        return
+    if args.scale_gb:
+        scale(args.scale_gb)
         return
     with tempfile.TemporaryDirectory() as scratch:
         base = measure("baseline", 1000, scratch)  # interpreter + numpy + pandas, for reference

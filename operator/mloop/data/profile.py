@@ -15,6 +15,8 @@ Every statistic is a mergeable accumulator, so memory does not grow with the row
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 import numpy as np
@@ -60,7 +62,14 @@ def bucket_mid(key: int) -> float:
 def sketch_add(buckets: dict[int, int], values: np.ndarray) -> None:
     if values.size == 0:
         return
-    keys, counts = np.unique(sketch_keys(values), return_counts=True)
+    keys = sketch_keys(values)
+    low, high = int(keys.min()), int(keys.max())
+    if high - low < 1 << 21:  # the usual case: a counting pass instead of a sort
+        counts = np.bincount(keys - low, minlength=high - low + 1)
+        found = np.flatnonzero(counts)
+        keys, counts = found + low, counts[found]
+    else:
+        keys, counts = np.unique(keys, return_counts=True)
     for k, c in zip(keys.tolist(), counts.tolist()):
         buckets[k] = buckets.get(k, 0) + c
 
@@ -89,16 +98,21 @@ class Distinct:
         self.smallest = np.empty(0, np.uint64)
 
     def add_hashes(self, hashes: np.ndarray) -> None:
+        if self.smallest.size >= KMV:  # once full, only hashes below the k-th smallest can matter
+            hashes = hashes[hashes < self.smallest[-1]]
         if hashes.size == 0:
             return
-        if hashes.size > KMV:
-            hashes = np.partition(hashes, KMV)[:KMV + 1]
-        self.smallest = np.unique(np.concatenate([self.smallest, hashes]))[:KMV]
+        self.smallest = np.unique(np.concatenate([self.smallest, np.unique(hashes)]))[:KMV]
 
     def add(self, arr: pa.Array) -> None:
-        unique = pc.unique(arr.drop_null())
-        if len(unique):
-            self.add_hashes(pd.util.hash_array(unique.to_numpy(zero_copy_only=False)))
+        """Non-null values of one batch."""
+        if len(arr) == 0:
+            return
+        if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+            values = arr.to_numpy(zero_copy_only=False)
+        else:  # text: hash each distinct value once
+            values = pc.unique(arr).to_numpy(zero_copy_only=False)
+        self.add_hashes(pd.util.hash_array(values))
 
     @property
     def value(self) -> int:
@@ -127,9 +141,9 @@ class _Column:
         n = len(present)
         if n == 0:
             return
-        self.distinct.add(present)
         if self.numeric:
             values = present.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            self.distinct.add_hashes(pd.util.hash_array(values))
             lo, hi = float(values.min()), float(values.max())
             self.min = lo if self.min is None else min(self.min, lo)
             self.max = hi if self.max is None else max(self.max, hi)
@@ -146,6 +160,7 @@ class _Column:
                 else:
                     self.exact = None
         else:
+            self.distinct.add(present)
             self._count_values(present)
         self.count += n
 
@@ -191,13 +206,23 @@ class Profiler:
     def __init__(self, schema: pa.Schema) -> None:
         self.rows = 0
         self.columns = [_Column(f.name, f.type) for f in schema]
+        workers = min(len(self.columns), os.cpu_count() or 1)
+        # numpy and Arrow release the GIL in the heavy parts: columns are profiled in parallel
+        self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
 
     def update(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
-        for column, arr in zip(self.columns, batch.columns):
-            column.update(arr)
+        pairs = list(zip(self.columns, batch.columns))
+        if self._pool is not None and batch.num_rows >= 4096:
+            list(self._pool.map(lambda p: p[0].update(p[1]), pairs))
+        else:
+            for column, arr in pairs:
+                column.update(arr)
 
     def result(self) -> dict[str, Any]:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         return {"rows": self.rows, "columns": [c.result() for c in self.columns]}
 
 

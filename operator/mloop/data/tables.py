@@ -81,6 +81,7 @@ def read_version(store: Store, prefix: str) -> pd.DataFrame:
 # --- Streaming: a source as Arrow record batches, memory bounded by the block size, not the data size. ---
 
 JSON_VIA_PANDAS = "\x00json-via-pandas"  # a `forced` key: Arrow's JSON reader could not keep a stable schema
+CSV_NEWLINES = "\x00csv-newlines"  # a `forced` key: quoted values hold line breaks (slower, quote-aware chunking)
 
 
 class TypeConflict(Exception):
@@ -152,14 +153,15 @@ def csv_batches(opener: Callable[[], Any], key: str, delimiter: str | None, bloc
     def open_reader(types: dict[str, pa.DataType]) -> Any:
         try:
             return pacsv.open_csv(opener(), read_options=pacsv.ReadOptions(block_size=block_size),
-                                  parse_options=pacsv.ParseOptions(delimiter=sep),
+                                  parse_options=pacsv.ParseOptions(delimiter=sep,
+                                                                   newlines_in_values=CSV_NEWLINES in forced),
                                   convert_options=pacsv.ConvertOptions(column_types=types, **convert))
         except pa.ArrowInvalid as err:
             if "Empty CSV file" in str(err):
                 raise DataError("EmptyTable", f"{key}: the file is empty") from err
             raise DataError("UnreadableFile", f"{key}: cannot read as csv: {str(err)[:300]}") from err
 
-    types = {**{n: pa.string() for n in text}, **forced}
+    types = {**{n: pa.string() for n in text}, **{n: t for n, t in forced.items() if not n.startswith("\x00")}}
     reader = open_reader(types)
     # Dates stay text unless declared: pandas never guessed them, and a version must not change meaning.
     dates = {f.name: pa.string() for f in reader.schema if f.name not in types
@@ -182,6 +184,8 @@ def csv_batches(opener: Callable[[], Any], key: str, delimiter: str | None, bloc
                 was = reader.schema.field(name).type
                 wider = pa.float64() if (pa.types.is_integer(was) or pa.types.is_null(was)) else pa.string()
                 raise TypeConflict(name, wider, str(err)[:200]) from err
+            if "newlines_in_values" in str(err) and CSV_NEWLINES not in forced:
+                raise TypeConflict(CSV_NEWLINES, pa.null(), "line breaks inside quoted values") from err
             raise DataError("UnreadableFile", f"{key}: cannot read as csv: {str(err)[:300]}") from err
         if first and batch.num_rows and len(names) == 1 and any(ch in names[0] for ch in ";\t|"):
             raise DataError("WrongDelimiter", f"{key}: found one column {names[0][:80]!r}; the delimiter is probably "

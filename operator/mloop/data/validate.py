@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -149,33 +149,39 @@ class _Hits:
 
 
 class Unique:
-    """Are a column's values unique? Ascending columns (ids) are proven in one pass with O(1) memory; any other
-    column is re-read at the end (from the spilled output) and its 64-bit hashes sorted: 16 bytes a row then."""
+    """Are a column's values unique? Each batch's 64-bit value hashes are spilled to a local file (8 bytes a
+    row on disk); an ascending column (ids) is proven as it streams and its file never read; any other is
+    answered at the end by sorting the hashes (16 bytes a row in memory, then)."""
 
     def __init__(self) -> None:
         self.ascending = True
         self.last: object = None
+        self.spill = tempfile.TemporaryFile(prefix="mloop-unique-")
 
     def add(self, series: pd.Series) -> None:
-        if not self.ascending or len(series) == 0:
+        if len(series) == 0:
             return
-        values = series.to_numpy()
-        if series.isna().any() or not series.is_monotonic_increasing or (
-                values.size > 1 and not bool((values[1:] != values[:-1]).all())) or (
-                self.last is not None and not values[0] > self.last):
+        pd.util.hash_pandas_object(series, index=False).to_numpy().tofile(self.spill)
+        if not self.ascending:
+            return
+        if series.isna().any() or not series.is_monotonic_increasing or not series.is_unique or (
+                self.last is not None and not series.iloc[0] > self.last):
             self.ascending = False
             return
-        self.last = values[-1]
+        self.last = series.iloc[-1]
 
-    def duplicates(self, reread: Callable[[], Iterable[pd.Series]]) -> _Hits:
+    def duplicates(self) -> _Hits:
         hits = _Hits()
-        if self.ascending:
-            return hits
-        hashes = np.concatenate([pd.util.hash_array(s.to_numpy(dtype=object) if s.dtype == object or
-                                                    s.dtype.kind not in "iufbM" else s.to_numpy())
-                                 for s in reread()] or [np.empty(0, np.uint64)])
+        try:
+            if self.ascending:
+                return hits
+            self.spill.seek(0)
+            hashes = np.fromfile(self.spill, dtype=np.uint64)
+        finally:
+            self.spill.close()
         order = np.argsort(hashes, kind="stable")
         ranked = hashes[order]
+        del hashes
         repeat = np.zeros(ranked.size, bool)
         repeat[1:] = ranked[1:] == ranked[:-1]
         rows = np.sort(order[repeat])
@@ -209,7 +215,7 @@ class _Inference:
         if self.unique is not None:
             self.unique.add(series)
 
-    def status(self, reread: Callable[[str], Iterable[pd.Series]]) -> ColumnStatus:
+    def status(self) -> ColumnStatus:
         kind = self.kind or "O"
         type_ = {"b": "boolean", "i": "integer", "u": "integer", "f": "float", "M": "datetime"}.get(kind)
         if type_ is None:
@@ -217,7 +223,7 @@ class _Inference:
             type_ = "category" if distinct <= max(20, self.rows // 20) and distinct < self.rows else "string"
         role = "feature"
         if self.unique is not None and type_ in ("integer", "string") and \
-                not self.unique.duplicates(lambda: reread(self.name)):
+                not self.unique.duplicates():
             role = "id"
         if type_ == "datetime":
             role = "timestamp"
@@ -232,7 +238,7 @@ class _Inference:
 def infer_column(name: str, series: pd.Series) -> ColumnStatus:
     inference = _Inference(name)
     inference.add(series)
-    return inference.status(lambda _: [series])
+    return inference.status()
 
 
 def _check_column(series: pd.Series, spec: ColumnSpec, offset: int, hits: dict[str, _Hits]) -> pd.Series | None:
@@ -307,11 +313,11 @@ class SchemaChecker:
                 self.cast_names.add(name)
         return out
 
-    def finish(self, reread: Callable[[str], Iterable[pd.Series]]) -> tuple[list[ColumnStatus], list[Check]]:
+    def finish(self) -> tuple[list[ColumnStatus], list[Check]]:
         self._pool.shutdown()
         names = self.names or []
         if self.schema is None:
-            return [self.inferred[n].status(reread) for n in names], []
+            return [self.inferred[n].status() for n in names], []
         checks: list[Check] = []
         missing = [n for n in self.declared if n not in names]
         if missing:
@@ -324,7 +330,7 @@ class SchemaChecker:
         for name in names:
             spec = self.declared.get(name)
             if spec is None:
-                statuses.append(self.inferred[name].status(reread))
+                statuses.append(self.inferred[name].status())
                 continue
             hits = self.hits[name]
             if hits["type"]:
@@ -372,7 +378,7 @@ class RuleChecker:
         for name, tracker in self.unique.items():
             tracker.add(frame[name])
 
-    def finish(self, reread: Callable[[str], Iterable[pd.Series]]) -> list[Check]:
+    def finish(self) -> list[Check]:
         rules, rows = self.rules, self.rows
         if rows == 0:
             return [Check("minRows", None, False, "the table has no rows")]
@@ -393,7 +399,7 @@ class RuleChecker:
             if name not in self.unique:
                 checks.append(Check("unique", name, False, f"unique column {name!r} is not in the data"))
                 continue
-            dup = self.unique[name].duplicates(lambda: reread(name))
+            dup = self.unique[name].duplicates()
             checks.append(Check("unique", name, not dup, f"column {name!r} repeats values at {dup.text()}" if dup else ""))
         return checks
 
@@ -404,7 +410,7 @@ def apply_schema(frame: pd.DataFrame, schema: SchemaSpec | None) -> Validation:
     out = checker.feed(frame, 0)
     if checker.names is None:  # a frame with no columns
         checker.names = []
-    statuses, checks = checker.finish(lambda name: [out[name]])
+    statuses, checks = checker.finish()
     return Validation(out, statuses, checks)
 
 
@@ -412,5 +418,5 @@ def apply_rules(validation: Validation, rules: ValidationRules | None) -> Valida
     frame = validation.frame
     checker = RuleChecker(rules)
     checker.feed(frame, 0)
-    validation.checks += checker.finish(lambda name: [frame[name]])
+    validation.checks += checker.finish()
     return validation

@@ -209,7 +209,7 @@ def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> Inge
     return result
 
 
-PART = 64 * 1024 * 1024
+PART = 16 * 1024 * 1024  # parts are read one at a time: the upload stays inside the memory bound
 
 
 def _put_file(store: Store, key: str, path: str) -> dict[str, Any]:

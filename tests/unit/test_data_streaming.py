@@ -1,0 +1,199 @@
+"""Streaming ingest (issue 15): one digest whatever the format and the batching, checks that name global rows,
+types that change part-way through a file, profiles and drift from mergeable sketches, the memory setting."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mloop.api.dataset import SchemaSpec, ValidationRules
+from mloop.data import pipeline
+from mloop.data.canonical import canonical_table, digest_table
+from mloop.data.drift import drift, psi
+from mloop.data.profile import profile_frame
+from mloop.data.tables import TypeConflict, format_batches
+
+ROWS = 2000
+
+
+def table_with_null_runs() -> pd.DataFrame:
+    """Every kind of column; rows 5-12 are null in all nullable ones, so a batch of 7 ends inside the run."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=ROWS)
+    a[5:13] = np.nan
+    s = np.array(rng.choice(["red", "green", "blue"], size=ROWS), dtype=object)
+    s[5:13] = None
+    s[1500:1600] = None
+    i = pd.array(rng.integers(-50, 50, ROWS), dtype="Int64")
+    i[5:13] = pd.NA
+    flag = pd.array(rng.random(ROWS) > 0.5, dtype="boolean")
+    flag[5:13] = pd.NA
+    text = np.array([f"row {k} says \"hi\", ünïcode" if k % 3 else f"{k}\nover two lines" for k in range(ROWS)],
+                    dtype=object)  # (no empty strings: CSV cannot tell them from nulls)
+    text[5:13] = None
+    return pd.DataFrame({"id": np.arange(ROWS), "a": a, "s": s, "i": i, "flag": flag, "text": text})
+
+
+def as_jsonl(frame: pd.DataFrame) -> bytes:
+    """JSON lines written with Python's exact float repr (pandas' to_json rounds to 10 digits)."""
+    def plain(v):
+        return None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else (
+            v.item() if hasattr(v, "item") else v)
+    return "\n".join(json.dumps({k: plain(v) for k, v in row.items()}, ensure_ascii=False)
+                     for row in frame.astype(object).to_dict("records")).encode()
+
+
+def encode(frame: pd.DataFrame, fmt: str) -> bytes:
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode()
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf, row_group_size=97)
+        return buf.getvalue()
+    return as_jsonl(frame)
+
+
+def run(batches_for, tmp_path: Path, schema=None, rules=None) -> pipeline.Pass:
+    """pipeline.run as the ingest task calls it, reading again on a type conflict."""
+    forced: dict = {}
+    while True:
+        try:
+            return pipeline.run(batches_for(forced), schema, rules, str(tmp_path / "out.parquet"))
+        except TypeConflict as conflict:
+            forced[conflict.column] = conflict.type
+
+
+def counted(batches, sizes: list[int]):
+    for batch in batches:
+        sizes.append(batch.num_rows)
+        yield batch
+
+
+def test_digest_is_the_same_in_any_format_and_any_batching(tmp_path: Path) -> None:
+    frame = table_with_null_runs()
+    in_memory = digest_table(canonical_table(frame)).version
+    seen: dict[str, str] = {}
+    for rows in (1, 7, 1000, ROWS):
+        cut = run(lambda forced: pipeline.frame_batches(frame, rows), tmp_path)
+        assert cut.passed, cut.first_failure()
+        seen[f"frame/{rows}"] = cut.digest.version
+    for fmt in ("csv", "parquet", "jsonl"):
+        data = encode(frame, fmt)
+        for block in (1 << 12, 1 << 14, 1 << 24):
+            sizes: list[int] = []
+            cut = run(lambda forced: counted(format_batches(fmt, lambda: io.BytesIO(data), f"t.{fmt}", None, block,
+                                                            forced, set()), sizes), tmp_path)
+            assert cut.passed, cut.first_failure()
+            seen[f"{fmt}/{block}/{len(sizes)} batches"] = cut.digest.version
+            if block == 1 << 12:
+                assert len(sizes) > 5, f"{fmt}: the small block gave {len(sizes)} batches"
+    assert set(seen.values()) == {in_memory}, seen
+    # the written Parquet holds the same rows, in the canonical types
+    written = pq.read_table(tmp_path / "out.parquet")
+    assert written.num_rows == ROWS and written.schema.types == canonical_table(frame).schema.types
+    assert written.column("text").null_count == 8 and written.column("text")[1].as_py() == "row 1 says \"hi\", ünïcode"
+
+
+def test_any_change_changes_the_digest() -> None:
+    frame = table_with_null_runs()
+    variants = [frame, frame.iloc[:-1], frame[list(reversed(frame.columns))], frame.rename(columns={"a": "b"})]
+    moved_null = frame.copy()
+    moved_null.loc[13, "a"], moved_null.loc[12, "a"] = np.nan, frame.loc[13, "a"]
+    empty_text = frame.copy()
+    empty_text.loc[5, "text"] = ""  # a null and an empty string differ
+    split_text = frame.copy()
+    split_text.loc[1, "text"], split_text.loc[2, "text"] = "row 1 says", " \"hi\", ünïcoderow 2 says \"hi\", ünïcode"
+    variants += [moved_null, empty_text, split_text]
+    assert len({digest_table(canonical_table(v)).version for v in variants}) == len(variants)
+
+
+def test_checks_name_the_column_and_the_row_in_the_whole_file(tmp_path: Path) -> None:
+    rows = 20_000
+    frame = pd.DataFrame({"id": np.arange(rows), "n": np.arange(rows) % 100, "v": np.linspace(0, 1, rows)})
+    data = frame.to_csv(index=False).encode()
+    bad = data[:data.rindex(b"\n", 0, len(data) - 1) + 1] + f"{rows - 1},oops,2.5\n".encode()  # last row bad
+    schema = SchemaSpec.model_validate({"columns": [{"name": "id", "type": "integer"},
+                                                    {"name": "n", "type": "integer"},
+                                                    {"name": "v", "type": "float", "min": 0, "max": 1}]})
+    sizes: list[int] = []
+    cut = run(lambda forced: counted(format_batches("csv", lambda: io.BytesIO(bad), "t.csv", None, 1 << 14, forced,
+                                                    pipeline.text_columns(schema)), sizes), tmp_path, schema)
+    failure = cut.first_failure()
+    assert failure is not None and (failure.rule, failure.column) == ("type", "n")
+    assert failure.message == f"column 'n' is declared integer but rows {rows - 1} hold ['oops']"
+    assert len(sizes) > 10 and cut.digest is None  # read in many batches; no version
+    # a range failure far from the first batch, and a duplicate across batches
+    frame2 = frame.copy()
+    frame2.loc[15001, "v"] = 9.0
+    frame2.loc[19990, "id"] = 3
+    data2 = frame2.to_csv(index=False).encode()
+    cut = run(lambda forced: format_batches("csv", lambda: io.BytesIO(data2), "t.csv", None, 1 << 14, forced, set()),
+              tmp_path, schema, ValidationRules(unique=["id"]))
+    messages = {(c.rule, c.column): c.message for c in cut.checks if not c.passed}
+    assert messages[("range", "v")] == "column 'v' is outside [0.0, 1.0] at rows 15001"
+    assert messages[("unique", "id")] == "column 'id' repeats values at rows 19990"
+
+
+@pytest.mark.parametrize("late,kind", [("1.5", "float"), ("abc", "string")])
+def test_a_type_that_changes_late_in_the_file_is_read_again_wider(tmp_path: Path, late: str, kind: str) -> None:
+    rows = 30_000
+    body = "x,y\n" + "".join(f"{k},{k % 7}\n" for k in range(rows - 1)) + f"{late},1\n"
+    data = body.encode()
+    cut = run(lambda forced: format_batches("csv", lambda: io.BytesIO(data), "t.csv", None, 1 << 14, forced, set()),
+              tmp_path)
+    assert cut.passed and cut.rows == rows
+    assert {c.name: c.type for c in cut.columns}["x"] == kind
+    column = pq.read_table(tmp_path / "out.parquet").column("x")
+    assert column[rows - 1].as_py() == (1.5 if kind == "float" else "abc")
+    assert column[12].as_py() == (12.0 if kind == "float" else "12")
+
+
+def test_profile_and_drift_come_from_sketches_that_do_not_depend_on_batches(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(size=150_000), "c": rng.choice(list("abcd"), size=150_000)})
+    whole = run(lambda forced: pipeline.frame_batches(frame, 150_000), tmp_path).profile
+    pieces = run(lambda forced: pipeline.frame_batches(frame, 7_777), tmp_path).profile
+    for key in ("sketch", "quantiles", "distinct", "min", "max", "count"):
+        assert whole["columns"][0][key] == pieces["columns"][0][key], key
+    assert whole["columns"][0]["mean"] == pytest.approx(pieces["columns"][0]["mean"], abs=1e-12)
+    assert whole["columns"][1]["counts"] == pieces["columns"][1]["counts"]
+    # beyond the exact limit, quantiles come from the sketch within its relative error
+    exact = np.quantile(frame["x"], [0.05, 0.25, 0.5, 0.75, 0.95])
+    got = [whole["columns"][0]["quantiles"][q] for q in ("0.05", "0.25", "0.5", "0.75", "0.95")]
+    assert np.allclose(got, exact, rtol=0.01, atol=0.01)
+    assert abs(whole["columns"][0]["distinct"] - 150_000) < 0.05 * 150_000
+    # drift from two profiles: none against itself, large for a shift
+    shifted = frame.assign(x=frame["x"] + 1.0, c=np.where(frame["c"] == "a", "b", frame["c"]))
+    moved = profile_frame(shifted)
+    assert {d["column"]: d["value"] for d in drift(whole, whole)} == {"x": 0.0, "c": 0.0}
+    found = {d["column"]: (d["method"], d["value"]) for d in drift(whole, moved)}
+    assert found["x"][0] == "psi" and found["x"][1] > 0.25
+    assert found["c"][0] == "tvd" and found["c"][1] == pytest.approx(0.25, abs=0.01)
+    same = profile_frame(pd.DataFrame({"x": rng.normal(size=150_000)}))
+    assert drift(whole, same)[0]["value"] < 0.05
+    assert psi(frame["x"].to_numpy(), frame["x"].to_numpy()) == 0.0
+
+
+def test_the_memory_limit_sets_the_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mloop.api.tasks import Task
+    from mloop.builders.job import build_job
+    from mloop.config import Settings
+
+    task = Task(name="ingest-x", namespace="ns", kind="ingest", prefix="tasks/ns/ingest-x/", command=["true"],
+                owner={"apiVersion": "mloop.dev/v1alpha1", "kind": "Dataset", "name": "d", "uid": "u"},
+                resources={"limits": {"memory": "1Gi"}})
+    env = {e["name"]: e for e in build_job(task, Settings())["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLOOP_MEMORY_LIMIT"]["valueFrom"] == {"resourceFieldRef": {"resource": "limits.memory"}}
+    monkeypatch.setenv("MLOOP_MEMORY_LIMIT", str(1 << 30))
+    assert pipeline.block_bytes() == 8 << 20
+    monkeypatch.setenv("MLOOP_MEMORY_LIMIT", str(64 << 20))
+    assert pipeline.block_bytes() == 1 << 20
+    assert os.environ["MLOOP_MEMORY_LIMIT"] == str(64 << 20)
