@@ -116,3 +116,13 @@ def test_filter_matches_keys_as_text_and_integral_numbers() -> None:
     assert text_holds(b"2026 INFO bad row cust-7: missing", salt, set(hashes))
     assert not text_holds(b'{"rows": [["cust-70", 3]]}', salt, set(hashes))
     assert token(True) == "true" and token(float("nan")) is None
+
+
+@pytest.mark.parametrize("has_policy,words", [(True, "its retrain policy retrains"), (False, "it has no retrain policy")])
+def test_a_production_package_on_erased_data_asks_its_requirement_to_retrain(has_policy, words) -> None:
+    asked = decide.requirement_outcome("dsr", [], ["buyers-1"], has_policy, 1, NOW)
+    (cond,) = asked.status["conditions"]
+    assert cond["type"] == "ProductionTrainedOnErasedData" and "buyers-1" in cond["message"] and words in cond["message"]
+    assert asked.events[0].reason == "RetrainNeeded"
+    again = decide.requirement_outcome("dsr", [decide.Condition.model_validate(cond)], ["buyers-1"], has_policy, 1, NOW)
+    assert again.status == {}

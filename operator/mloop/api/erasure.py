@@ -90,6 +90,8 @@ class ErasureRequestStatus(ApiModel):
     tasks_erased: Touched | None = Field(default=None, description="Task records (tasks/) that copied the rows, erased.")
     runs_flagged: Touched | None = Field(default=None, description="TrainingRuns trained on an erased version.")
     packages_flagged: Touched | None = Field(default=None, description="ModelPackages built from such a run.")
+    requirements_asked: Touched | None = Field(
+        default=None, description="Requirements whose Production package was trained on erased data: asked to retrain.")
     audit: Annotated[str, Field(max_length=1024)] | None = Field(
         default=None, description="s3:// URI of the audit record (salted hashes only, never the keys).")
     completed_at: datetime | None = Field(default=None, description="When the request reached Complete.")

@@ -111,7 +111,7 @@ def _commit_fresh(plural: str, namespace: str, name: str, outcome_for: Any) -> b
 
 
 def _apply(body: Mapping[str, Any], spec: ErasureRequestSpec, status: ErasureRequestStatus, result: EraseResult,
-           runs_by_dataset: kopf.Index, packages_by_run: kopf.Index) -> tuple[list[str], list[str], str]:
+           runs_by_dataset: kopf.Index, packages_by_run: kopf.Index) -> tuple[list[str], list[str], list[str], str]:
     """Applying: every write is idempotent (conditional, or write-once), so a second pass after a kill is harmless."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -144,6 +144,20 @@ def _apply(body: Mapping[str, Any], spec: ErasureRequestSpec, status: ErasureReq
                                        obj["metadata"].get("generation"), now)
         _commit_fresh("modelpackages", namespace, package, flag_package)
 
+    production: dict[str, list[str]] = {}  # requirement -> its Production packages trained on erased data
+    for package in packages:
+        obj = get_object("modelpackages", namespace, package) or {}
+        if (obj.get("status") or {}).get("stage") == "Production":
+            for ref in obj["spec"].get("requirementRefs") or []:
+                if (ref.get("namespace") or namespace) == namespace:
+                    production.setdefault(ref["name"], []).append(package)
+    for requirement, held in sorted(production.items()):
+        def ask_retrain(obj: Mapping[str, Any], held: list[str] = held) -> Outcome:
+            conditions = [Condition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []]
+            return decide.requirement_outcome(name, conditions, held, bool(obj["spec"].get("retrain")),
+                                              obj["metadata"].get("generation"), now)
+        _commit_fresh("requirements", namespace, requirement, ask_retrain)
+
     store = operator_store()
     key = erasure_audit(namespace, name, uid)
     record = {"kind": "ErasureAudit", "request": {"namespace": namespace, "name": name, "uid": uid},
@@ -151,12 +165,12 @@ def _apply(body: Mapping[str, Any], spec: ErasureRequestSpec, status: ErasureReq
               "keysFrom": spec.keys_from.to_wire(), "datasets": sorted(touched),
               "rowsErased": result.rows_erased, "versionsTombstoned": [v.to_wire() for v in result.tombstoned],
               "datasetsRecut": result.recut, "tasksErased": result.tasks, "runsFlagged": runs,
-              "packagesFlagged": packages, "completedAt": now.isoformat()}
+              "packagesFlagged": packages, "requirementsAsked": sorted(production), "completedAt": now.isoformat()}
     try:
         store.put_json(key, record)
     except AlreadyExists:  # an earlier pass wrote it
         pass
-    return runs, packages, store.uri(key)
+    return runs, packages, sorted(production), store.uri(key)
 
 
 def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.Index, packages: kopf.Index) -> None:
@@ -191,8 +205,8 @@ def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.
             return
         if status.phase == "Applying":
             result = EraseResult.model_validate(store.get_json(task.prefix + "result.json"))
-            flagged_runs, flagged_packages, audit = _apply(body, spec, status, result, runs, packages)
-            commit(body, decide.complete(status, flagged_runs, flagged_packages, audit, generation, now).outcome())
+            flagged_runs, flagged_packages, asked, audit = _apply(body, spec, status, result, runs, packages)
+            commit(body, decide.complete(status, flagged_runs, flagged_packages, asked, audit, generation, now).outcome())
             return
 
         views = _views(namespace, datasets)

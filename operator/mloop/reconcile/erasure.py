@@ -18,6 +18,7 @@ from mloop.api.tasks import TaskState
 from mloop.reconcile.outcome import Decision, Draft, Event, Outcome, camel_reason, dump_conditions
 
 ERASED_CONDITION = "TrainedOnErasedData"
+RETRAIN_CONDITION = "ProductionTrainedOnErasedData"
 SOURCE_CONDITION = "SourceHoldsErasedSubjects"
 MAX_VERSIONS = 20
 
@@ -137,13 +138,14 @@ def fold(status: ErasureRequestStatus, state: TaskState, result: EraseResult | N
     return d.decision()
 
 
-def complete(status: ErasureRequestStatus, runs: list[str], packages: list[str], audit: str, generation: int,
-             now: datetime) -> Decision:
+def complete(status: ErasureRequestStatus, runs: list[str], packages: list[str], requirements: list[str], audit: str,
+             generation: int, now: datetime) -> Decision:
     d = _Draft(status, generation, now)
     message = (f"{status.rows_erased or 0} rows erased, {len(status.versions_tombstoned or [])} versions tombstoned, "
-               f"{len(runs)} runs and {len(packages)} packages flagged")
+               f"{len(runs)} runs and {len(packages)} packages flagged"
+               + (f", retrain asked of {', '.join(requirements)}" if requirements else ""))
     d.update.update(phase="Complete", task=None, runsFlagged=runs[:256], packagesFlagged=packages[:256], audit=audit,
-                    completedAt=iso(now))
+                    requirementsAsked=requirements[:64], completedAt=iso(now))
     d.condition("Complete", "True", "Erased", message)
     d.condition("Ready", "True", "Erased", message)
     d.event("Normal", "ErasureComplete", message)
@@ -194,3 +196,15 @@ def flag_outcome(request: str, conditions: list[Condition], what: str, generatio
     message = f"{what}; erased by ErasureRequest {request}"
     after = set_condition(conditions, ERASED_CONDITION, "True", "ErasedData", message, generation, now)
     return Outcome({"conditions": dump_conditions(after)}, [Event("Warning", ERASED_CONDITION, message)])
+
+
+def requirement_outcome(request: str, conditions: list[Condition], packages: list[str], has_policy: bool,
+                        generation: int | None, now: datetime) -> Outcome:
+    """A Requirement whose Production package was trained on erased data: ask for a retrain on the cleaned data."""
+    if any(c.type == RETRAIN_CONDITION and request in c.message for c in conditions):
+        return Outcome()
+    ask = ("its retrain policy retrains on the cleaned version when it next fires; start a TrainingRun now to "
+           "replace it sooner" if has_policy else "it has no retrain policy: train on the cleaned version and package")
+    message = f"Production ModelPackage {', '.join(packages)} was trained on data erased by ErasureRequest {request}; {ask}"
+    after = set_condition(conditions, RETRAIN_CONDITION, "True", "RetrainNeeded", message, generation, now)
+    return Outcome({"conditions": dump_conditions(after)}, [Event("Warning", "RetrainNeeded", message)])
