@@ -142,12 +142,16 @@ def test_checks_name_the_column_and_the_row_in_the_whole_file(tmp_path: Path) ->
     assert messages[("unique", "id")] == "column 'id' repeats values at rows 19990"
 
 
-@pytest.mark.parametrize("late,kind", [("1.5", "float"), ("abc", "string")])
-def test_a_type_that_changes_late_in_the_file_is_read_again_wider(tmp_path: Path, late: str, kind: str) -> None:
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("late,kind", [(1.5, "float"), ("abc", "string")])
+def test_a_type_that_changes_late_in_the_file_is_read_again_wider(tmp_path: Path, fmt: str, late, kind: str) -> None:
     rows = 30_000
-    body = "x,y\n" + "".join(f"{k},{k % 7}\n" for k in range(rows - 1)) + f"{late},1\n"
-    data = body.encode()
-    cut = run(lambda forced: format_batches("csv", lambda: io.BytesIO(data), "t.csv", None, 1 << 14, forced, set()),
+    if fmt == "csv":
+        data = ("x,y\n" + "".join(f"{k},{k % 7}\n" for k in range(rows - 1)) + f"{late},1\n").encode()
+    else:
+        data = "\n".join([json.dumps({"x": k, "y": k % 7}) for k in range(rows - 1)]
+                         + [json.dumps({"x": late, "y": 1})]).encode()
+    cut = run(lambda forced: format_batches(fmt, lambda: io.BytesIO(data), f"t.{fmt}", None, 1 << 14, forced, set()),
               tmp_path)
     assert cut.passed and cut.rows == rows
     assert {c.name: c.type for c in cut.columns}["x"] == kind

@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 
 from mloop.api.dataset import ColumnStatus, SchemaSpec, ValidationRules
 from mloop.data.canonical import TIMESTAMP, Digest, Hasher, canonical_batch, canonical_type, frame_to_arrow
-from mloop.data.errors import DataError
 from mloop.data.profile import Profiler
+from mloop.data.tables import TypeConflict, promote
 from mloop.data.validate import Check, RuleChecker, SchemaChecker
 
 MIB = 1 << 20
@@ -96,13 +96,16 @@ class Pass:
 
 
 def _conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+    """The batch in the version's types; a value that does not fit means the source changed type part-way."""
     if batch.schema.types == target.types:
         return batch
-    try:
-        return pa.RecordBatch.from_arrays([c if c.type == t else c.cast(t) for c, t in zip(batch.columns, target.types)],
-                                          schema=target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise DataError("UnreadableFile", f"a column changed type part-way through the data: {err}") from err
+    columns = []
+    for arr, field in zip(batch.columns, target):
+        try:
+            columns.append(arr if arr.type == field.type else arr.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise TypeConflict(field.name, promote(field.type, arr.type), str(err)[:200]) from err
+    return pa.RecordBatch.from_arrays(columns, schema=target)
 
 
 def _canonical(batch: pa.RecordBatch, cast: pd.DataFrame, cast_names: set[str], dropped_any: bool) -> pa.RecordBatch:

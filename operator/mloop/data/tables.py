@@ -275,19 +275,23 @@ def s3_batches(source: S3Source, client: Any, block_size: int, forced: dict[str,
     def all_batches() -> Iterator[pa.RecordBatch]:
         expect: list[pa.Schema] = []
         for k in keys:
-            yield from _conform(format_batches(detect_format(k, source.format), opener(k), k, source.delimiter,
-                                               block_size, forced, set(text)), f"s3://{bucket}/{k}", forced, expect)
+            yield from format_batches(detect_format(k, source.format), opener(k), f"s3://{bucket}/{k}",
+                                      source.delimiter, block_size, forced, set(text), expect)
 
     return keys, all_batches()
 
 
 def format_batches(fmt: str, opener: Callable[[], Any], key: str, delimiter: str | None, block_size: int,
-                   forced: dict[str, pa.DataType], text: set[str]) -> Iterator[pa.RecordBatch]:
+                   forced: dict[str, pa.DataType], text: set[str],
+                   expect: list[pa.Schema] | None = None) -> Iterator[pa.RecordBatch]:
+    """One object's batches, each with the names and types of the first (`expect`, shared across objects)."""
     if fmt == "csv":
-        return csv_batches(opener, key, delimiter, block_size, forced, text)
-    if fmt == "parquet":
-        return parquet_batches(opener, key, block_size)
-    return jsonl_batches(opener, key, block_size, forced)
+        batches = csv_batches(opener, key, delimiter, block_size, forced, text)
+    elif fmt == "parquet":
+        batches = parquet_batches(opener, key, block_size)
+    else:
+        batches = jsonl_batches(opener, key, block_size, forced)
+    return _conform(batches, key, forced, [] if expect is None else expect)
 
 
 def read_bytes(data: bytes, fmt: str, key: str, delimiter: str | None = None, block_size: int = 1 << 20,
@@ -297,8 +301,8 @@ def read_bytes(data: bytes, fmt: str, key: str, delimiter: str | None = None, bl
     while True:
         try:
             expect: list[pa.Schema] = []
-            batches = list(_conform(format_batches(fmt, lambda: io.BytesIO(data), key, delimiter, block_size,
-                                                   forced, set(text)), key, forced, expect))
+            batches = list(format_batches(fmt, lambda: io.BytesIO(data), key, delimiter, block_size, forced,
+                                          set(text), expect))
             return pa.Table.from_batches(batches, schema=expect[0] if expect else None) if batches else pa.table({})
         except TypeConflict as conflict:
             forced[conflict.column] = conflict.type
