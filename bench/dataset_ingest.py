@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/dataset_ingest.py [--rows N]
     .venv/bin/python bench/dataset_ingest.py --scale-gb 5     # issue 15: streaming ingest of a 5 GB CSV
+    .venv/bin/python bench/dataset_ingest.py --scale-gb 5 --generate /tmp/big.csv   # then, on a quiet machine:
+    .venv/bin/python bench/dataset_ingest.py --scale-gb 5 --csv /tmp/big.csv
 
 The scale run generates the CSV under /tmp (MLOOP_BENCH_DIR), ingests it end to end in a process whose
 address space is capped at 1 GiB (RLIMIT_AS), reads it once more with pyarrow's CSV reader alone (the
@@ -185,23 +187,30 @@ def cap_address_space(limit: int):
     return apply
 
 
-def scale(gigabytes: float) -> None:
+def scale(gigabytes: float, given: str = "") -> None:
+    """The scale run. `given`: a CSV written earlier by --generate (so a shared machine is held only while
+    measuring); it is deleted at the end like a generated one."""
     import shutil
 
     directory = os.environ.get("MLOOP_BENCH_DIR", "/tmp")
-    need = gigabytes * 1e9 * 1.8  # the CSV and the Parquet output
+    need = gigabytes * 1e9 * (0.8 if given else 1.8)  # the CSV and the Parquet output
     free = shutil.disk_usage(directory).free
     if free < need:
         sys.exit(f"{directory}: {free / 1e9:.1f} GB free, the scale run needs {need / 1e9:.1f} GB")
     with tempfile.TemporaryDirectory(dir=directory, prefix="mloop-scale-") as scratch:
-        path = Path(scratch) / "big.csv"
-        t0 = time.perf_counter()
-        rows = write_csv(path, int(gigabytes * 1e9))
-        size = path.stat().st_size
-        print(f"generated {path} in {time.perf_counter() - t0:.0f} s: {rows:,} rows, {size / 1e9:.2f} GB",
-              file=sys.stderr, flush=True)
-        reader = measure_file("reader", str(path), scratch)
-        ingest = measure_file("stream", str(path), scratch, cap=SCALE_CAP)
+        path = Path(given) if given else Path(scratch) / "big.csv"
+        try:
+            if not given:
+                t0 = time.perf_counter()
+                write_csv(path, int(gigabytes * 1e9))
+                print(f"generated {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            size = path.stat().st_size
+            reader = measure_file("reader", str(path), scratch)
+            ingest = measure_file("stream", str(path), scratch, cap=SCALE_CAP)
+            rows = reader["rows"]
+            assert ingest["rows"] == rows, (ingest["rows"], rows)
+        finally:
+            path.unlink(missing_ok=True)
     load = os.getloadavg()
     lines = [
         f"Scale run: {rows:,} rows x 20 columns, {size / 1e9:.2f} GB CSV, {os.cpu_count()} cores, "
@@ -261,6 +270,8 @@ def main() -> None:
     parser.add_argument("--worker")
     parser.add_argument("--scratch", default="")
     parser.add_argument("--file", default="")
+    parser.add_argument("--generate", default="", help="with --scale-gb: only write the CSV to this path")
+    parser.add_argument("--csv", default="", help="with --scale-gb: measure this CSV (from --generate), then delete it")
     parser.add_argument("--scale-gb", type=float, default=0.0,
                         help="instead: generate a CSV of this many GB under /tmp (or MLOOP_BENCH_DIR), ingest it "
                              "with memory capped at 1 GiB, compare with the CSV reader alone, delete it")
@@ -268,8 +279,12 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.rows, args.scratch, args.file)
         return
+    if args.generate:
+        rows = write_csv(Path(args.generate), int(args.scale_gb * 1e9))
+        print(f"{args.generate}: {rows:,} rows, {Path(args.generate).stat().st_size / 1e9:.2f} GB")
+        return
     if args.scale_gb:
-        scale(args.scale_gb)
+        scale(args.scale_gb, args.csv)
         return
     with tempfile.TemporaryDirectory() as scratch:
         base = measure("baseline", 1000, scratch)  # interpreter + numpy + pandas, for reference
