@@ -563,22 +563,27 @@ def main() -> None:
     parser.add_argument("--stall", type=float, default=300.0, help="give up when nothing settles for this long")
     parser.add_argument("--fanout", type=int, default=0, help="TrainingRuns applied at once (0: skip)")
     parser.add_argument("--rev", help="run the operator from this git revision (e.g. HEAD), not the work tree")
+    parser.add_argument("--source", type=Path, help="run the operator from this source tree (its operator/ folder)")
     args = parser.parse_args()
     # `kill` or a background job (which ignores SIGINT) must still reach the finally clauses that stop the stacks.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     root = Path(tempfile.mkdtemp(prefix="mloop-bench-steady-"))
-    source, described = operator_source(args.rev, root)
+    if args.source:
+        source, described = args.source.resolve() / "operator", f"folder {args.source}"
+    else:
+        source, described = operator_source(args.rev, root)
     print(f"operator code: {described}", flush=True)
     results: list[SteadyResult] = []
     fan: FanoutResult | None = None
     try:
+        if args.fanout:  # first: minutes, where a large N takes most of an hour
+            fan = fanout(root, source, args.fanout)
+            print(f"\nFan-out (operator: {described})\n\n{fanout_table(fan)}\n", flush=True)
         for n in args.n:
             results.append(steady_state(root, source, n, args.window, args.max_in_flight, args.grace, args.stall))
             if len(args.n) > 1 or args.fanout:  # a long bench shows what it has so far
                 print(steady_table(results), flush=True)
-        if args.fanout:
-            fan = fanout(root, source, args.fanout)
     except BaseException:
         print(f"logs kept in {root}", file=sys.stderr)
         raise

@@ -10,6 +10,11 @@ held in process memory:
   index), so a second post is a 409; a CloudEvent or lineage event is queued only by the pass whose conditional
   write took its entry out of the outbox, so it is sent once (a crash after that loses it, as it would lose
   anything still in the sender's queue).
+
+An object in flight (its timer comes back) keeps its posted Kubernetes events in the outbox until its next
+transition's write drops them: a PATCH of its own per transition would double the writes of a fan-out. Which
+entries this process saw posted is kept in memory only to skip the re-post; without it (a restart, another replica)
+the re-post is refused by name.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -33,6 +40,46 @@ log = logging.getLogger("mloop.handlers")
 
 OUTBOX_LIMIT = 64
 REPORTER = "mloop-operator"
+POSTED_LIMIT = 100_000  # ids remembered (~10 MB at most)
+
+_posted: OrderedDict[str, None] = OrderedDict()
+_posted_lock = threading.Lock()
+
+
+def _remember_posted(entry_id: str) -> None:
+    with _posted_lock:
+        _posted[entry_id] = None
+        _posted.move_to_end(entry_id)
+        while len(_posted) > POSTED_LIMIT:
+            _posted.popitem(last=False)
+
+
+_superseded: OrderedDict[str, str] = OrderedDict()  # uid -> the resourceVersion this process last wrote over
+
+
+def known_stale(body: Mapping[str, Any]) -> bool:
+    """This process already wrote over this very resourceVersion: the body is behind (the watch lags under load),
+    and a pass on it would only repeat steps to lose the race at its write. Memory only saves that work; without
+    it the write's precondition refuses the pass all the same."""
+    meta = body.get("metadata") or {}
+    with _posted_lock:
+        return bool(meta.get("uid")) and _superseded.get(meta["uid"]) == meta.get("resourceVersion")
+
+
+def _remember_superseded(meta: Mapping[str, Any], resource_version: str) -> None:
+    with _posted_lock:
+        _superseded[str(meta["uid"])] = resource_version
+        _superseded.move_to_end(str(meta["uid"]))
+        while len(_superseded) > POSTED_LIMIT:
+            _superseded.popitem(last=False)
+
+
+def _known_posted(entry: Mapping[str, Any]) -> bool:
+    """A Kubernetes event only, which this process saw created: the entry owes nothing more."""
+    if entry.get("cloudEvent") or entry.get("lineage") or not entry.get("type"):
+        return False
+    with _posted_lock:
+        return entry["id"] in _posted
 
 
 def entry_id(uid: str, resource_version: str, index: int) -> str:
@@ -78,49 +125,88 @@ def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any],
         raise
 
 
-def commit(body: Mapping[str, Any], outcome: Outcome) -> dict[str, Any] | None:
+def commit(body: Mapping[str, Any], outcome: Outcome,
+           comes_back: Callable[[Mapping[str, Any]], bool] | None = None) -> dict[str, Any] | None:
     """Write the pass's status with its events in the outbox, then send them. Returns the object as written,
-    the body itself when there was nothing to write, or None when someone else moved the object first."""
+    the body itself when there was nothing to write, or None when someone else moved the object first.
+
+    comes_back(status): whether a later pass is sure to come (a timer while in flight). Then posted Kubernetes
+    events stay in the outbox for that pass's write to drop, instead of a write of their own."""
     kind, meta = body["kind"], body["metadata"]
     plural = kind_by_name(kind).plural
     old = dict(body.get("status") or {})
+    carried = list(old.get("outbox") or [])
     new_entries = owed(kind, meta, old, outcome)
     status = dict(outcome.status)
     if new_entries:
-        status["outbox"] = [*(old.get("outbox") or []), *new_entries][-OUTBOX_LIMIT:]
+        status["outbox"] = [*carried, *new_entries][-OUTBOX_LIMIT:]
+    lazy = comes_back is not None and comes_back({**old, **status})
     if not changes(old, status):
-        if old.get("outbox"):
-            drain(dict(body))
+        if carried:
+            drain(dict(body), take=not lazy)
         return dict(body)
-    written = patch_status(plural, meta["namespace"], meta["name"], status, meta.get("resourceVersion"))
+    kept = [e for e in carried if not _known_posted(e)]
+    if len(kept) < len(carried):  # this write takes them out; no write of their own
+        status["outbox"] = [*kept, *new_entries][-OUTBOX_LIMIT:] or None
+    decided_on = meta.get("resourceVersion")
+    written = patch_status(plural, meta["namespace"], meta["name"], status, decided_on)
+    if written is None and (fresh := _moved_only_by_kopf(plural, body)) is not None:
+        decided_on = fresh
+        written = patch_status(plural, meta["namespace"], meta["name"], status, fresh)
     if written is None:
         log.debug("%s %s/%s moved on before this pass wrote; its step is left to the pass that sees it",
                   kind, meta["namespace"], meta["name"])
         return None
+    if decided_on:
+        _remember_superseded(meta, str(decided_on))
     if written.get("status", {}).get("outbox"):
-        drain(written)
+        drain(written, take=not lazy)
     return written
 
 
-def drain(obj: dict[str, Any]) -> None:
+def _moved_only_by_kopf(plural: str, body: Mapping[str, Any]) -> str | None:
+    """After a 409: the fresh resourceVersion if only kopf's metadata moved (its finalizer or annotations, e.g.
+    the finalizer it adds when a timer starts, just as the first pass writes). What the pass decided on (spec,
+    status, labels) is then unchanged and its write still stands; without this the step would be redone."""
+    meta = body["metadata"]
+    try:
+        fresh = custom_objects().get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, meta["name"])
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    now = fresh["metadata"]
+    same = (fresh.get("spec") == body.get("spec") and (fresh.get("status") or {}) == (body.get("status") or {})
+            and now.get("uid") == meta.get("uid") and now.get("generation") == meta.get("generation")
+            and (now.get("labels") or {}) == (meta.get("labels") or {})
+            and now.get("deletionTimestamp") == meta.get("deletionTimestamp"))
+    return str(now["resourceVersion"]) if same else None
+
+
+def drain(obj: dict[str, Any], take: bool = True) -> None:
     """Send what the object's outbox owes.
 
     Kubernetes events go first: their names make a second post a 409. Then the entries are taken out of the outbox
     by a write on condition, and only the pass whose write takes an entry queues its CloudEvent or lineage event,
-    so two passes draining the same body send it once.
+    so two passes draining the same body send it once. take=False: entries that are Kubernetes events only are
+    left for the object's next write (see commit).
     """
     kind, meta = obj["kind"], obj["metadata"]
     status = dict(obj.get("status") or {})
     entries = list(status.get("outbox") or [])
     for entry in entries:
-        if entry.get("type"):
+        if entry.get("type") and not _known_posted(entry):
             try:
                 post_event(obj, entry)
             except Exception:
                 log.exception("could not post %s for %s %s/%s; it stays owed", entry.get("reason"), kind,
                               meta["namespace"], meta["name"])
                 return
-    taken = _take(kind_by_name(kind).plural, meta, status, {e["id"] for e in entries})
+            _remember_posted(entry["id"])
+    wanted = {e["id"] for e in entries if take or e.get("cloudEvent") or e.get("lineage")}
+    if not wanted:
+        return
+    taken = _take(kind_by_name(kind).plural, meta, status, wanted)
     for entry in entries:
         if entry["id"] not in taken:
             continue  # another pass took it, and sends it

@@ -19,12 +19,20 @@ def api_client() -> Any:
         return _shared_client()
 
 
+# Connections kept open: one per handler thread (20 by default) and some to spare. The kubernetes package keeps
+# 5 per core; past that every request of a fan-out opened, and TLS-handshook, a connection of its own.
+POOL_SIZE = 48
+
+
 @lru_cache(maxsize=1)
 def _shared_client() -> Any:
+    cfg = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-        return client.ApiClient()
-    return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None)
+        config.load_incluster_config(client_configuration=cfg)
+    else:
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg)
+    cfg.connection_pool_maxsize = POOL_SIZE
+    return client.ApiClient(cfg)
 
 
 def custom_objects() -> client.CustomObjectsApi:

@@ -18,6 +18,7 @@ def make_client(endpoint: str | None, access_key: str | None, secret_key: str | 
         connect_timeout=timeout,
         read_timeout=timeout,
         retries={"max_attempts": retries, "mode": "standard"},
+        max_pool_connections=48,  # one per handler thread and some to spare (boto3 keeps 10)
     )
     return boto3.client(
         "s3",
