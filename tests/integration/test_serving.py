@@ -108,6 +108,19 @@ def test_open_inference_protocol_with_tritonclient(served, binary) -> None:
         client.infer("iris", inputs, outputs=outputs, request_compression_algorithm="gzip")
 
 
+def test_status_says_which_runtime_serves(served, kubectl, api_client, namespace) -> None:
+    """What the local server reports: the package's ONNX model passed its parity check, so onnxruntime serves."""
+    obj = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-1"))["status"].get("serving")
+                   and o, timeout=60)
+    assert obj["status"]["onnxParity"] == "exact" and obj["status"]["serving"]["runtime"] == "onnx"
+    assert obj["status"]["serving"]["reason"].startswith("ONNX parity exact (labels agree on 100%")
+    wide = kubectl("get", "modelpackage", "iris-1", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert "RUNTIME" in wide[0].split() and "onnx" in wide[1].split()
+    events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=iris-1",
+                     "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert "ServingRuntime" in events
+
+
 def test_bad_requests_get_4xx_json_naming_the_column(served) -> None:
     endpoint = served["status"]["endpoint"]
     cases = [

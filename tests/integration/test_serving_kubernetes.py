@@ -45,6 +45,8 @@ def test_deployment_and_service_for_the_production_stage(kubectl, api_client, na
     obj = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-1"))["status"].get("endpoint")
                    and o, timeout=60)
     assert obj["status"]["endpoint"] == f"http://iris-production.{namespace}.svc.cluster.local"
+    # The rule the server applies to its manifest, from the parity verdict in status: no ONNX file here.
+    assert obj["status"]["serving"] == {"runtime": "sklearn", "reason": "the package has no ONNX model"}
     # No kubelet runs server pods here, so the Deployment has no available replica and says so.
     assert condition(obj, "Serving")["reason"] == "Rolling"
     deployment = client.AppsV1Api(api_client).read_namespaced_deployment("iris-production", namespace)
@@ -72,12 +74,15 @@ def test_deployment_and_service_for_the_production_stage(kubectl, api_client, na
 
     # Promotion of a second version rolls the same Deployment to the new package.
     apply_object(kubectl, namespace, "ModelPackage", "iris-2", {"model": "iris", "trainingRunRef": {"name": "on-job"},
-                 "stage": "Production", "serve": {"replicas": 2}})
+                 "stage": "Production", "serve": {"replicas": 2}, "formats": ["skops", "onnx"]})
     second = packaged(api_client, namespace, "iris-2", timeout=180)
     rolled = wait_for(lambda: (d := client.AppsV1Api(api_client).read_namespaced_deployment("iris-production", namespace))
                       .spec.template.metadata.annotations["mloop.dev/package-digest"] == second["status"]["digest"] and d,
                       timeout=60)
     assert rolled.spec.template.metadata.annotations["mloop.dev/package"] == "iris-2"
+    runtime = wait_for(lambda: get_object(api_client, namespace, "modelpackages", "iris-2")["status"].get("serving"),
+                       timeout=60)
+    assert second["status"]["onnxParity"] == "exact" and runtime["runtime"] == "onnx"
     events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=iris-2",
                      "-o", "jsonpath={.items[*].reason}").stdout.split()
     assert "ServerRolled" in events
@@ -93,7 +98,7 @@ def test_deployment_and_service_for_the_production_stage(kubectl, api_client, na
 
     # iris-2 moves to Staging: it gets a Staging server, and iris-1 (which it had superseded) takes Production back.
     apply_object(kubectl, namespace, "ModelPackage", "iris-2", {"model": "iris", "trainingRunRef": {"name": "on-job"},
-                 "stage": "Staging", "serve": {"replicas": 2}})
+                 "stage": "Staging", "serve": {"replicas": 2}, "formats": ["skops", "onnx"]})
     staging = wait_for(lambda: deployment_or_none(api_client, namespace, "iris-staging"), timeout=60)
     assert owners(staging) == [("ModelPackage", "iris-2", second_uid)]
     back = wait_for(lambda: (d := deployment_or_none(api_client, namespace, "iris-production"))
@@ -109,7 +114,7 @@ def test_deployment_and_service_for_the_production_stage(kubectl, api_client, na
 
     # Leaving the serving stages deletes the package's Deployment and Service, and the package says so.
     apply_object(kubectl, namespace, "ModelPackage", "iris-2", {"model": "iris", "trainingRunRef": {"name": "on-job"},
-                 "stage": "None", "serve": {"replicas": 2}})
+                 "stage": "None", "serve": {"replicas": 2}, "formats": ["skops", "onnx"]})
     wait_for(lambda: deployment_or_none(api_client, namespace, "iris-staging") is None, timeout=60)
     wait_for(lambda: service_or_none(api_client, namespace, "iris-staging") is None, timeout=60)
     left = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-2"))

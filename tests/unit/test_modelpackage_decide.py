@@ -361,3 +361,55 @@ def test_the_runtime_asked_for_reaches_the_deployment() -> None:
                                                "name": "iris-1", "uid": "u-1"}, action.runtime)
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MLOOP_SERVE_RUNTIME"] == "sklearn"
+
+
+def test_packaging_records_the_onnx_parity_verdict() -> None:
+    result = OK.model_copy(update={"onnx_parity": "exact"})
+    decision = decide(spec(formats=["onnx"]), status(phase="Packaging", task=TASK, version=2),
+                      world(task=TaskState("Succeeded", exit_code=0), result=result), NOW)
+    assert decision.status["onnxParity"] == "exact"
+
+
+# (id, formats, ONNX parity, spec.serve.runtime, runtime in status.serving or None when none can serve)
+RUNTIMES = [
+    ("exact-auto", ["skops", "onnx"], "exact", "auto", "onnx"),
+    ("approximate-auto", ["skops", "onnx"], "approximate", "auto", "sklearn"),
+    ("exact-but-sklearn-asked", ["skops", "onnx"], "exact", "sklearn", "sklearn"),
+    ("no-onnx-file-auto", ["skops"], "failed", "auto", "sklearn"),
+    ("exact-onnx-asked", ["skops", "onnx"], "exact", "onnx", "onnx"),
+    ("approximate-onnx-asked", ["skops", "onnx"], "approximate", "onnx", None),
+    ("not-recorded-onnx-asked", ["skops", "onnx"], None, "onnx", None),
+]
+
+
+@pytest.mark.parametrize("case,formats,parity,requested,runtime", RUNTIMES, ids=[r[0] for r in RUNTIMES])
+def test_the_status_says_which_runtime_a_deployment_runs(case, formats, parity, requested, runtime) -> None:
+    """The rule the server applies to its manifest, applied to the parity verdict in status."""
+    packaged = status(**{**PACKAGED, "formats": formats, "onnxParity": parity})
+    serve = {"serve": {**SERVE["serve"], "runtime": requested}}
+    decision = decide(spec(stage="Production", **serve), packaged, world(
+        executor="kubernetes", cluster=cluster("Production", owner_uid=ME.uid, digest=DIGEST, available=2)), NOW)
+    if runtime is not None:
+        assert kinds(decision) == ["ApplyServer"] and decision.status["serving"]["runtime"] == runtime
+        assert "ServingRuntime" in reasons(decision)
+    else:  # the server would refuse to start: the operator says so and runs none
+        assert kinds(decision) == ["DeleteServer"] and decision.status["serving"] is None
+        state, reason, message = condition(decision, "Serving")
+        assert (state, reason) == ("False", "RuntimeUnavailable") and "runtime onnx asked for" in message
+        assert "RuntimeUnavailable" in reasons(decision)
+
+
+def test_a_local_server_reports_its_runtime_in_status() -> None:
+    reported = ("onnx", "ONNX parity exact (labels agree on 100% of 38 held-out rows)")
+    ready = LocalServer("http://127.0.0.1:9", DIGEST, True, True, runtime=reported)
+    first = decide(spec(stage="Staging", **SERVE), status(**PACKAGED), world(local={"Staging": ready}), NOW)
+    assert first.status["serving"] == {"runtime": "onnx", "reason": reported[1]}
+    assert "ServingRuntime" in reasons(first)
+    again = decide(spec(stage="Staging", **SERVE), status(**PACKAGED, serving=first.status["serving"]),
+                   world(local={"Staging": ready}), NOW)
+    assert again.status["serving"]["runtime"] == "onnx" and "ServingRuntime" not in reasons(again)
+    starting = decide(spec(stage="Staging", **SERVE), status(**PACKAGED, serving=first.status["serving"]),
+                      world(local={"Staging": replace(ready, ready=False, runtime=None)}), NOW)
+    assert starting.status["serving"] is None
+    refused = decide(spec(stage="Staging", serve={**SERVE["serve"], "runtime": "onnx"}), status(**PACKAGED), world(), NOW)
+    assert kinds(refused) == [] and condition(refused, "Serving")[1] == "RuntimeUnavailable"

@@ -125,6 +125,13 @@ def test_runtime_choice(requested, manifest, runtime) -> None:
         assert choose_for_manifest(requested, manifest)[0] == runtime
 
 
+def test_runtime_reason_says_what_the_package_lacks() -> None:
+    not_asked = {"files": {}, "onnx": {"parity": "unavailable", "note": "ONNX not requested"}}
+    assert choose_for_manifest("auto", not_asked) == ("sklearn", "the package has no ONNX model")
+    failed = {"files": {}, "onnx": {"parity": "failed", "note": "no ONNX converter"}}
+    assert choose_for_manifest("auto", failed) == ("sklearn", "ONNX parity failed (no ONNX converter)")
+
+
 @pytest.mark.parametrize("files,workers", [
     ({"cpu.max": "150000 100000\n"}, 2),
     ({"cpu.max": "50000 100000\n"}, 1),

@@ -114,6 +114,7 @@ KINDS: tuple[KindInfo, ...] = (
             _column("Version", ".status.version", "integer"),
             _column("Stage", ".status.stage"),
             _column("Phase", ".status.phase"),
+            _column("Runtime", ".status.serving.runtime", priority=1),
             _column("Endpoint", ".status.endpoint", priority=1),
             AGE,
         ],

@@ -108,6 +108,15 @@ class ShadowStatus(ApiModel):
         default=None, description="s3:// URI of the scored comparison.")
 
 
+class ServingStatus(ApiModel):
+    """Which runtime the package's server runs, and why."""
+
+    runtime: Literal["onnx", "sklearn"] = Field(
+        description="onnx: the ONNX model in onnxruntime; sklearn: the scikit-learn model.")
+    reason: Annotated[str, Field(max_length=1024)] = Field(
+        default="", description="Why: the parity verdict of the package's ONNX model, or spec.serve.runtime.")
+
+
 class ModelPackageStatus(ApiModel):
     """Observed state of a ModelPackage."""
 
@@ -117,8 +126,12 @@ class ModelPackageStatus(ApiModel):
     uri: Annotated[str, Field(max_length=1024)] | None = Field(default=None, description="s3:// prefix of the package.")
     digest: Annotated[str, Field(max_length=71, pattern=DIGEST_PATTERN)] | None = Field(default=None, description="Digest of manifest.json.")
     formats: Annotated[list[Literal["skops", "onnx"]], Field(max_length=2)] | None = Field(default=None, description="Formats written.")
+    onnx_parity: Literal["exact", "approximate", "failed", "unavailable"] | None = Field(
+        default=None, description="The ONNX model's parity with the scikit-learn model on held-out rows: exact (every "
+        "label equal) lets onnxruntime serve it under runtime auto.")
     stage: Stage | None = Field(default=None, description="Stage actually granted by the promotion gate.")
     endpoint: Annotated[str, Field(max_length=512)] | None = Field(default=None, description="URL of the model server.")
+    serving: ServingStatus | None = Field(default=None, description="The runtime the model server runs.")
     training_run: Name | None = Field(default=None, description="The packaged TrainingRun.")
     task: Annotated[str, Field(max_length=253)] | None = Field(default=None, description="Name of the package task in flight.")
     requirements: Annotated[list[CriterionResult], Field(max_length=64)] | None = Field(

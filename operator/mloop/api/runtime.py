@@ -23,7 +23,7 @@ def choose(requested: str, has_onnx: bool, parity: str | None, note: str = "") -
         return "sklearn", "scikit-learn asked for"
     if has_onnx and parity == "exact":
         return "onnx", f"ONNX parity exact{detail}"
-    if parity and parity != "exact":
+    if parity in ("approximate", "failed"):
         why = f"ONNX parity {parity}{detail}"
     elif has_onnx:
         why = "ONNX parity not recorded by this package"

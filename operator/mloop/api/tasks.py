@@ -205,6 +205,7 @@ class PackageResult(TaskResult):
     digest: str | None = None
     formats: list[Literal["skops", "onnx"]] = Field(default_factory=list)
     onnx: str = ""  # why ONNX is there or not: the parity note
+    onnx_parity: Literal["exact", "approximate", "failed", "unavailable"] | None = None
     signature: dict[str, Any] | None = None
 
 

@@ -35,7 +35,7 @@ from mloop.k8s.client import api_client
 from mloop.procs import alive
 from mloop.reconcile import modelpackage as decide
 from mloop.reconcile.outcome import describe_validation_error
-from mloop.serving.local import LocalServers, ready
+from mloop.serving.local import LocalServers, ready, served_runtime
 from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
 from mloop.storage.layout import (dataset_prefix, key_of, live_score, package_claim, package_prefix, run_prefix,
                                   task_prefix)
@@ -240,6 +240,8 @@ def _local_servers(namespace: str, model: str, digest: str) -> dict[str, decide.
         found[stage] = decide.LocalServer(endpoint, state["digest"], running,
                                           running and state["digest"] == digest and ready(endpoint),
                                           shadows=_targets_of(state.get("shadows") or []))
+        if found[stage].ready:  # what the server itself says it runs
+            found[stage] = replace(found[stage], runtime=served_runtime(endpoint, model))
     return found
 
 

@@ -12,6 +12,7 @@ from mloop.api.common import CheckMeasurement, CriterionResult
 from mloop.api.dataset import DatasetStatus
 from mloop.api.modelpackage import ModelPackageSpec, ModelPackageStatus, ShadowStatus
 from mloop.api.requirement import RequirementSpec
+from mloop.api.runtime import RuntimeUnavailable, choose
 from mloop.api.tasks import PackageResult, RequirementReport, TaskState, task_name
 from mloop.reconcile import live as live_judge
 from mloop.reconcile import promotion
@@ -79,6 +80,7 @@ class LocalServer:
     digest: str
     alive: bool
     ready: bool = False
+    runtime: tuple[str, str] | None = None  # (runtime, why) as the ready server reports it
     shadows: tuple[ShadowTargetView, ...] = ()  # the shadow targets it was last told
 
 
@@ -311,14 +313,16 @@ def _fold(p: _Pass, spec: ModelPackageSpec, result: PackageResult) -> bool:
     if result.status != "Succeeded" or not result.uri or not result.digest:
         p.fail(result.reason or "PackagingFailed", result.message[:1000])
         return False
-    p.update.update(phase="Packaged", task=None, uri=result.uri, digest=result.digest, formats=list(result.formats))
+    p.update.update(phase="Packaged", task=None, uri=result.uri, digest=result.digest, formats=list(result.formats),
+                    onnxParity=result.onnx_parity)
     p.condition("Packaged", "True", "Packaged", result.message)
     if "onnx" in (spec.formats or []):
         has_onnx = "onnx" in result.formats
         p.condition("OnnxAvailable", "True" if has_onnx else "False", "ParityChecked" if has_onnx else "OnnxUnavailable",
                     result.onnx[:1000])
     p.event("Normal", "Packaged", f"{spec.model} version {p.status.version}: {result.message}")
-    p.status = p.status.model_copy(update={"phase": "Packaged", "uri": result.uri, "digest": result.digest})
+    p.status = p.status.model_copy(update={"phase": "Packaged", "uri": result.uri, "digest": result.digest,
+                                           "formats": list(result.formats), "onnx_parity": result.onnx_parity})
     return True
 
 
@@ -375,6 +379,25 @@ def archived(status: ModelPackageStatus, generation: int, message: str, now: dat
     return Decision({"stage": "Archived", "conditions": dump_conditions(p.conditions)}, (Event("Normal", "Archived", message),))
 
 
+def _runtime(requested: str, status: ModelPackageStatus) -> tuple[tuple[str, str] | None, str | None]:
+    """((runtime, why), None) by the rule the server applies to its manifest, or (None, why none can serve)."""
+    try:
+        return choose(requested, "onnx" in (status.formats or []), status.onnx_parity), None
+    except RuntimeUnavailable as err:
+        return None, str(err)
+
+
+def _serving(p: _Pass, runtime: tuple[str, str] | None) -> None:
+    """status.serving, with an event when the runtime that serves changes."""
+    if runtime is None:
+        p.update["serving"] = None
+        return
+    name, why = runtime
+    p.update["serving"] = {"runtime": name, "reason": why[:1024]}
+    if p.status.serving is None or p.status.serving.runtime != name:
+        p.event("Normal", "ServingRuntime", f"version {p.status.version} is served by {name}: {why}"[:1000])
+
+
 def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
     """Run the server of the granted stage (local process or Deployment); stop or delete what the package left."""
     stage = p.update.get("stage", p.status.stage)
@@ -382,6 +405,9 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
     serve = spec.serve
     wanted = stage if serve is not None and serve.enabled and stage in SERVING_STAGES and digest else None
     before = p.reason_of("Serving")
+    runtime, unavailable = _runtime(serve.runtime, p.status) if wanted and serve is not None else (None, None)
+    if unavailable:  # the server would refuse to start: none is started, and the condition says why
+        wanted = None
     targets = world.shadow_targets if wanted == "Production" else ()
     told = [t.to_wire() for t in targets] or None
     if told != ([t.to_wire() for t in p.status.shadow_targets] if p.status.shadow_targets else None):
@@ -405,10 +431,12 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
                 if server is not None:
                     p.update["endpoint"] = server.endpoint
                 p.condition("Serving", "Unknown", "Starting", f"starting the {wanted} server for version {version}")
+                p.update["serving"] = None
                 return
             if server.shadows != targets:  # the running server re-reads its targets (no restart)
                 p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate, targets))
             p.update["endpoint"] = server.endpoint
+            _serving(p, server.runtime if server.ready else None)
             if server.ready:
                 p.condition("Serving", "True", "Ready", f"{wanted} endpoint {server.endpoint} is ready")
             else:
@@ -434,13 +462,19 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
                 p.condition("Serving", "Unknown", "Rolling", f"Deployment {name} is being applied for version {version}")
                 return
             p.update["endpoint"] = server.url
+            _serving(p, runtime)
             if server.available:
                 p.condition("Serving", "True", "Available", f"Deployment {name}: {server.available} replica(s) available")
             else:
                 p.condition("Serving", "Unknown", "Rolling", f"Deployment {name} has no available replica yet")
             return
     p.update["endpoint"] = None
-    if before not in (None, "NotServing"):
+    p.update["serving"] = None
+    if unavailable:
+        if before != "RuntimeUnavailable":
+            p.event("Warning", "RuntimeUnavailable", unavailable)
+        p.condition("Serving", "False", "RuntimeUnavailable", unavailable)
+    elif before not in (None, "NotServing"):
         p.condition("Serving", "False", "NotServing",
                     f"stage {stage}; serving needs spec.serve and Staging or Production")
 

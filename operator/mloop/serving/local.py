@@ -108,6 +108,16 @@ class LocalServers:
             os.killpg(pid, signal.SIGKILL)
 
 
+def served_runtime(endpoint: str, model: str) -> tuple[str, str] | None:
+    """(runtime, why) as the server's model metadata reports it; None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/v2/models/{model}", timeout=1) as resp:  # noqa: S310 - loopback
+            parameters = json.loads(resp.read()).get("parameters") or {}
+    except (OSError, ValueError):
+        return None
+    return (parameters["runtime"], parameters.get("runtime_reason", "")) if parameters.get("runtime") else None
+
+
 def ready(endpoint: str) -> bool:
     try:
         with urllib.request.urlopen(f"{endpoint}/v2/health/ready", timeout=1) as resp:  # noqa: S310 - loopback

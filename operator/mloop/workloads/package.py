@@ -109,7 +109,7 @@ def package(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str,
     formats = ["skops"] + (["onnx"] if "model.onnx" in recorded else [])
     return PackageResult(status="Succeeded", reason="Packaged", message=f"{task.model} v{task.version}: "
                          f"{', '.join(formats)}", digest=f"sha256:{sha256_hex(body)}", uri=store.uri(prefix),
-                         formats=formats, onnx=onnx_note, signature=sig).to_wire()
+                         formats=formats, onnx=onnx_note, onnx_parity=conversion.parity, signature=sig).to_wire()
 
 
 def main(argv: list[str] | None = None) -> int:
