@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from mloop.data.profile import sketch_of
+from mloop.data.profile import SKETCH, sketch_of
 
 BINS = 10
 EPS = 1e-4
@@ -58,6 +58,10 @@ def tvd(expected: pd.Series, actual: pd.Series) -> float:
     return tvd_counts(expected.astype(str).value_counts().to_dict(), actual.astype(str).value_counts().to_dict())
 
 
+def same_grid(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in SKETCH)
+
+
 def drift(previous: Mapping[str, Any], current: Mapping[str, Any], limit: int = 64) -> list[dict[str, object]]:
     """Per-column drift from two profiles (profile.json bodies)."""
     before = {c["name"]: c for c in previous.get("columns", [])}
@@ -67,7 +71,7 @@ def drift(previous: Mapping[str, Any], current: Mapping[str, Any], limit: int = 
         old = before.get(name)
         if old is None or len(out) >= limit:
             continue
-        if "sketch" in column and "sketch" in old:
+        if "sketch" in column and "sketch" in old and same_grid(column["sketch"], old["sketch"]):
             value = psi_sketch(dict(map(tuple, old["sketch"]["buckets"])), dict(map(tuple, column["sketch"]["buckets"])))
             out.append({"column": str(name), "method": "psi", "value": round(value, 6)})
         elif "counts" in column and "counts" in old:

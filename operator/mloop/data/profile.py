@@ -31,7 +31,7 @@ EXACT = 100_000
 COUNTS = 1000
 SKETCH_BITS = 7
 _SHIFT = 52 - SKETCH_BITS
-_SIGN = np.uint64(1 << 63)
+SKETCH = {"bits": SKETCH_BITS, "keys": "int64-ordered"}  # sketches compare only when these match
 
 
 def _num(value: Any) -> float | None:
@@ -42,16 +42,17 @@ def _num(value: Any) -> float | None:
 
 
 def sketch_keys(values: np.ndarray) -> np.ndarray:
-    """Monotone bucket keys of float64 values: order-preserving bits, top mantissa bits kept."""
-    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
-    ordered = np.where(bits & _SIGN, ~bits, bits | _SIGN)
-    return (ordered >> np.uint64(_SHIFT)).astype(np.int64)
+    """Monotone bucket keys of float64 values: the bits as a signed integer that orders like the floats
+    (negative magnitudes flipped), shifted to keep sign, exponent and the top SKETCH_BITS mantissa bits."""
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+    return (bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))) >> _SHIFT
 
 
 def _key_value(key: int) -> float:
-    ordered = np.uint64(key) << np.uint64(_SHIFT)
-    bits = ordered & ~_SIGN if ordered & _SIGN else ~ordered
-    return float(np.array([bits], np.uint64).view(np.float64)[0])
+    """The smallest float of a bucket."""
+    ordered = np.array([key], np.int64) << _SHIFT
+    bits = ordered ^ ((ordered >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
+    return float(bits.view(np.float64)[0])
 
 
 def bucket_mid(key: int) -> float:
@@ -96,6 +97,10 @@ class Distinct:
 
     def __init__(self) -> None:
         self.smallest = np.empty(0, np.uint64)
+
+    @property
+    def full(self) -> bool:
+        return self.smallest.size >= KMV
 
     def add_hashes(self, hashes: np.ndarray) -> None:
         if self.smallest.size >= KMV:  # once full, only hashes below the k-th smallest can matter
@@ -143,7 +148,9 @@ class _Column:
             return
         if self.numeric:
             values = present.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            self.distinct.add_hashes(pd.util.hash_array(values))
+            # until the distinct sketch is full, Arrow's hash table drops repeats before hashing
+            self.distinct.add_hashes(pd.util.hash_array(
+                values if self.distinct.full else pc.unique(present).to_numpy(zero_copy_only=False).astype(np.float64)))
             lo, hi = float(values.min()), float(values.max())
             self.min = lo if self.min is None else min(self.min, lo)
             self.max = hi if self.max is None else max(self.max, hi)
@@ -192,7 +199,7 @@ class _Column:
                 entry.update(min=_num(self.min), max=_num(self.max), mean=_num(self.mean),
                              std=_num(math.sqrt(self.m2 / (self.count - 1))) if self.count > 1 else 0.0,
                              quantiles={str(q): _num(v) for q, v in zip(QUANTILES, qs)},
-                             sketch={"bits": SKETCH_BITS, "buckets": [[k, c] for k, c in sorted(self.buckets.items())]})
+                             sketch={**SKETCH, "buckets": [[k, c] for k, c in sorted(self.buckets.items())]})
         else:
             ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
             entry["top"] = [{"value": str(k), "count": int(v)} for k, v in ranked[:TOP]]

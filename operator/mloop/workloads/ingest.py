@@ -22,10 +22,10 @@ from mloop.api.dataset import DatasetSpec
 from mloop.api.tasks import IngestResult, IngestTaskSpec
 from mloop.data import combine
 from mloop.data import pipeline
-from mloop.data.drift import drift
+from mloop.data.drift import drift, same_grid
 from mloop.data.erasure import drop_erased, load_filters
 from mloop.data.errors import DataError
-from mloop.data.profile import Profiler, summary
+from mloop.data.profile import SKETCH, Profiler, summary
 from mloop.data.tables import TypeConflict, load_builtin, load_inline, read_version, s3_batches
 from mloop.data.transform import apply_transform
 from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
@@ -259,7 +259,8 @@ def version_profile(store: Store, prefix: str) -> dict[str, Any]:
     """A version's profile with the sketches drift needs; versions cut before sketches existed are profiled
     again from their Parquet, a row group at a time."""
     profile = store.get_json(prefix + "profile.json")
-    if all("sketch" in c or "counts" in c or not c.get("count") for c in profile.get("columns", [])):
+    if all(("sketch" in c and same_grid(c["sketch"], SKETCH)) or "counts" in c or not c.get("count")
+           for c in profile.get("columns", [])):
         return profile
     manifest = store.get_json(prefix + "manifest.json")
     with tempfile.NamedTemporaryFile(prefix="mloop-previous-", suffix=".parquet") as spool:
