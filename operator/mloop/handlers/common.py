@@ -157,8 +157,8 @@ def commit(body: Mapping[str, Any], outcome: Outcome,
         log.debug("%s %s/%s moved on before this pass wrote; its step is left to the pass that sees it",
                   kind, meta["namespace"], meta["name"])
         return None
-    if decided_on:
-        _remember_superseded(meta, str(decided_on))
+    if decided_on and str(written.get("metadata", {}).get("resourceVersion")) != str(decided_on):
+        _remember_superseded(meta, str(decided_on))  # not after a no-op write: that resourceVersion stays current
     if written.get("status", {}).get("outbox"):
         drain(written, take=not lazy)
     return written
