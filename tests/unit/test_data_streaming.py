@@ -81,10 +81,14 @@ def test_digest_is_the_same_in_any_format_and_any_batching(tmp_path: Path) -> No
     frame = table_with_null_runs()
     in_memory = digest_table(canonical_table(frame)).version
     seen: dict[str, str] = {}
+    inferred: set[tuple] = set()
     for rows in (1, 7, 1000, ROWS):
         cut = run(lambda forced: pipeline.frame_batches(frame, rows), tmp_path)
         assert cut.passed, cut.first_failure()
         seen[f"frame/{rows}"] = cut.digest.version
+        inferred.add(tuple((c.name, c.type, c.role) for c in cut.columns))
+    assert inferred == {(("id", "integer", "id"), ("a", "float", "feature"), ("s", "category", "feature"),
+                         ("i", "integer", "feature"), ("flag", "boolean", "feature"), ("text", "string", "feature"))}
     for fmt in ("csv", "parquet", "jsonl"):
         data = encode(frame, fmt)
         for block in (1 << 12, 1 << 14, 1 << 24):

@@ -37,10 +37,11 @@ DECLARED = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(),
             "string": pa.string(), "category": pa.string()}
 
 
-# Integers keep their type in pandas even with nulls (else they turn float in some batches and not others).
+# Integers and booleans keep their type in pandas even with nulls (else they turn float or object in the
+# batches that have a null and not in the others, and what is inferred would depend on the batching).
 _NULLABLE_INTS = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int64Dtype(), pa.int16(): pd.Int64Dtype(),
                   pa.int8(): pd.Int64Dtype(), pa.uint8(): pd.Int64Dtype(), pa.uint16(): pd.Int64Dtype(),
-                  pa.uint32(): pd.Int64Dtype()}
+                  pa.uint32(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
 
 def memory_limit() -> int | None:
