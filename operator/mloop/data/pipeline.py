@@ -32,7 +32,7 @@ MIB = 1 << 20
 # and the batch in hand grows about 5x as pandas, cast and canonical copies: 1/128 of the limit leaves
 # the rest for the interpreter, the libraries and the Parquet writer.
 LIMIT_SHARE = 128
-DEFAULT_BLOCK = 16 * MIB
+MAX_BLOCK = DEFAULT_BLOCK = 16 * MIB  # larger blocks read no faster; unbounded, about 500 MB is read ahead
 DECLARED = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(), "datetime": TIMESTAMP,
             "string": pa.string(), "category": pa.string()}
 
@@ -64,7 +64,7 @@ def block_bytes(limit: int | None = None) -> int:
     limit = memory_limit() if limit is None else limit
     if limit is None:
         return DEFAULT_BLOCK
-    return max(MIB, min(64 * MIB, limit // LIMIT_SHARE))
+    return max(MIB, min(MAX_BLOCK, limit // LIMIT_SHARE))
 
 
 def text_columns(schema: SchemaSpec | None) -> set[str]:
