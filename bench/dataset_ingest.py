@@ -154,7 +154,7 @@ def run_stream(path: str, scratch: str) -> dict:
     t0 = time.perf_counter()
     while True:
         try:
-            cut = pipeline.run(csv_batches(lambda: path, path, None, block, forced, pipeline.text_columns(schema)),
+            cut = pipeline.run(csv_batches(lambda: path, path, None, block, forced, pipeline.declared_types(schema)),
                                schema, rules, out)
             break
         except TypeConflict as conflict:

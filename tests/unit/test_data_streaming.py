@@ -94,7 +94,7 @@ def test_digest_is_the_same_in_any_format_and_any_batching(tmp_path: Path) -> No
         for block in (1 << 12, 1 << 14, 1 << 24):
             sizes: list[int] = []
             cut = run(lambda forced: counted(format_batches(fmt, lambda: io.BytesIO(data), f"t.{fmt}", None, block,
-                                                            forced, set()), sizes), tmp_path)
+                                                            forced, {}), sizes), tmp_path)
             assert cut.passed, cut.first_failure()
             seen[f"{fmt}/{block}/{len(sizes)} batches"] = cut.digest.version
             if block == 1 << 12:
@@ -129,7 +129,7 @@ def test_checks_name_the_column_and_the_row_in_the_whole_file(tmp_path: Path) ->
                                                     {"name": "v", "type": "float", "min": 0, "max": 1}]})
     sizes: list[int] = []
     cut = run(lambda forced: counted(format_batches("csv", lambda: io.BytesIO(bad), "t.csv", None, 1 << 14, forced,
-                                                    pipeline.text_columns(schema)), sizes), tmp_path, schema)
+                                                    pipeline.declared_types(schema)), sizes), tmp_path, schema)
     failure = cut.first_failure()
     assert failure is not None and (failure.rule, failure.column) == ("type", "n")
     assert failure.message == f"column 'n' is declared integer but rows {rows - 1} hold ['oops']"
@@ -139,7 +139,7 @@ def test_checks_name_the_column_and_the_row_in_the_whole_file(tmp_path: Path) ->
     frame2.loc[15001, "v"] = 9.0
     frame2.loc[19990, "id"] = 3
     data2 = frame2.to_csv(index=False).encode()
-    cut = run(lambda forced: format_batches("csv", lambda: io.BytesIO(data2), "t.csv", None, 1 << 14, forced, set()),
+    cut = run(lambda forced: format_batches("csv", lambda: io.BytesIO(data2), "t.csv", None, 1 << 14, forced, {}),
               tmp_path, schema, ValidationRules(unique=["id"]))
     messages = {(c.rule, c.column): c.message for c in cut.checks if not c.passed}
     assert messages[("range", "v")] == "column 'v' is outside [0.0, 1.0] at rows 15001"
@@ -155,7 +155,7 @@ def test_a_type_that_changes_late_in_the_file_is_read_again_wider(tmp_path: Path
     else:
         data = "\n".join([json.dumps({"x": k, "y": k % 7}) for k in range(rows - 1)]
                          + [json.dumps({"x": late, "y": 1})]).encode()
-    cut = run(lambda forced: format_batches(fmt, lambda: io.BytesIO(data), f"t.{fmt}", None, 1 << 14, forced, set()),
+    cut = run(lambda forced: format_batches(fmt, lambda: io.BytesIO(data), f"t.{fmt}", None, 1 << 14, forced, {}),
               tmp_path)
     assert cut.passed and cut.rows == rows
     assert {c.name: c.type for c in cut.columns}["x"] == kind
@@ -205,3 +205,21 @@ def test_the_memory_limit_sets_the_block_size(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MLOOP_MEMORY_LIMIT", str(64 << 20))
     assert pipeline.block_bytes() == 1 << 20
     assert os.environ["MLOOP_MEMORY_LIMIT"] == str(64 << 20)
+
+
+def test_dates_are_parsed_only_where_declared(tmp_path: Path) -> None:
+    data = b"id,when,code\n1,2024-01-02,007\n2,2024-03-04T05:06:07,010\n"
+    schema = SchemaSpec.model_validate({"columns": [{"name": "id", "type": "integer"},
+                                                    {"name": "when", "type": "datetime"},
+                                                    {"name": "code", "type": "string"}],
+                                        "allowExtraColumns": True})
+    declared = run(lambda forced: format_batches("csv", lambda: io.BytesIO(data), "t.csv", None, 1 << 20, forced,
+                                                 pipeline.declared_types(schema)), tmp_path, schema)
+    assert declared.passed, declared.first_failure()
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert str(table.schema.field("when").type) == "timestamp[us, tz=UTC]"
+    assert table.column("code").to_pylist() == ["007", "010"]  # text stays text
+    inferred = run(lambda forced: format_batches("csv", lambda: io.BytesIO(data), "t.csv", None, 1 << 20, forced, {}),
+                   tmp_path)
+    assert {c.name: c.type for c in inferred.columns}["when"] in ("string", "category")
+    assert pq.read_table(tmp_path / "out.parquet").column("when").to_pylist()[0] == "2024-01-02"

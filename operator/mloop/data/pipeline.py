@@ -67,9 +67,9 @@ def block_bytes(limit: int | None = None) -> int:
     return max(MIB, min(MAX_BLOCK, limit // LIMIT_SHARE))
 
 
-def text_columns(schema: SchemaSpec | None) -> set[str]:
-    """Declared text columns: read as text, so '007' stays '007'."""
-    return {c.name for c in schema.columns if c.type in ("string", "category")} if schema else set()
+def declared_types(schema: SchemaSpec | None) -> dict[str, str]:
+    """The declared type of each declared column, for the readers (text stays text, dates only if declared)."""
+    return {c.name: c.type for c in schema.columns} if schema else {}
 
 
 def target_schema(source: pa.Schema, schema: SchemaSpec | None) -> pa.Schema:

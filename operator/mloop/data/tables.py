@@ -7,7 +7,7 @@ import io
 import re
 import shutil
 import tempfile
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -146,7 +146,9 @@ def _conform(batches: Iterator[pa.RecordBatch], key: str, forced: dict[str, pa.D
 
 
 def csv_batches(opener: Callable[[], Any], key: str, delimiter: str | None, block_size: int,
-                forced: dict[str, pa.DataType], text: set[str]) -> Iterator[pa.RecordBatch]:
+                forced: dict[str, pa.DataType], declared: Mapping[str, str]) -> Iterator[pa.RecordBatch]:
+    """`declared`: the schema's column types; text columns are read as text ('007' stays '007'), dates are
+    parsed only in columns declared datetime."""
     sep = delimiter or ("\t" if key.lower().endswith(".tsv") else ",")
     convert = {"strings_can_be_null": True, "quoted_strings_can_be_null": True}
 
@@ -161,10 +163,11 @@ def csv_batches(opener: Callable[[], Any], key: str, delimiter: str | None, bloc
                 raise DataError("EmptyTable", f"{key}: the file is empty") from err
             raise DataError("UnreadableFile", f"{key}: cannot read as csv: {str(err)[:300]}") from err
 
-    types = {**{n: pa.string() for n in text}, **{n: t for n, t in forced.items() if not n.startswith("\x00")}}
+    text = {n: pa.string() for n, t in declared.items() if t in ("string", "category")}
+    types = {**text, **{n: t for n, t in forced.items() if not n.startswith("\x00")}}
     reader = open_reader(types)
     # Dates stay text unless declared: pandas never guessed them, and a version must not change meaning.
-    dates = {f.name: pa.string() for f in reader.schema if f.name not in types
+    dates = {f.name: pa.string() for f in reader.schema if f.name not in types and declared.get(f.name) != "datetime"
              and (pa.types.is_timestamp(f.type) or pa.types.is_date(f.type) or pa.types.is_time(f.type))}
     if dates:
         reader.close()
@@ -258,7 +261,7 @@ def object_keys(source: S3Source, client: Any) -> tuple[str, list[str]]:
 
 
 def s3_batches(source: S3Source, client: Any, block_size: int, forced: dict[str, pa.DataType],
-               text: set[str] = frozenset()) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+               declared: Mapping[str, str] | None = None) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     """Every object's rows as record batches, in key order, with one schema across objects."""
     bucket, keys = object_keys(source, client)
 
@@ -276,17 +279,17 @@ def s3_batches(source: S3Source, client: Any, block_size: int, forced: dict[str,
         expect: list[pa.Schema] = []
         for k in keys:
             yield from format_batches(detect_format(k, source.format), opener(k), f"s3://{bucket}/{k}",
-                                      source.delimiter, block_size, forced, set(text), expect)
+                                      source.delimiter, block_size, forced, declared or {}, expect)
 
     return keys, all_batches()
 
 
 def format_batches(fmt: str, opener: Callable[[], Any], key: str, delimiter: str | None, block_size: int,
-                   forced: dict[str, pa.DataType], text: set[str],
+                   forced: dict[str, pa.DataType], declared: Mapping[str, str],
                    expect: list[pa.Schema] | None = None) -> Iterator[pa.RecordBatch]:
     """One object's batches, each with the names and types of the first (`expect`, shared across objects)."""
     if fmt == "csv":
-        batches = csv_batches(opener, key, delimiter, block_size, forced, text)
+        batches = csv_batches(opener, key, delimiter, block_size, forced, declared)
     elif fmt == "parquet":
         batches = parquet_batches(opener, key, block_size)
     else:
@@ -295,14 +298,14 @@ def format_batches(fmt: str, opener: Callable[[], Any], key: str, delimiter: str
 
 
 def read_bytes(data: bytes, fmt: str, key: str, delimiter: str | None = None, block_size: int = 1 << 20,
-               text: set[str] = frozenset()) -> pa.Table:
+               declared: Mapping[str, str] | None = None) -> pa.Table:
     """A whole file through the streaming readers (type conflicts resolved by reading again)."""
     forced: dict[str, pa.DataType] = {}
     while True:
         try:
             expect: list[pa.Schema] = []
             batches = list(format_batches(fmt, lambda: io.BytesIO(data), key, delimiter, block_size, forced,
-                                          set(text), expect))
+                                          declared or {}, expect))
             return pa.Table.from_batches(batches, schema=expect[0] if expect else None) if batches else pa.table({})
         except TypeConflict as conflict:
             forced[conflict.column] = conflict.type

@@ -103,13 +103,13 @@ def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> Inge
     try:
         if spec.source.s3 is not None:  # files are streamed: memory follows the block size, not the data
             s3 = spec.source.s3
-            text = pipeline.text_columns(spec.schema_)
-            keys, _ = s3_batches(s3, store.client, block, {}, text)
+            declared = pipeline.declared_types(spec.schema_)
+            keys, _ = s3_batches(s3, store.client, block, {}, declared)
             source_version = _source_label(s3, keys)
             log.info("streaming %s in blocks of %d MiB", source_version, block >> 20)
 
             def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
-                return s3_batches(s3, store.client, block, forced, text)[1]
+                return s3_batches(s3, store.client, block, forced, declared)[1]
 
             def drop(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
                 return drop_erased(frame, filters) if filters else (frame, 0)
