@@ -1,23 +1,28 @@
 """Benchmark: the iris pipeline served by mloop and by MLServer, load from wrk (C, Lua body script), 127.0.0.1 only.
 
-    .venv/bin/python bench/serving.py [--seconds 10] [--connections 8] [--outage 60]
+    slot --all .venv/bin/python bench/serving.py [--seconds 10] [--connections 8] [--repeat 3] [--outage 60]
 
 One run measures, one server at a time, each with the same OIP v2 body (four FP64 column tensors, one row):
 - mloop with collection on (sampling 1.0, to S3) and off, its runtime as packaged (ONNX when parity is exact);
 - MLServer 1.7.1 + mlserver-sklearn (pandas codec) from its own virtualenv under ~/.cache/mloop/bench-mlserver;
 - a do-nothing aiohttp handler that parses the same JSON, with as many workers as mloop: the HTTP ceiling.
-It prints requests/s, p50 and p99 at N connections, p99 at half of mloop's maximum rate, and mloop's memory
-(PSS of all its processes) while S3 is frozen (SIGSTOP) for --outage seconds under that half load. wrk is installed from Debian when missing.
+It prints requests/s, p50 and p99 at N connections and p99 at half of mloop's maximum rate, each the median of
+--repeat runs; then mloop (collection on) under that half load while S3 is frozen (SIGSTOP) for --outage seconds,
+in 10-second slices: requests/s and p99 (no stall), memory (PSS of all its processes, and the largest RSS of one:
+no growth), rows dropped (counted) and buffered; and how long the buffer takes to drain once S3 is back.
+wrk is installed from Debian when missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,19 +160,47 @@ def wrk(exe: str, url: str, body: dict, seconds: float, connections: int, rate: 
             "p99": result["p99"] / 1000, "errors": result["errors"]}
 
 
-def memory_mb(pid: int) -> float:
-    """Proportional set size (PSS) of a process and its children: the workers are forks that share the parent's
-    pages, which a sum of RSS would count once per process."""
-    total = 0
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(PSS of a process and its children, the largest RSS of one of them), in MB. The workers are forks that share
+    the parent's pages, which a sum of RSS would count once per process; PSS splits each shared page among them."""
+    pss, rss = 0, 0
     pids = [pid]
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         pids += [int(p) for p in task.read_text().split()]
     for p in pids:
         try:
-            total += int(re.search(r"^Pss:\s+(\d+)", Path(f"/proc/{p}/smaps_rollup").read_text(), re.M).group(1))
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            pss += int(re.search(r"^Pss:\s+(\d+)", rollup, re.M).group(1))
+            rss = max(rss, int(re.search(r"^Rss:\s+(\d+)", rollup, re.M).group(1)))
         except (OSError, AttributeError):
             pass
-    return total / 1024
+    return pss / 1024, rss / 1024
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The median of each figure over repeated runs, and the runs' p99s for the record."""
+    return {"rps": statistics.median(r["rps"] for r in runs), "p50": statistics.median(r["p50"] for r in runs),
+            "p99": statistics.median(r["p99"] for r in runs), "errors": sum(r["errors"] for r in runs),
+            "p99s": [r["p99"] for r in runs]}
+
+
+DROPPED = 'mloop_collection_dropped_total{stream="predictions"}'
+BUFFERED = 'mloop_collection_buffered{stream="predictions"}'
+WRITTEN = 'mloop_collection_written_total{stream="predictions"}'
+
+
+def paced_slice(exe: str, url: str, conns: int, rate: float, pid: int, endpoint: str) -> dict:
+    """10 s of paced load with the server's memory sampled every second; then its drop and buffer counts."""
+    result: dict = {}
+    load = threading.Thread(target=lambda: result.update(wrk(exe, url, BODY, 10, conns, rate)))
+    load.start()
+    samples = []
+    while load.is_alive():
+        samples.append(memory_mb(pid))
+        time.sleep(1)
+    load.join()
+    return {**result, "pss": max(p for p, _ in samples), "rss": max(r for _, r in samples),
+            "dropped": metric(endpoint, DROPPED), "buffered": metric(endpoint, BUFFERED)}
 
 
 def metric(endpoint: str, name: str) -> float:
@@ -189,6 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the table shows their median")
     parser.add_argument("--outage", type=float, default=60, help="seconds S3 stays frozen under half load")
     args = parser.parse_args()
     import joblib
@@ -199,6 +233,7 @@ def main() -> None:
     from mloop.storage.artifacts import Store
     from mloop.storage.s3 import make_client
 
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     exe = ensure_wrk()
     mlserver = ensure_mlserver()
     model, x_test = fit_model()
@@ -221,13 +256,16 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
             return proc, f"http://127.0.0.1:{port}"
 
+        def runs(url: str, body: dict, rate: float | None = None) -> dict:
+            return median_run([wrk(exe, url, body, secs, conns, rate) for _ in range(args.repeat)])
+
         for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0")):
             proc, endpoint = mloop_server(rate)
             try:
                 with urllib.request.urlopen(f"{endpoint}/v2/models/iris", timeout=5) as resp:
                     runtime = json.loads(resp.read())["parameters"]["runtime"]
                 wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)  # warm up
-                rows[label] = wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns)
+                rows[label] = runs(f"{endpoint}/v2/models/iris/infer", BODY)
                 rows[label]["runtime"] = runtime
             finally:
                 stop(proc)
@@ -235,7 +273,8 @@ def main() -> None:
         for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0")):
             proc, endpoint = mloop_server(rate)
             try:
-                rows[label]["half"] = wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns, half)
+                wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns, half)  # warm up
+                rows[label]["half"] = runs(f"{endpoint}/v2/models/iris/infer", BODY, half)
             finally:
                 stop(proc)
 
@@ -245,9 +284,8 @@ def main() -> None:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_ready(f"{url}/v2/health/ready", proc)
-            rows["do-nothing aiohttp + orjson (ceiling)"] = wrk(exe, f"{url}/v2/models/iris/infer", BODY, secs, conns)
-            rows["do-nothing aiohttp + orjson (ceiling)"]["half"] = wrk(exe, f"{url}/v2/models/iris/infer", BODY,
-                                                                        secs, conns, half)
+            rows["do-nothing aiohttp + orjson (ceiling)"] = runs(f"{url}/v2/models/iris/infer", BODY)
+            rows["do-nothing aiohttp + orjson (ceiling)"]["half"] = runs(f"{url}/v2/models/iris/infer", BODY, half)
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
@@ -270,33 +308,30 @@ def main() -> None:
                 wait_ready(f"{url}/v2/models/iris/ready", proc)
                 body = {**BODY, "parameters": {"content_type": "pd"}}
                 wrk(exe, f"{url}/v2/models/iris/infer", body, 2, conns)
-                peer = rows["MLServer 1.7.1 + mlserver-sklearn"] = wrk(exe, f"{url}/v2/models/iris/infer", body, secs,
-                                                                       conns)
+                peer = rows["MLServer 1.7.1 + mlserver-sklearn"] = runs(f"{url}/v2/models/iris/infer", body)
                 peer["runtime"] = "sklearn (pandas codec)"
-                peer["half"] = wrk(exe, f"{url}/v2/models/iris/infer", body, secs, conns, half)
+                peer["half"] = runs(f"{url}/v2/models/iris/infer", body, half)
             finally:
                 stop(proc)
 
         proc, endpoint = mloop_server("1.0")
         try:
+            url = f"{endpoint}/v2/models/iris/infer"
+            wrk(exe, url, BODY, 2, conns, half)  # warm up
             before = memory_mb(proc.pid)
             s3 = stack.procs["versitygw"].pid
             os.kill(s3, signal.SIGSTOP)  # frozen, not refused: every write hangs until the client's timeout
-            samples: list[float] = []
-            started = time.monotonic()
-            result: dict = {}
-            load = threading.Thread(target=lambda: result.update(
-                wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, args.outage, conns, half)))
-            load.start()
-            while load.is_alive():
-                samples.append(memory_mb(proc.pid))
-                time.sleep(1)
-            load.join()
-            dropped = metric(endpoint, 'mloop_collection_dropped_total{stream="predictions"}')
-            buffered = metric(endpoint, 'mloop_collection_buffered{stream="predictions"}')
-            os.kill(s3, signal.SIGCONT)
-            outage_row = {"seconds": time.monotonic() - started, "before": before, "max": max(samples),
-                          "last": samples[-1], "dropped": dropped, "buffered": buffered, **result}
+            slices: list[dict] = []
+            try:
+                for _ in range(max(1, math.ceil(args.outage / 10))):
+                    slices.append(paced_slice(exe, url, conns, half, proc.pid, endpoint))
+            finally:
+                os.kill(s3, signal.SIGCONT)
+            resumed = time.monotonic()
+            while metric(endpoint, BUFFERED) > 0 and time.monotonic() - resumed < 120:
+                time.sleep(0.5)
+            drained = time.monotonic() - resumed if metric(endpoint, BUFFERED) == 0 else None
+            written = metric(endpoint, WRITTEN)
         finally:
             stop(proc)
     finally:
@@ -304,24 +339,34 @@ def main() -> None:
         stack.cleanup()
 
     print(f"\nServing benchmark: iris LogisticRegression pipeline, OIP v2 body of four FP64 tensors (one row); "
-          f"wrk 1 thread, {conns} connections, {secs:g} s per run; {os.cpu_count()} cores shared by wrk and the "
-          f"server; mloop and the ceiling with {workers} worker(s); ONNX parity {parity}\n")
-    print(f"| server | runtime | requests/s | p50 ms | p99 ms | p99 ms at {half:,.0f} req/s (achieved) | errors |")
+          f"wrk 1 thread, {conns} connections, {secs:g} s per run, median of {args.repeat} runs; {os.cpu_count()} cores "
+          f"shared by wrk and the server; mloop and the ceiling with {workers} worker(s); ONNX parity {parity}; "
+          f"load average before the run {load_before}\n")
+    print(f"| server | runtime | requests/s | p50 ms | p99 ms | p99 ms at {half:,.0f} req/s (achieved; each run) | errors |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         h = r.get("half", {})
+        each = ", ".join(f"{p:.2f}" for p in h.get("p99s", []))
         print(f"| {name} | {r.get('runtime', '-')} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-              f"{h.get('p99', float('nan')):.2f} ({h.get('rps', 0):,.0f}) | {r['errors'] + h.get('errors', 0)} |")
+              f"{h.get('p99', float('nan')):.2f} ({h.get('rps', 0):,.0f}; {each}) | {r['errors'] + h.get('errors', 0)} |")
     on, off = rows["mloop, collection on"], rows["mloop, collection off"]
     peer = rows["MLServer 1.7.1 + mlserver-sklearn"]
     print(f"\nmloop (collection on) vs MLServer: {on['rps'] / peer['rps']:.1f}x requests/s (target >= 10x)")
     print(f"p99 of mloop (collection on) at half load: {on['half']['p99']:.2f} ms (target <= 5 ms)")
     print(f"collection overhead on requests/s: {(1 - on['rps'] / off['rps']) * 100:.1f}% (target <= 5%)")
-    o = outage_row
-    print(f"S3 frozen for {o['seconds']:.0f} s under {o['rps']:,.0f} req/s: server memory (PSS, all processes) "
-          f"{o['before']:.0f} MB before, "
-          f"max {o['max']:.0f} MB, {o['last']:.0f} MB at the end (target < 300 MB); {o['dropped']:,.0f} rows dropped "
-          f"and counted, {o['buffered']:,.0f} buffered; p99 {o['p99']:.2f} ms, {o['errors']} errors")
+    print(f"\nmloop (collection on, 1 row per request) with S3 frozen, paced at {half:,.0f} req/s; "
+          f"before: PSS {before[0]:.0f} MB, largest RSS {before[1]:.0f} MB\n")
+    print("| S3 frozen for | requests/s | p99 ms | errors | PSS MB (max) | largest RSS MB (max) | rows dropped (total) "
+          "| rows buffered |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i, sl in enumerate(slices):
+        print(f"| {i * 10}-{i * 10 + 10} s | {sl['rps']:,.0f} | {sl['p99']:.2f} | {sl['errors']} | {sl['pss']:.0f} | "
+              f"{sl['rss']:.0f} | {sl['dropped']:,.0f} | {sl['buffered']:,.0f} |")
+    full = next((i for i, sl in enumerate(slices) if sl["dropped"]), len(slices) - 1)  # the buffer is at its bound
+    print(f"\nmemory: max PSS {max(sl['pss'] for sl in slices):.0f} MB (target < 300 MB); from the slice where the "
+          f"buffer reached its bound to the last: {slices[-1]['pss'] - slices[full]['pss']:+.0f} MB; buffer drained "
+          + (f"{drained:.1f} s after S3 came back" if drained is not None else "NOT within 120 s of S3 coming back")
+          + f"; {written:,.0f} rows written in all")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from itertools import islice
 from datetime import datetime, timezone
 from typing import Any
 
@@ -132,7 +133,7 @@ class Collector:
         """Write what is buffered; on failure keep it for the next try. True when nothing is left."""
         for buffer in (self.predictions, self.feedback):
             while buffer.rows:
-                batch = [buffer.rows[i] for i in range(min(self.batch_rows, len(buffer.rows)))]
+                batch = list(islice(buffer.rows, self.batch_rows))  # deque[i] walks from an end: O(n²) here
                 try:
                     await asyncio.to_thread(self._write, buffer, batch)
                 except Exception as err:  # S3 down or slow: keep the rows, try again later

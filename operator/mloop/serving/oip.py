@@ -19,6 +19,25 @@ DTYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np
           "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
           "FP32": np.float32, "FP64": np.float64}
 DATATYPES = {*DTYPES, "BYTES"}
+EXTENSIONS = ("binary_tensor_data",)
+STATISTICS = "the statistics extension is not supported; the server's Prometheus metrics are at /metrics"
+CONFIG = "model configuration is not supported; GET /v2/models/<model> gives the model's metadata"
+TRACE = "the trace extension is not supported"
+SHARED_MEMORY = "shared-memory tensors are not supported; send the data in the body (JSON or binary)"
+UNSUPPORTED_ROUTES = (  # what tritonclient can ask beyond OIP v2 and the binary extension: refused with a reason
+    ("/v2/models/stats", STATISTICS),
+    ("/v2/models/{model}/stats", STATISTICS),
+    ("/v2/models/{model}/versions/{version}/stats", STATISTICS),
+    ("/v2/models/{model}/config", CONFIG),
+    ("/v2/models/{model}/versions/{version}/config", CONFIG),
+    ("/v2/repository/{tail:.*}", "the model repository extension is not supported: this server serves one package, "
+                                 "and the operator rolls it"),
+    ("/v2/trace/setting", TRACE),
+    ("/v2/models/{model}/trace/setting", TRACE),
+    ("/v2/logging", "the logging extension is not supported"),
+    ("/v2/systemsharedmemory/{tail:.*}", SHARED_MEMORY),
+    ("/v2/cudasharedmemory/{tail:.*}", SHARED_MEMORY),
+)
 UNSUPPORTED_PARAMETERS = {
     "shared_memory_region": "shared-memory tensors are not supported; send the data in the body (JSON or binary)",
     "classification": "the classification extension is not supported; request 'predict' or 'predict_proba'",
