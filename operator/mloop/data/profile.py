@@ -75,6 +75,38 @@ def sketch_add(buckets: dict[int, int], values: np.ndarray) -> None:
         buckets[k] = buckets.get(k, 0) + c
 
 
+class Sketch:
+    """The bucket counts of one column, merged lazily: each batch adds Arrow's (key, count) pairs and the
+    pairs are summed only when they pile up, so no Python loop runs per bucket per batch."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.size = 0
+
+    def add(self, values: np.ndarray) -> None:
+        counted = pc.value_counts(pa.array(sketch_keys(values)))
+        keys, counts = counted.field("values").to_numpy(), counted.field("counts").to_numpy()
+        self.parts.append((keys, counts))
+        self.size += keys.size
+        if self.size > 1 << 16:
+            self._compact()
+
+    def _compact(self) -> None:
+        if len(self.parts) > 1:
+            keys = np.concatenate([k for k, _ in self.parts])
+            unique, inverse = np.unique(keys, return_inverse=True)
+            counts = np.bincount(inverse, weights=np.concatenate([c for _, c in self.parts]).astype(np.float64))
+            self.parts = [(unique, counts.astype(np.int64))]
+        elif self.parts:
+            order = np.argsort(self.parts[0][0])
+            self.parts = [(self.parts[0][0][order], self.parts[0][1][order])]
+        self.size = self.parts[0][0].size if self.parts else 0
+
+    def buckets(self) -> dict[int, int]:
+        self._compact()
+        return dict(zip(self.parts[0][0].tolist(), self.parts[0][1].tolist())) if self.parts else {}
+
+
 def sketch_of(values: np.ndarray) -> dict[int, int]:
     buckets: dict[int, int] = {}
     sketch_add(buckets, values[~np.isnan(values)])
@@ -134,7 +166,7 @@ class _Column:
         self.distinct = Distinct()
         self.min = self.max = None
         self.mean = self.m2 = 0.0
-        self.buckets: dict[int, int] = {}
+        self.sketch = Sketch()
         self.exact: list[np.ndarray] | None = []
         self.counts: dict[str, int] = {}
         self.approximate = False
@@ -160,7 +192,7 @@ class _Column:
             delta = mean - self.mean
             self.mean += delta * n / total
             self.m2 += m2 + delta * delta * self.count * n / total
-            sketch_add(self.buckets, values)
+            self.sketch.add(values)
             if self.exact is not None:
                 if self.count + n <= EXACT:
                     self.exact.append(values.copy())
@@ -192,14 +224,15 @@ class _Column:
                                  "distinct": self.distinct.value}
         if self.numeric:
             if self.count:
+                buckets = self.sketch.buckets()
                 if self.exact is not None:
                     qs = np.quantile(np.concatenate(self.exact), QUANTILES).tolist()
                 else:
-                    qs = [min(max(v, self.min), self.max) for v in sketch_quantiles(self.buckets, QUANTILES)]
+                    qs = [min(max(v, self.min), self.max) for v in sketch_quantiles(buckets, QUANTILES)]
                 entry.update(min=_num(self.min), max=_num(self.max), mean=_num(self.mean),
                              std=_num(math.sqrt(self.m2 / (self.count - 1))) if self.count > 1 else 0.0,
                              quantiles={str(q): _num(v) for q, v in zip(QUANTILES, qs)},
-                             sketch={**SKETCH, "buckets": [[k, c] for k, c in sorted(self.buckets.items())]})
+                             sketch={**SKETCH, "buckets": [[k, c] for k, c in sorted(buckets.items())]})
         else:
             ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
             entry["top"] = [{"value": str(k), "count": int(v)} for k, v in ranked[:TOP]]
