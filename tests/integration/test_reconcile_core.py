@@ -85,3 +85,49 @@ def test_a_null_grid_candidate_is_kept_and_does_not_block_status_writes(kubectl,
     assert obj["spec"]["search"]["parameters"]["max_depth"] == [2, None]
     written = patch_status("trainingruns", namespace, "grid", {"phase": "Pending"}, obj["metadata"]["resourceVersion"])
     assert written is not None and written["status"]["phase"] == "Pending"
+
+
+def test_an_object_in_flight_leaves_its_posted_events_for_its_next_write(kubectl, api_client, namespace) -> None:
+    """No write of their own for events posted while a timer is sure to come back: the next transition's write
+    drops them, and the one that brings the object to rest takes what is left. Each event is posted once."""
+    from mloop.handlers.common import commit
+    from mloop.reconcile.outcome import Event, Outcome
+
+    def in_flight(status: Any) -> bool:
+        return status.get("phase") != "Ready"
+
+    body = _dataset(kubectl, api_client, namespace, "inflight")
+    first = commit(body, Outcome({"phase": "Pending"}, [Event("Normal", "Started", "one")]), in_flight)
+    assert first is not None
+    fresh = get_object(api_client, namespace, "datasets", "inflight")
+    assert fresh["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]  # no write to take it out
+    assert [e["reason"] for e in fresh["status"]["outbox"]] == ["Started"]
+    assert commit(fresh, Outcome({"phase": "Pending"}, []), in_flight) == fresh  # a pass with nothing to do: no write
+    second = commit(fresh, Outcome({"phase": "Ingesting"}, [Event("Normal", "Next", "two")]), in_flight)
+    assert second is not None and [e["reason"] for e in second["status"]["outbox"]] == ["Next"]
+    assert commit(second, Outcome({"phase": "Ready"}, []), in_flight) is not None
+    assert not get_object(api_client, namespace, "datasets", "inflight")["status"].get("outbox")
+    assert sorted(k8s_events(api_client, namespace, "inflight")) == [("Next", "two"), ("Started", "one")]
+
+
+def test_a_write_that_lost_only_to_kopfs_metadata_still_stands(kubectl, api_client, namespace) -> None:
+    """kopf adds its timer's finalizer just as a first pass writes: that 409 is not a move of what the pass decided
+    on, so the write is made on the fresh resourceVersion rather than the step redone. A body written over is
+    known stale; a change of status by anyone else still wins."""
+    from kubernetes import client
+
+    from mloop.handlers.common import commit, known_stale
+    from mloop.reconcile.outcome import Event, Outcome
+
+    body = _dataset(kubectl, api_client, namespace, "kopfmoved")
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        "mloop.dev", "v1alpha1", namespace, "datasets", "kopfmoved", {"metadata": {"finalizers": ["mloop.dev/finalizer"]}})
+    written = commit(body, Outcome({"phase": "Pending"}, [Event("Normal", "Decided", "on the older body")]))
+    assert written is not None and written["status"]["phase"] == "Pending"
+    assert known_stale(body) and not known_stale(written)
+    assert commit(body, Outcome({"phase": "Failed"}, [])) is None  # its status moved: the stale pass changes nothing
+    obj = get_object(api_client, namespace, "datasets", "kopfmoved")
+    assert obj["status"]["phase"] == "Pending" and k8s_events(api_client, namespace, "kopfmoved") == [
+        ("Decided", "on the older body")]
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        "mloop.dev", "v1alpha1", namespace, "datasets", "kopfmoved", {"metadata": {"finalizers": None}})

@@ -54,7 +54,7 @@ def _remember_posted(entry_id: str) -> None:
             _posted.popitem(last=False)
 
 
-_superseded: OrderedDict[str, str] = OrderedDict()  # uid -> the resourceVersion this process last wrote over
+_superseded: OrderedDict[str, frozenset[str]] = OrderedDict()  # uid -> resourceVersions this process last wrote over
 
 
 def known_stale(body: Mapping[str, Any]) -> bool:
@@ -63,12 +63,12 @@ def known_stale(body: Mapping[str, Any]) -> bool:
     it the write's precondition refuses the pass all the same."""
     meta = body.get("metadata") or {}
     with _posted_lock:
-        return bool(meta.get("uid")) and _superseded.get(meta["uid"]) == meta.get("resourceVersion")
+        return bool(meta.get("uid")) and str(meta.get("resourceVersion")) in _superseded.get(meta["uid"], ())
 
 
-def _remember_superseded(meta: Mapping[str, Any], resource_version: str) -> None:
+def _remember_superseded(meta: Mapping[str, Any], *resource_versions: str) -> None:
     with _posted_lock:
-        _superseded[str(meta["uid"])] = resource_version
+        _superseded[str(meta["uid"])] = frozenset(resource_versions)
         _superseded.move_to_end(str(meta["uid"]))
         while len(_superseded) > POSTED_LIMIT:
             _superseded.popitem(last=False)
@@ -158,7 +158,8 @@ def commit(body: Mapping[str, Any], outcome: Outcome,
                   kind, meta["namespace"], meta["name"])
         return None
     if decided_on and str(written.get("metadata", {}).get("resourceVersion")) != str(decided_on):
-        _remember_superseded(meta, str(decided_on))  # not after a no-op write: that resourceVersion stays current
+        # Not after a no-op write: that resourceVersion stays current.
+        _remember_superseded(meta, str(meta.get("resourceVersion")), str(decided_on))
     if written.get("status", {}).get("outbox"):
         drain(written, take=not lazy)
     return written
