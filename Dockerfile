@@ -1,6 +1,11 @@
 # One image for the operator, the task workloads (ingest, train, package) and the model server.
 # Runs as a non-root user; every pod mloop creates is restricted (read-only root, no capabilities).
-FROM golang:1.26-bookworm AS versitygw
+# Where no registry is reachable, `make image` passes local stand-ins for both (build-images.sh):
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG VERSITYGW_IMAGE=versitygw-source
+# Wheels for an offline pip (with --build-arg PIP_NO_INDEX=1): an image holding /wheels, built on the host.
+ARG WHEELS_IMAGE=no-wheels
+FROM golang:1.26-bookworm AS versitygw-source
 # The S3 server of the dev overlay, built from its Go module like the local test bed does.
 ARG VERSITYGW_VERSION=v1.8.0
 WORKDIR /src
@@ -9,15 +14,29 @@ RUN go mod init mloop.local/versitygw \
  && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/versitygw \
     github.com/versity/versitygw/cmd/versitygw
 
-FROM python:3.11-slim-bookworm
+FROM ${VERSITYGW_IMAGE} AS versitygw
+
+FROM ${PYTHON_IMAGE} AS no-wheels
+RUN mkdir -p /wheels
+
+FROM ${WHEELS_IMAGE} AS wheels
+
+FROM ${PYTHON_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends graphviz \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin mloop
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+ARG PIP_NO_INDEX
+# Dependencies first, in a layer that only pyproject.toml invalidates (a stub package stands in for the code).
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    mkdir -p operator/mloop && touch operator/mloop/__init__.py README.md \
+ && pip install --no-cache-dir --find-links /wheels . && pip uninstall -y mloop && rm -rf operator README.md /root/.cache
+COPY README.md ./
 COPY operator ./operator
-RUN pip install --no-cache-dir . && rm -rf /root/.cache
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --find-links /wheels --no-deps . && rm -rf /root/.cache
 COPY --from=versitygw /out/versitygw /usr/local/bin/versitygw
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 USER 10001:10001

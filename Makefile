@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit dev demo kind-e2e image-check faults binaries node-deps node-binaries cluster-e2e graphviz crds check-crds clean
+.PHONY: test unit dev demo kind-e2e image-check faults binaries node-deps node-binaries cluster-e2e image graphviz crds check-crds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ node-deps:
 node-binaries: node-deps binaries
 	bash operator/mloop/localcluster/build-binaries.sh node
 
+# The mloop image, built with podman from local stand-ins of its base images (no registry needed); prints the
+# archive the test-bed node imports. Cached under ~/.cache/mloop/images by a hash of its inputs.
+image: node-deps binaries
+	bash operator/mloop/localcluster/build-images.sh
+
 # The real-node suite (tests/cluster): root, the packages above, and the mloop image (make image).
-cluster-e2e: $(STAMP) node-binaries
+cluster-e2e: $(STAMP) node-binaries image
 	$(BIN)/python -m pytest tests/cluster
 
 # Graphviz renders lineage graphs as SVG/PNG; installed from Debian's packages when missing and root.
