@@ -176,7 +176,7 @@ def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> Inge
         created = existing is None
         if created:
             files = {"data.parquet": _put_file(store, prefix + "data.parquet", out)}
-            body = json.dumps(profile, indent=2).encode()
+            body = json.dumps(profile, separators=(",", ":")).encode()  # compact: sketches hold thousands of pairs
             try:
                 files["profile.json"] = {"sha256": store.put(prefix + "profile.json", body), "size": len(body)}
             except AlreadyExists:  # a crashed earlier attempt wrote it; same digest, same content
