@@ -10,7 +10,7 @@ import pytest
 from mloop.api.dataset import DatasetStatus
 from mloop.api.erasure import EraseResult, ErasureRequestSpec, ErasureRequestStatus
 from mloop.api.tasks import TaskState
-from mloop.data.erasure import drop_erased, parse_keys, subject_hash, text_holds, token
+from mloop.data.erasure import drop_erased, parse_keys, subject_hash, text_holds, token, without_erased_rows
 from mloop.reconcile import erasure as decide
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)
@@ -126,3 +126,12 @@ def test_a_production_package_on_erased_data_asks_its_requirement_to_retrain(has
     assert asked.events[0].reason == "RetrainNeeded"
     again = decide.requirement_outcome("dsr", [decide.Condition.model_validate(cond)], ["buyers-1"], has_policy, 1, NOW)
     assert again.status == {}
+
+
+def test_an_ingest_task_spec_copies_no_erased_inline_row() -> None:
+    salt = "00" * 16
+    filters = [{"column": "pid", "salt": salt, "hashes": [subject_hash(salt, "p-7")]}]
+    spec = {"source": {"inline": {"columns": ["pid", "x"], "rows": [["p-7", 1], ["p-8", 2], [None, 3]]}}}
+    assert without_erased_rows(spec, filters)["source"]["inline"]["rows"] == [["p-8", 2], [None, 3]]
+    assert spec["source"]["inline"]["rows"][0] == ["p-7", 1]  # the user's spec itself is not edited
+    assert without_erased_rows(spec, []) is spec

@@ -101,3 +101,18 @@ def drop_erased(frame: pd.DataFrame, filters: list[dict[str, Any]]) -> tuple[pd.
         keep &= ~matching(frame, f["column"], f["salt"], set(f["hashes"]))
     dropped = int((~keep).sum())
     return (frame[keep].reset_index(drop=True) if dropped else frame), dropped
+
+
+def without_erased_rows(spec: dict[str, Any], filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Dataset spec on the wire whose inline rows of erased subjects are left out: what an ingest task's spec.json
+    may copy (the resource itself stays the user's)."""
+    inline = (spec.get("source") or {}).get("inline")
+    if not inline or not filters:
+        return spec
+    columns = inline["columns"]
+    rows = [r for r in inline["rows"] if not any(
+        f["column"] in columns and (t := token(r[columns.index(f["column"])])) is not None
+        and subject_hash(f["salt"], t) in set(f["hashes"]) for f in filters)]
+    if len(rows) == len(inline["rows"]):
+        return spec
+    return {**spec, "source": {**spec["source"], "inline": {**inline, "rows": rows}}}

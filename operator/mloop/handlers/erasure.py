@@ -239,7 +239,8 @@ def _in_flight(status: kopf.Status, **_: Any) -> bool:
 @kopf.index(GROUP, VERSION, "datasets")
 def erasure_datasets(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     """Datasets by namespace with what an erasure needs: columns and roles, parents, current digest, task."""
-    return {namespace: {"name": name, "spec": {"source": dict(spec.get("source") or {})},
+    source = {kind: (dict(value) if kind == "derived" else {}) for kind, value in (spec.get("source") or {}).items()}
+    return {namespace: {"name": name, "spec": {"source": source},
                         "status": {k: status.get(k) for k in ("columns", "digest", "task")}}}
 
 
