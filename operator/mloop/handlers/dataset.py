@@ -14,6 +14,7 @@ from mloop.api.dataset import DatasetSpec, DatasetStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.config import get_settings
 from mloop.api.tasks import IngestResult, IngestTaskSpec, ParentPin, Task, task_name
+from mloop.data.erasure import load_filters, without_erased_rows
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit
 from mloop.handlers.metrics import measured
@@ -106,7 +107,8 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str
                 return commit(body, decide.waiting(status, "StorageUnavailable", "gave up after repeated storage outages; "
                                              "edit the Dataset to try again", generation, now))
             task = ingest_task(namespace, name, uid, task_name("ingest", name, uid, plan.trigger), spec)
-            task_spec = IngestTaskSpec(namespace=namespace, name=name, spec=spec.to_wire(),
+            wire = without_erased_rows(spec.to_wire(), load_filters(store, namespace, name))  # no erased row copied
+            task_spec = IngestTaskSpec(namespace=namespace, name=name, spec=wire,
                                        parent=parents[0] if len(parents) == 1 else None, parents=parents or None,
                                        previous=status.digest.removeprefix("sha256:") if status.digest else None,
                                        previous_rows=status.rows or 0)
