@@ -33,12 +33,12 @@ ARG PIP_NO_INDEX
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     mkdir -p operator/mloop && touch operator/mloop/__init__.py README.md \
  && pip install --no-cache-dir --find-links /wheels . && pip uninstall -y mloop && rm -rf operator README.md /root/.cache
-COPY README.md ./
-COPY operator ./operator
-RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --find-links /wheels --no-deps . && rm -rf /root/.cache
 COPY --from=versitygw /out/versitygw /usr/local/bin/versitygw
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
-USER 10001:10001
 EXPOSE 8000 8080 8081
+# The code last, in one step: few layers after it (each is a full copy with podman's vfs storage).
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels --mount=type=bind,target=/src \
+    mkdir /tmp/src && cp -r /src/pyproject.toml /src/README.md /src/operator /tmp/src/ \
+ && pip install --no-cache-dir --find-links /wheels --no-deps /tmp/src && rm -rf /tmp/src /root/.cache
+USER 10001:10001
 CMD ["python", "-m", "mloop"]

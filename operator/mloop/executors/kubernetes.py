@@ -43,7 +43,9 @@ class KubernetesExecutor:
             message = cond.message or ""
             if container_reason and container_reason not in ("Error", "Completed"):
                 message = f"{message} (container {container_reason})".strip()  # e.g. OOMKilled
-            return TaskState("Failed", cond.reason or "Failed", message, code)
+            # The kernel's verdict says more than the Job's BackoffLimitExceeded: the user must raise the limit.
+            reason = "OOMKilled" if container_reason == "OOMKilled" else cond.reason or "Failed"
+            return TaskState("Failed", reason, message, code)
         if job.status.active:
             return TaskState("Running")
         return TaskState("Pending")

@@ -13,6 +13,8 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/mloop/images
 MIRROR=${MLOOP_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9  # one build at a time: a second caller waits, then finds the archive cached
 log() { echo "build-images: $*" >&2; }
 for cmd in podman debootstrap; do
   command -v $cmd >/dev/null || { log "needs $cmd (Debian: apt-get install podman debootstrap; or make node-deps)"; exit 1; }

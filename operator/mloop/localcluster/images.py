@@ -82,11 +82,11 @@ def busybox_archive(path: Path, name: str = PAUSE_IMAGE, busybox: Path = BUSYBOX
     return path
 
 
-def import_archive(ctr_address: str, archive: Path) -> None:
+def import_archive(ctr_address: str, archive: Path, snapshotter: str = "native") -> None:
     """Load an OCI/docker archive into the node's containerd (the CRI namespace), unpacked for its snapshotter."""
     ctr = shutil.which("ctr") or "ctr"
     proc = subprocess.run(
-        [ctr, "--address", ctr_address, "-n", "k8s.io", "images", "import", "--snapshotter", "native",
+        [ctr, "--address", ctr_address, "-n", "k8s.io", "images", "import", "--snapshotter", snapshotter,
          str(archive)],
         capture_output=True, text=True, check=False,
     )

@@ -294,7 +294,8 @@ class LocalStack:
         logs = self.dir / "logs"
         self._spawn("containerd", argv["containerd"])
         _wait("containerd", lambda: localnode.ctr_ready(paths), timeout, self.procs, logs)
-        images.import_archive(str(paths.sock), images.busybox_archive(paths.images / "pause.tar"))
+        images.import_archive(str(paths.sock), images.busybox_archive(paths.images / "pause.tar"),
+                              localnode.snapshotter())
         for name in ("kube-scheduler", "kubelet", "kube-proxy"):
             self._spawn(name, argv[name])
         api = config.new_client_from_config(config_file=str(kubeconfig))
@@ -304,7 +305,7 @@ class LocalStack:
         """Load an image archive into the node's containerd, so pods run it with IfNotPresent and never pull."""
         from mloop.localcluster import images, node as localnode
 
-        images.import_archive(str(localnode.NodePaths(self.dir / "node").sock), archive)
+        images.import_archive(str(localnode.NodePaths(self.dir / "node").sock), archive, localnode.snapshotter())
 
     # -- helpers -----------------------------------------------------------------
 
