@@ -196,8 +196,10 @@ def test_s3_outage_keeps_serving_counts_drops_and_flushes_on_recovery(served, st
                 code, _ = post(f"{endpoint}/predict", {"instances": [ROW] * 10})
                 assert code == 200
             dropped = metric(endpoint, 'mloop_collection_dropped_total{stream="predictions"}')
-            buffered = metric(endpoint, 'mloop_collection_buffered{stream="predictions"}')
-            assert dropped + buffered == 80 and 25 <= buffered <= 50 and dropped >= 30
+            # the gauge is set at each flush attempt (every 0.5 s here)
+            buffered = wait_for(lambda: (b := metric(endpoint, 'mloop_collection_buffered{stream="predictions"}'))
+                                + dropped == 80 and b, timeout=20)
+            assert 25 <= buffered <= 50 and dropped >= 30
             wait_for(lambda: metric(endpoint, "mloop_collection_write_failures_total") >= 1, timeout=20)
         finally:
             stack.start_s3()

@@ -19,7 +19,7 @@ class CollectionMetrics:
     def __init__(self) -> None:
         from prometheus_client import Counter, Gauge
 
-        buffered = Gauge("mloop_collection_buffered", "Rows waiting for S3.", ["stream"], registry=None,
+        buffered = Gauge("mloop_collection_buffered", "Rows waiting for S3, as of the last flush attempt.", ["stream"], registry=None,
                          multiprocess_mode="livesum")
         written = Counter("mloop_collection_written", "Rows written to S3.", ["stream"], registry=None)
         dropped = Counter("mloop_collection_dropped", "Rows dropped because the buffer was full.", ["stream"],
