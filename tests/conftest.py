@@ -66,19 +66,20 @@ def stop_local_servers(namespace: str) -> None:
         servers.stop(ns, model, stage)
 
 
-@pytest.fixture(scope="session")
+# Package scope: tests/cluster overrides `stack` with a real node for its package only.
+@pytest.fixture(scope="package")
 def kubeconfig(stack: Any) -> str:
     return stack.info.kubeconfig
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_client(kubeconfig: str) -> Any:
     from kubernetes import config
 
     return config.new_client_from_config(config_file=kubeconfig)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kubectl(kubeconfig: str):
     """Run kubectl as a user would; returns the CompletedProcess."""
     from mloop.k8s.kubectl import kubectl as run
@@ -101,7 +102,7 @@ def namespace(api_client: Any) -> Iterator[str]:
     core.delete_namespace(name, propagation_policy="Background")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def s3(stack: Any) -> S3:
     from mloop.storage.s3 import make_client
 

@@ -15,9 +15,10 @@ import pytest
 from tests.conftest import stop_local_servers
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[Any]:
-    """Overrides the session stack of tests/conftest.py: the same, with a real node."""
+    """Overrides the session stack of tests/conftest.py for this package only (the client fixtures are package-
+    scoped, so later packages get the plain stack back): the same, with a real node."""
     from mloop.config import get_settings
     from mloop.k8s.crds import install_crds
     from mloop.localcluster import LocalStack

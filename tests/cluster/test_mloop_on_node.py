@@ -27,7 +27,7 @@ BUILD_IMAGES = Path(__file__).resolve().parents[2] / "operator" / "mloop" / "loc
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mloop_image(stack: Any) -> str:
     """The mloop image from the Dockerfile (podman, local base stand-ins; cached), imported into the node."""
     if not os.environ.get("MLOOP_CLUSTER_IMAGE"):

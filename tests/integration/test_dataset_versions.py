@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,26 @@ from kopf.testing import KopfRunner
 
 from tests.helpers import apply_object, get_object, wait_for
 from tests.integration.test_dataset_sources import iris_frame, put, ready
+
+
+def _task_processes(task: str) -> list[int]:
+    """The local executor's processes running one task (its supervisor and the workload)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name.isdigit() and b"mloop.executors.localrun" in cmdline and task.encode() in cmdline:
+            pids.append(int(proc.name))
+    for proc in Path("/proc").iterdir():  # and the workload each supervisor started
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in pids:
+            pids.append(int(proc.name))
+    return pids
 
 
 def tasks_for(dataset: str, namespace: str) -> list[str]:
@@ -68,8 +89,16 @@ def test_operator_restart_mid_ingestion_converges_without_duplicates(kubectl, ap
     with KopfRunner(args, timeout=120) as first:
         apply_object(kubectl, namespace, "Dataset", "big", {"source": {"s3": {"uri": uri}}})
         task = wait_for(lambda: get_object(api_client, namespace, "datasets", "big").get("status", {}).get("task"))
-    assert first.exit_code == 0
-    assert get_object(api_client, namespace, "datasets", "big")["status"].get("phase") == "Ingesting"
+        # Hold the task still while the first operator stops, so it is surely mid-ingestion whatever the speed.
+        held = wait_for(lambda: _task_processes(task))
+        for pid in held:
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        assert first.exit_code == 0
+        assert get_object(api_client, namespace, "datasets", "big")["status"].get("phase") == "Ingesting"
+    finally:
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
     with KopfRunner(args, timeout=120) as second:
         status = ready(api_client, namespace, "big", timeout=120)["status"]
     assert second.exit_code == 0

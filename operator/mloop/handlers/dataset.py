@@ -89,7 +89,13 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str
                     store.ping()
                 except StorageUnavailable:
                     storage_ok = False
-            return commit(body, decide.fold_result(spec, status, generation, state, result, now, storage_ok))
+            written = commit(body, decide.fold_result(spec, status, generation, state, result, now, storage_ok))
+            if written is not None and spec.source.derived is not None and (written.get("status") or {}).get(
+                    "phase") == "Ready":
+                # A parent that moved while the task ran was skipped by parent_moved (a task was in flight): look
+                # now, or the new version would wait for the parent's next event.
+                return reconcile_dataset(written, datasets)
+            return written
 
         if (status.observed_generation != generation and status.version and spec.source.s3 is None
                 and status.ingest_key == decide.ingest_key(spec)):
@@ -175,8 +181,9 @@ def parent_moved(type: str, namespace: str, name: str, status: kopf.Status, deri
         return
     label = f"{name}@{digest.removeprefix('sha256:')[:12]}"
     for child in derived_by_parent.get((namespace, name), []):
-        child_status = child.get("status") or {}
-        if label in (child_status.get("sourceVersion") or "").split(",") or child_status.get("task"):
+        # A child with a task in flight is looked at too: the index's copy may show a task already folded, and the
+        # pass that folds it looks at the parents again (a union may have had another parent move meanwhile).
+        if label in ((child.get("status") or {}).get("sourceVersion") or "").split(","):
             continue
         if reconcile_dataset(child, datasets_by_name) is None:  # the index's copy was behind: once more, fresh
             fresh = get_object("datasets", child["metadata"]["namespace"], child["metadata"]["name"])
