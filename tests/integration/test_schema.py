@@ -105,8 +105,8 @@ def test_every_crd_is_established(kubectl) -> None:
     result = kubectl("get", "crd", "-l", "app.kubernetes.io/part-of=mloop", "-o",
                      "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=='Established')].status} {end}")
     assert sorted(result.stdout.split()) == [
-        "datasets.mloop.dev=True", "modelpackages.mloop.dev=True", "requirements.mloop.dev=True",
-        "trainingruns.mloop.dev=True",
+        "datasets.mloop.dev=True", "erasurerequests.mloop.dev=True", "modelpackages.mloop.dev=True",
+        "requirements.mloop.dev=True", "trainingruns.mloop.dev=True",
     ]
 
 
