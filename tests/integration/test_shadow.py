@@ -46,6 +46,31 @@ def shadowing(api_client, namespace: str, name: str) -> dict:
         "shadow", {}).get("state") == "Shadowing" and o, timeout=90)
 
 
+class Hanging:
+    """A TCP server that accepts connections and never answers: a shadow that hangs."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
 def test_a_hanging_or_dead_shadow_never_changes_the_callers_answers(served, tmp_path) -> None:
     """Production's answers with a hanging shadow and a dead one equal its answers without; the requests the
     hanging shadow's bounded queue could not take are counted as dropped, the dead one's as failed."""
