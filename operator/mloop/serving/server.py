@@ -435,6 +435,18 @@ def take_connections(runner: web.AppRunner, channel: socket.socket) -> None:
     loop.add_reader(channel.fileno(), receive)
 
 
+def _die_with(parent: int) -> None:
+    """A worker whose supervisor was SIGKILLed gets no more connections but would live on: end with it (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
 def supervise(pkg: Package, args: argparse.Namespace, workers: int) -> int:
     """Fork the workers and deal them connections; restart one that dies; on SIGTERM pass it on and wait for every
     flush."""
@@ -446,8 +458,10 @@ def supervise(pkg: Package, args: argparse.Namespace, workers: int) -> int:
 
     def spawn(slot: int) -> None:
         channel = dealer.channel(slot)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
+            _die_with(parent)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             dealer.listener.close()
