@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -29,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mloop.data.columnwise import Columnwise
 from mloop.data.errors import DataError
 
 DIGEST_FORMAT = "mloop-columns-v2"
@@ -182,25 +181,16 @@ class Hasher:
         self.schema = schema
         self.rows = 0
         self.columns = [_ColumnHash(f.type) for f in schema]
-        workers = min(len(self.columns), threads or os.cpu_count() or 1)
-        # hashlib and Arrow release the GIL, so columns hash in parallel.
-        self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+        self._pool = Columnwise(len(self.columns), threads)
 
     def update(self, batch: pa.RecordBatch) -> None:
         if batch.schema.types != self.schema.types or batch.schema.names != self.schema.names:
             raise ValueError(f"batch schema {batch.schema} differs from {self.schema}")
         self.rows += batch.num_rows
-        pairs = list(zip(self.columns, batch.columns))
-        if self._pool is not None and batch.num_rows >= 4096:
-            list(self._pool.map(lambda p: p[0].update(p[1]), pairs))
-        else:
-            for column, arr in pairs:
-                column.update(arr)
+        self._pool.update(self.columns, batch)
 
     def digest(self) -> Digest:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._pool.close()
         head = json.dumps({"format": DIGEST_FORMAT, "rows": self.rows,
                            "columns": [[f.name, str(f.type)] for f in self.schema]}, separators=(",", ":"))
         total = hashlib.sha256(head.encode())

@@ -15,14 +15,14 @@ Every statistic is a mergeable accumulator, so memory does not grow with the row
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from mloop.data.columnwise import Columnwise
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 TOP = 10
@@ -246,23 +246,14 @@ class Profiler:
     def __init__(self, schema: pa.Schema) -> None:
         self.rows = 0
         self.columns = [_Column(f.name, f.type) for f in schema]
-        workers = min(len(self.columns), os.cpu_count() or 1)
-        # numpy and Arrow release the GIL in the heavy parts: columns are profiled in parallel
-        self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+        self._pool = Columnwise(len(self.columns))
 
     def update(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
-        pairs = list(zip(self.columns, batch.columns))
-        if self._pool is not None and batch.num_rows >= 4096:
-            list(self._pool.map(lambda p: p[0].update(p[1]), pairs))
-        else:
-            for column, arr in pairs:
-                column.update(arr)
+        self._pool.update(self.columns, batch)
 
     def result(self) -> dict[str, Any]:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._pool.close()
         return {"rows": self.rows, "columns": [c.result() for c in self.columns]}
 
 
