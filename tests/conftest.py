@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -34,17 +35,25 @@ def stack() -> Iterator[Any]:
     from mloop.k8s.crds import install_crds
     from mloop.localcluster import LocalStack
 
-    from mloop.config import get_settings
-
     local = LocalStack()
     info = local.start()
-    env = {**info.env(), "MLOOP_LOCAL_DIR": str(local.dir / "local-tasks")}
+    with stack_env(local):
+        install_crds(info.kubeconfig)
+        yield local
+
+
+@contextlib.contextmanager
+def stack_env(local: Any) -> Iterator[None]:
+    """The started stack's settings in this process's environment; afterwards the stack is stopped and the
+    environment is as it was."""
+    from mloop.config import get_settings
+
+    env = {**local.info.env(), "MLOOP_LOCAL_DIR": str(local.dir / "local-tasks")}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     get_settings.cache_clear()
     try:
-        install_crds(info.kubeconfig)
-        yield local
+        yield
     finally:
         stop_local_servers("")
         local.cleanup()

@@ -4,7 +4,6 @@ skips with what is missing otherwise."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,14 +11,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import stop_local_servers
+from tests.conftest import stack_env
 
 
 @pytest.fixture(scope="package")
 def stack() -> Iterator[Any]:
     """Overrides the session stack of tests/conftest.py for this package only (the client fixtures are package-
     scoped, so later packages get the plain stack back): the same, with a real node."""
-    from mloop.config import get_settings
     from mloop.k8s.crds import install_crds
     from mloop.localcluster import LocalStack
     from mloop.localcluster.node import NodeUnavailable
@@ -30,25 +28,12 @@ def stack() -> Iterator[Any]:
     except NodeUnavailable as exc:
         local.cleanup()
         pytest.skip(f"real-node suite: {exc}")
-    env = {**info.env(), "MLOOP_LOCAL_DIR": str(local.dir / "local-tasks")}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
+    with stack_env(local):
         try:
             install_crds(info.kubeconfig)
         except Exception as exc:
             raise RuntimeError(getattr(exc, "stderr", "")) from exc
         yield local
-    finally:
-        stop_local_servers("")
-        local.cleanup()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
 
 
 @pytest.fixture
