@@ -102,11 +102,9 @@ def run_loop(namespace: str, deadline: float) -> str:
 
 
 def _ready(endpoint: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{endpoint}/v2/health/ready", timeout=5) as resp:  # noqa: S310 - local
-            return resp.status == 200
-    except OSError:
-        return False
+    from mloop.serving.local import ready
+
+    return ready(endpoint, timeout=5)
 
 
 def facts(namespace: str, endpoint: str, lineage_file: str) -> dict[str, Any]:

@@ -118,9 +118,9 @@ def served_runtime(endpoint: str, model: str) -> tuple[str, str] | None:
     return (parameters["runtime"], parameters.get("runtime_reason", "")) if parameters.get("runtime") else None
 
 
-def ready(endpoint: str) -> bool:
+def ready(endpoint: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(f"{endpoint}/v2/health/ready", timeout=1) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{endpoint}/v2/health/ready", timeout=timeout) as resp:  # noqa: S310 - loopback
             return resp.status == 200
     except OSError:
         return False
