@@ -1,6 +1,5 @@
-"""Shadow evaluation on live traffic, over real HTTP against the real stack: the Production server sends sampled
-requests to candidate packages under the caller's request ids; labels score both; the gate judges the live margin.
-A hanging or dead shadow leaves the caller's answers as they were, and what it could not take is counted."""
+"""Shadow evaluation on live traffic, over real HTTP against the real stack: a hanging or dead shadow leaves the
+Production server's answers as they were, and what it could not take is counted."""
 
 from __future__ import annotations
 
@@ -11,13 +10,8 @@ import threading
 
 from sklearn.datasets import load_iris
 
-from tests.helpers import apply_object, condition, get_object, wait_for
-from tests.integration.test_modelpackage import IRIS_DS, packaged
-from tests.integration.test_serving import ROW, get, post, rows_under, served, start_server  # noqa: F401
-from tests.integration.test_trainingrun import IRIS_RUN, succeeded
-
-LIVE_REQ = {"title": "Beat Production on live traffic", "metrics": [{"metric": "accuracy", "min": 0.3, "primary": True}],
-            "live": {"minRows": 40, "margin": 0.05}}
+from tests.helpers import wait_for
+from tests.integration.test_serving import ROW, get, post, served, start_server  # noqa: F401 - served is a fixture
 
 
 def iris_rows(n: int) -> list[tuple[dict, str]]:
@@ -39,11 +33,6 @@ def shadow_count(endpoint: str, target: str, outcome: str | None = None) -> floa
                 outcome is None or f'outcome="{outcome}"' in line):
             total += float(line.split()[-1])
     return total
-
-
-def shadowing(api_client, namespace: str, name: str) -> dict:
-    return wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", name)).get("status", {}).get(
-        "shadow", {}).get("state") == "Shadowing" and o, timeout=90)
 
 
 class Hanging:
