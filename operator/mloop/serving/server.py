@@ -2,8 +2,9 @@
 
     mloop serve --package s3://bucket/packages/<ns>/<model>/<version>/ --digest sha256:<manifest digest>
 
-The parent process fetches and checks the package, then forks N workers that share the port with
-SO_REUSEPORT; each has its own model session and its own bounded collection buffer.
+The parent process fetches and checks the package, then forks N workers (N from the CPU limit) and deals them the
+connections it accepts on the one port (`Dealer`: the kernel's SO_REUSEPORT hashing split 8 connections unevenly);
+each worker has its own model session and its own bounded collection buffer.
 """
 
 from __future__ import annotations
