@@ -160,6 +160,15 @@ def wrk(exe: str, url: str, body: dict, seconds: float, connections: int, rate: 
             "p99": result["p99"] / 1000, "errors": result["errors"]}
 
 
+def pace(exe: str, url: str, body: dict, connections: int, rate: float) -> float | None:
+    """The rate to ask wrk for so that it achieves `rate`: a connection's cycle is its delay plus the response time,
+    so the delay is the cycle `rate` asks for less the response time, measured in a 2 s warm-up (None: no delay)."""
+    cycle = 1000.0 * connections / rate
+    achieved = wrk(exe, url, body, 2, connections, rate)["rps"]
+    delay = cycle - (1000.0 * connections / achieved - cycle)
+    return 1000.0 * connections / delay if delay > 0 else None
+
+
 def memory_mb(pid: int) -> tuple[float, float]:
     """(PSS of a process and its children, the largest RSS of one of them), in MB. The workers are forks that share
     the parent's pages, which a sum of RSS would count once per process; PSS splits each shared page among them."""
@@ -189,7 +198,7 @@ BUFFERED = 'mloop_collection_buffered{stream="predictions"}'
 WRITTEN = 'mloop_collection_written_total{stream="predictions"}'
 
 
-def paced_slice(exe: str, url: str, conns: int, rate: float, pid: int, endpoint: str) -> dict:
+def paced_slice(exe: str, url: str, conns: int, rate: float | None, pid: int, endpoint: str) -> dict:
     """10 s of paced load with the server's memory sampled every second; then its drop and buffer counts."""
     result: dict = {}
     load = threading.Thread(target=lambda: result.update(wrk(exe, url, BODY, 10, conns, rate)))
@@ -273,8 +282,8 @@ def main() -> None:
         for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0")):
             proc, endpoint = mloop_server(rate)
             try:
-                wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns, half)  # warm up
-                rows[label]["half"] = runs(f"{endpoint}/v2/models/iris/infer", BODY, half)
+                paced = pace(exe, f"{endpoint}/v2/models/iris/infer", BODY, conns, half)  # also the warm-up
+                rows[label]["half"] = runs(f"{endpoint}/v2/models/iris/infer", BODY, paced)
             finally:
                 stop(proc)
 
@@ -285,7 +294,8 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             wait_ready(f"{url}/v2/health/ready", proc)
             rows["do-nothing aiohttp + orjson (ceiling)"] = runs(f"{url}/v2/models/iris/infer", BODY)
-            rows["do-nothing aiohttp + orjson (ceiling)"]["half"] = runs(f"{url}/v2/models/iris/infer", BODY, half)
+            paced = pace(exe, f"{url}/v2/models/iris/infer", BODY, conns, half)
+            rows["do-nothing aiohttp + orjson (ceiling)"]["half"] = runs(f"{url}/v2/models/iris/infer", BODY, paced)
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
@@ -310,21 +320,22 @@ def main() -> None:
                 wrk(exe, f"{url}/v2/models/iris/infer", body, 2, conns)
                 peer = rows["MLServer 1.7.1 + mlserver-sklearn"] = runs(f"{url}/v2/models/iris/infer", body)
                 peer["runtime"] = "sklearn (pandas codec)"
-                peer["half"] = runs(f"{url}/v2/models/iris/infer", body, half)
+                peer["half"] = runs(f"{url}/v2/models/iris/infer", body, pace(exe, f"{url}/v2/models/iris/infer", body,
+                                                                              conns, half))
             finally:
                 stop(proc)
 
         proc, endpoint = mloop_server("1.0")
         try:
             url = f"{endpoint}/v2/models/iris/infer"
-            wrk(exe, url, BODY, 2, conns, half)  # warm up
+            paced = pace(exe, url, BODY, conns, half)  # also the warm-up
             before = memory_mb(proc.pid)
             s3 = stack.procs["versitygw"].pid
             os.kill(s3, signal.SIGSTOP)  # frozen, not refused: every write hangs until the client's timeout
             slices: list[dict] = []
             try:
                 for _ in range(max(1, math.ceil(args.outage / 10))):
-                    slices.append(paced_slice(exe, url, conns, half, proc.pid, endpoint))
+                    slices.append(paced_slice(exe, url, conns, paced, proc.pid, endpoint))
             finally:
                 os.kill(s3, signal.SIGCONT)
             resumed = time.monotonic()
