@@ -253,9 +253,9 @@ def _drift_against_production(namespace: str, ds_namespace: str, dataset: str, d
                               trained: Mapping[str, Any]) -> tuple[str, float]:
     """Largest PSI of a shared numeric column: the collection version against the production model's training data.
 
-    Versions are immutable, so the answer for a pair is computed once and kept in the bucket."""
-    from mloop.data.drift import psi
-    from mloop.data.tables import read_version
+    Computed from the two versions' profile sketches (two small files, whatever the data size), and kept in the
+    bucket per pair since versions are immutable. A version profiled before sketches existed gives no PSI."""
+    from mloop.data.drift import drift
     from mloop.storage.artifacts import AlreadyExists, operator_store
     from mloop.storage.layout import dataset_prefix, drift_entry
 
@@ -269,11 +269,10 @@ def _drift_against_production(namespace: str, ds_namespace: str, dataset: str, d
     cached = store.get_json_or_none(key)
     if cached is not None:
         return cached["column"], float(cached["psi"])
-    before = read_version(store, dataset_prefix(trained_ns, trained_name, before_hex))
-    after = read_version(store, dataset_prefix(ds_namespace, dataset, after_hex))
-    scores = {c: psi(before[c].dropna().to_numpy(dtype="float64"), after[c].dropna().to_numpy(dtype="float64"))
-              for c in before.columns if c in after.columns and before[c].dtype.kind in "iuf" and after[c].dtype.kind in "iuf"}
-    column, value = max(scores.items(), key=lambda kv: kv[1], default=("", 0.0))
+    before = store.get_json(dataset_prefix(trained_ns, trained_name, before_hex) + "profile.json")
+    after = store.get_json(dataset_prefix(ds_namespace, dataset, after_hex) + "profile.json")
+    scores = [(str(d["column"]), float(d["value"])) for d in drift(before, after, limit=10**6) if d["method"] == "psi"]
+    column, value = max(scores, key=lambda kv: kv[1], default=("", 0.0))
     try:
         store.put_json(key, {"column": column, "psi": value})
     except AlreadyExists:
