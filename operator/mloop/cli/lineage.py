@@ -21,6 +21,7 @@ SHAPES = {"requirement": "note", "dataset": "cylinder", "trainingrun": "box", "m
 class Graph:
     labels: dict[str, str] = field(default_factory=dict)
     edges: set[tuple[str, str, str]] = field(default_factory=set)
+    current: dict[str, str] = field(default_factory=dict)  # dataset/<name> -> its current version's node
 
     def node(self, node: str, label: str = "") -> str:
         self.labels.setdefault(node, label)
@@ -49,6 +50,7 @@ def build_graph(objects: dict[str, list[dict[str, Any]]]) -> Graph:
                 g.edge(previous, node, "next version")
             previous = node
         current = f"dataset/{name}@{status['version']}" if status.get("version") else g.node(f"dataset/{name}", "no version yet")
+        g.current[f"dataset/{name}"] = current
         for ref in ds["spec"].get("requirementRefs") or []:
             g.edge(f"requirement/{ref['name']}", current, "data for")
         parent = status.get("sourceVersion") or ""
@@ -108,11 +110,9 @@ def walk(g: Graph, start: str) -> tuple[list[tuple[int, str]], list[tuple[int, s
 
 
 def resolve_start(g: Graph, kind: str, name: str) -> str:
+    """The node to start from; a Dataset named without a version starts from its current one (status.version)."""
     node = f"{kind}/{name}"
-    if kind == "dataset" and node not in g.labels:
-        versions = sorted(n for n in g.labels if n.startswith(f"{node}@"))
-        if versions:
-            return versions[-1] if "@" not in name else node
+    node = g.current.get(node, node)
     if node not in g.labels:
         raise KeyError(f"{kind}/{name} not found")
     return node
