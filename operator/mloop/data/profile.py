@@ -124,6 +124,14 @@ def sketch_quantiles(buckets: dict[int, int], qs: Iterable[float]) -> list[float
     return out
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique by a sort and a mask: numpy 2's np.unique hashes integers first, 3-10x slower here."""
+    values = np.sort(values)
+    if values.size > 1:
+        values = values[np.concatenate(([True], values[1:] != values[:-1]))]
+    return values
+
+
 class Distinct:
     """Distinct values: exact below KMV, then a k-minimum-values estimate. Batch-independent."""
 
@@ -139,7 +147,7 @@ class Distinct:
             hashes = hashes[hashes < self.smallest[-1]]
         if hashes.size == 0:
             return
-        self.smallest = np.unique(np.concatenate([self.smallest, np.unique(hashes)]))[:KMV]
+        self.smallest = _sorted_unique(np.concatenate([self.smallest, hashes]))[:KMV]
 
     def add(self, arr: pa.Array) -> None:
         """Non-null values of one batch."""
