@@ -20,38 +20,11 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import BODY, CEILING, ensure_wrk, fit_model, publish_package, stop, wait_ready, wrk  # noqa: E402
-
-
-class Hanging:
-    """A shadow that hangs: accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.held: list = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.held.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
 
 
 def shadow_counts(endpoint: str) -> dict[str, float]:
@@ -79,6 +52,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="Production server workers; 0: as mloop serve picks")
     args = parser.parse_args()
     from mloop.localcluster import LocalStack
+    from mloop.localcluster.hanging import HangingServer
     from mloop.localcluster.stack import free_port
     from mloop.serving.server import worker_count
     from mloop.storage.artifacts import Store
@@ -111,7 +85,7 @@ def main() -> None:
                                  str(sink_port), "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         candidate, candidate_url = server("0", "--workers", "1")
-        hanging = Hanging()
+        hanging = HangingServer()
         try:
             wait_ready(f"http://127.0.0.1:{sink_port}/v2/health/ready", sink)
             proc, endpoint = server("1.0")

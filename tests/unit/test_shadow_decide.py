@@ -14,10 +14,12 @@ from mloop.reconcile.modelpackage import (
     EnsureLocalServer,
     LocalServer,
     RecordLiveScore,
+    ShadowFit,
     ShadowTargetView,
     StopLocalServer,
     decide,
     in_flight,
+    shadow_fit,
 )
 from mloop.serving.livescore import metric_value
 from tests.unit.test_modelpackage_decide import DIGEST, NOW, PACKAGED, ME, REQ, sibling, spec, status, world
@@ -134,3 +136,81 @@ def test_a_deployment_names_its_shadow_targets_in_its_env() -> None:
     env = {e["name"]: e.get("value") for e in build_deployment(*args, targets)["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["MLOOP_SHADOWS"]) == targets
     assert "MLOOP_SHADOWS" not in {e["name"] for e in build_deployment(*args)["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+IRIS_INPUTS = [{"name": n, "type": "float"} for n in ("sepal_length", "sepal_width", "petal_length", "petal_width")]
+
+
+@pytest.mark.parametrize("candidate, columns, refusal", [
+    (IRIS_INPUTS, ("sepal_length", "sepal_width", "petal_length", "petal_width"), None),
+    (IRIS_INPUTS[2:], ("petal_length", "petal_width"), None),  # fewer: only its own columns are forwarded
+    ([{"name": "petal_width", "type": "integer"}], ("petal_width",), None),  # numeric on both sides
+    ([*IRIS_INPUTS, {"name": "region", "type": "category"}], (), "input column 'region' is not in the requests iris-1"),
+    ([{"name": "petal_width", "type": "category"}], (), "'petal_width' is category here and float in iris-1"),
+])
+def test_a_shadow_is_sent_only_what_productions_callers_send(candidate, columns, refusal) -> None:
+    fit = shadow_fit(candidate, IRIS_INPUTS, "iris-1")
+    assert fit.columns == columns and ((refusal is None and fit.refusal is None) or refusal in fit.refusal)
+
+
+def test_a_candidate_needing_an_input_production_lacks_is_refused_and_runs_no_server() -> None:
+    refused = ShadowFit(refusal="input column 'region' is not in the requests iris-1 takes (sepal_length)")
+    running = LocalServer("http://127.0.0.1:9002", DIGEST, alive=True, ready=True)
+    d = decide(spec(shadow={}), status(**SHADOWING), world(siblings=(sibling(),), shadow_local=running,
+                                                            shadow_fit=refused), NOW)
+    assert StopLocalServer("shadow-2", DIGEST) in d.actions
+    assert not any(isinstance(a, EnsureLocalServer) for a in d.actions)
+    assert d.status["shadow"]["state"] == "Refused" and d.status["shadow"]["endpoint"] is None
+    cond = next(c for c in d.status["conditions"] if c["type"] == "Shadowing")
+    assert (cond["status"], cond["reason"]) == ("False", "SignatureMismatch") and "'region'" in cond["message"]
+    assert [e.reason for e in d.events] == ["ShadowRefused"] and not in_flight(d.status)
+    # The verdict is kept: the next pass (no signature read) neither restarts the server nor repeats the event.
+    again = decide(spec(shadow={}), status(**{**SHADOWING, **d.status}), world(siblings=(sibling(),)), NOW)
+    assert "shadow" not in again.status and "ShadowRefused" not in [e.reason for e in again.events]
+    assert not any(isinstance(a, EnsureLocalServer) for a in again.actions)
+
+
+def test_a_candidate_with_fewer_inputs_is_sent_its_columns_only() -> None:
+    ready = LocalServer("http://127.0.0.1:9002", DIGEST, alive=True, ready=True)
+    d = decide(spec(shadow={}), status(**PACKAGED), world(siblings=(sibling(),), shadow_local=ready,
+                                                           shadow_fit=ShadowFit(columns=("petal_width",))), NOW)
+    assert d.status["shadow"]["columns"] == ["petal_width"] and d.status["shadow"]["state"] == "Shadowing"
+    assert next(c for c in d.status["conditions"] if c["type"] == "Shadowing")["status"] == "True"
+    target = ShadowTargetView("iris-2", "http://127.0.0.1:9002", 1.0, ("petal_width",))
+    assert target.to_wire()["columns"] == ["petal_width"]
+
+
+def test_the_shadow_sender_forwards_only_the_targets_columns() -> None:
+    import asyncio
+
+    import numpy as np
+    from aiohttp import web
+
+    from mloop.serving.shadow import Shadow, parse_targets
+
+    async def run() -> list[dict]:
+        got: list[dict] = []
+
+        async def predict(request: web.Request) -> web.Response:
+            got.append(await request.json())
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_post("/predict", predict)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        shadow = Shadow(parse_targets(f'[{{"package": "c", "url": "http://127.0.0.1:{port}", "columns": ["b"]}}]'))
+        await shadow.start()
+        shadow.offer("r-1", {"a": np.array([1.0]), "b": np.array([2.0])})
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        await shadow.close()
+        await runner.cleanup()
+        return got
+
+    assert [(g["id"], g["inputs"]) for g in asyncio.run(run())] == [("r-1", {"b": [2.0]})]

@@ -88,13 +88,16 @@ class ShadowTarget(ApiModel):
     package: Name = Field(description="The shadowing ModelPackage.")
     url: Annotated[str, Field(max_length=512)] = Field(description="Its shadow server.")
     sampling_rate: Annotated[float, Field(gt=0, le=1)] = Field(description="Fraction of requests it is sent.")
+    columns: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=512)] | None = Field(
+        default=None, description="The input columns it is sent (its signature's); empty: every column.")
 
 
 class ShadowStatus(ApiModel):
     """A shadowing package: its server and how it compares with Production on the same labelled live rows."""
 
-    state: Literal["Starting", "Shadowing", "Stopped"] = Field(
-        default="Starting", description="Starting its server, Shadowing (receiving Production's requests), Stopped.")
+    state: Literal["Starting", "Shadowing", "Stopped", "Refused"] = Field(
+        default="Starting", description="Starting its server, Shadowing (receiving Production's requests), Stopped, "
+                                        "or Refused: its signature needs an input Production's requests lack.")
     endpoint: Annotated[str, Field(max_length=512)] | None = Field(
         default=None, description="URL of this package's shadow server, once it is ready.")
     production: Name | None = Field(default=None, description="The Production package shadowed.")
@@ -106,6 +109,9 @@ class ShadowStatus(ApiModel):
     production_value: float | None = Field(default=None, description="The Production package's metric on them.")
     record: Annotated[str, Field(max_length=1024)] | None = Field(
         default=None, description="s3:// URI of the scored comparison.")
+    columns: Annotated[list[Annotated[str, Field(max_length=253)]], Field(max_length=512)] | None = Field(
+        default=None, description="The input columns Production's server forwards: this package's signature, all "
+                                  "of them in Production's; empty until both signatures were compared.")
 
 
 class ServingStatus(ApiModel):
@@ -143,7 +149,7 @@ class ModelPackageStatus(ApiModel):
     outbox: Annotated[list[OutboxEntry], Field(max_length=64)] | None = Field(
         default=None, description=OUTBOX_DESCRIPTION)
     conditions: Annotated[list[Condition], Field(max_length=16)] = Field(
-        default_factory=list, description="Conditions: Packaged, Promoted, Serving, Ready."
+        default_factory=list, description="Conditions: Packaged, Promoted, Serving, Ready, and Shadowing with spec.shadow."
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from mloop.procs import alive
 from mloop.reconcile import modelpackage as decide
 from mloop.reconcile.outcome import describe_validation_error
 from mloop.serving.local import LocalServers, ready, served_runtime
-from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, Store, operator_store
+from mloop.storage.artifacts import AlreadyExists, DigestMismatch, StorageUnavailable, Store, operator_store
 from mloop.storage.layout import (dataset_prefix, key_of, live_score, package_claim, package_prefix, run_prefix,
                                   task_prefix)
 from mloop.api.metrics import LOWER_IS_BETTER
@@ -248,7 +249,8 @@ def _local_servers(namespace: str, model: str, digest: str) -> dict[str, decide.
 # ---- shadow evaluation ----
 
 def _targets_of(wire: list[dict]) -> tuple[decide.ShadowTargetView, ...]:
-    return tuple(decide.ShadowTargetView(t["package"], t["url"], float(t["samplingRate"])) for t in wire)
+    return tuple(decide.ShadowTargetView(t["package"], t["url"], float(t["samplingRate"]), tuple(t.get("columns") or ()))
+                 for t in wire)
 
 
 def _shadow_targets(bodies: list[dict], production: str) -> tuple[decide.ShadowTargetView, ...]:
@@ -260,7 +262,8 @@ def _shadow_targets(bodies: list[dict], production: str) -> tuple[decide.ShadowT
         if (sp.get("shadow") and sh.get("state") == "Shadowing" and sh.get("endpoint")
                 and sh.get("production") == production and st.get("stage") != "Production"):
             targets.append(decide.ShadowTargetView(body["metadata"]["name"], sh["endpoint"],
-                                                   float(sp["shadow"].get("samplingRate", 1.0))))
+                                                   float(sp["shadow"].get("samplingRate", 1.0)),
+                                                   tuple(sh.get("columns") or ())))
     return tuple(sorted(targets, key=lambda t: t.package)[:8])
 
 
@@ -283,6 +286,8 @@ def _shadow_world(world: decide.World, me: decide.PackageId, spec: ModelPackageS
     else:
         world = replace(world, shadow_cluster=_cluster_servers(me.namespace, spec.model, idx, (slot,))[slot])
     holder = next((s for s in world.siblings if s.granted == "Production" and s.version), None)
+    if spec.shadow is not None and holder is not None and status.stage != "Production":
+        world = _shadow_fit(world, me, spec.model, status, holder, bodies, store)
     if spec.shadow is None or holder is None or status.shadow is None or status.shadow.state != "Shadowing":
         return world
     from mloop.serving.livescore import score  # pyarrow and numpy: only a shadowing package's pass needs them
@@ -299,6 +304,34 @@ def _shadow_world(world: decide.World, me: decide.PackageId, spec: ModelPackageS
     record = store.uri(live_score(me.namespace, spec.model, version, holder.version))
     return replace(world, live=decide.live_judge.LiveScore(holder.name, holder.version, metric, rows, candidate,
                                                            production, record))
+
+
+def _shadow_fit(world: decide.World, me: decide.PackageId, model: str, status: ModelPackageStatus,
+                holder: decide.SiblingView, bodies: list[dict], store: Store) -> decide.World:
+    """This package's signature against the Production package's: read once per pair (both are write-once), then
+    the status keeps the verdict (the columns forwarded, or Refused)."""
+    sh = status.shadow
+    if sh is not None and sh.production == holder.name and sh.production_version == holder.version and (
+            sh.columns is not None or sh.state == "Refused"):
+        return world
+    theirs = next((b for b in bodies if b["metadata"]["name"] == holder.name), None)
+    if theirs is None or not theirs["status"].get("digest") or not status.digest or not status.version:
+        return world
+    try:
+        mine = _signature_inputs(store, me.namespace, model, status.version, status.digest)
+        production = _signature_inputs(store, me.namespace, model, holder.version or 0, theirs["status"]["digest"])
+    except (StorageUnavailable, DigestMismatch) as err:
+        log.warning("ModelPackage %s/%s: signatures not compared: %s", me.namespace, me.name, err)
+        return world
+    return replace(world, shadow_fit=decide.shadow_fit(mine, production, holder.name))
+
+
+def _signature_inputs(store: Store, namespace: str, model: str, version: int, digest: str) -> list[dict]:
+    """A package's input columns, from its signature checked against the manifest its digest names."""
+    prefix = package_prefix(namespace, model, version)
+    manifest = store.get(prefix + "manifest.json", expected_sha256=digest.removeprefix("sha256:"))
+    files = json.loads(manifest)["files"]
+    return json.loads(store.get(prefix + "signature.json", expected_sha256=files["signature.json"]["sha256"]))["inputs"]
 
 
 def _record_live_score(me: decide.PackageId, model: str, action: decide.RecordLiveScore, store: Store) -> None:

@@ -67,9 +67,38 @@ class ShadowTargetView:
     package: str
     url: str
     sampling_rate: float
+    columns: tuple[str, ...] = ()  # the inputs it is sent; empty: all of them
 
     def to_wire(self) -> dict[str, Any]:
-        return {"package": self.package, "url": self.url, "samplingRate": self.sampling_rate}
+        return {"package": self.package, "url": self.url, "samplingRate": self.sampling_rate,
+                **({"columns": list(self.columns)} if self.columns else {})}
+
+
+NUMERIC_TYPES = ("integer", "float", "boolean")  # what the server sends as numbers (serving/validate)
+
+
+@dataclass(frozen=True)
+class ShadowFit:
+    """How a candidate's signature fits the requests the Production server takes: the columns to forward, or why
+    it cannot shadow."""
+
+    columns: tuple[str, ...] = ()
+    refusal: str | None = None
+
+
+def shadow_fit(candidate: list[Mapping[str, Any]], production: list[Mapping[str, Any]], holder: str) -> ShadowFit:
+    """A shadow gets only what Production's callers send: each of its inputs must be one of Production's, numeric
+    on both sides or on neither. Production's extra columns are not forwarded (the candidate's server refuses
+    unknown columns)."""
+    theirs = {i["name"]: i for i in production}
+    for mine in candidate:
+        name, found = mine["name"], theirs.get(mine["name"])
+        if found is None:
+            return ShadowFit(refusal=f"input column {name!r} is not in the requests {holder} takes "
+                                     f"({', '.join(theirs)}): a shadow is sent only what Production's callers send")
+        if (mine["type"] in NUMERIC_TYPES) != (found["type"] in NUMERIC_TYPES):
+            return ShadowFit(refusal=f"input column {name!r} is {mine['type']} here and {found['type']} in {holder}")
+    return ShadowFit(columns=tuple(i["name"] for i in candidate))
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,7 @@ class World:
     shadow_local: LocalServer | None = None  # this package's own shadow server (local executor)
     shadow_cluster: ClusterServer | None = None  # this package's own shadow Deployment
     live: live_judge.LiveScore | None = None  # this package against Production on labelled live rows
+    shadow_fit: ShadowFit | None = None  # this package's signature against Production's (None: not read this pass)
 
 
 @dataclass(frozen=True)
@@ -528,24 +558,46 @@ def _live_criteria(spec: ModelPackageSpec, status: ModelPackageStatus, world: Wo
 def _shadow(p: _Pass, spec: ModelPackageSpec, world: World, reqs: list[tuple[str, RequirementSpec | None]],
             metrics: Mapping[str, float]) -> None:
     """A candidate with spec.shadow gets a server of its own while another package holds Production; the
-    Production package's pass (woken by this status) points its server at it once it is ready."""
+    Production package's pass (woken by this status) points its server at it once it is ready. A candidate whose
+    signature needs an input Production's requests lack is refused (the Shadowing condition says which)."""
     granted = p.update.get("stage", p.status.stage)
     version, uri, digest = p.status.version or 0, p.status.uri or "", p.status.digest or ""
     holder = _production(world)
     before = p.status.shadow
     slot = shadow_slot(version)
     local, cluster = world.shadow_local, world.shadow_cluster
-    if spec.shadow is None or not digest or granted == "Production" or holder is None or not holder.version:
+
+    def stop_server() -> None:
         if local is not None and local.alive and local.digest == digest:
             p.actions.append(StopLocalServer(slot, digest))
         if cluster is not None and cluster.exists and cluster.owner_uid == world.package.uid:
             p.actions.append(DeleteServer(slot, cluster.resource_version))
+
+    if spec.shadow is None or not digest or granted == "Production" or holder is None or not holder.version:
+        stop_server()
         if before is not None and before.state != "Stopped":
             why = ("spec.shadow removed" if spec.shadow is None else "this package holds Production"
-                   if granted == "Production" else "no package holds Production")
+                   if granted == "Production" else "no package is in Production")
             p.update["shadow"] = _wire(before.model_copy(update={"state": "Stopped", "endpoint": None}))
             p.event("Normal", "ShadowStopped", f"shadow server for version {version} stopped: {why}")
+            p.condition("Shadowing", "False", "Stopped", f"shadow server stopped: {why}")
         return
+    metric = live_metric([r for _, r in reqs if r is not None], metrics)
+    same_holder = before is not None and before.production == holder.name and before.production_version == holder.version
+    fit = world.shadow_fit
+    if fit is None and same_holder and before is not None and before.state == "Refused":
+        stop_server()
+        return  # judged on these two signatures already (they are write-once)
+    if fit is not None and fit.refusal:
+        stop_server()
+        message = f"cannot shadow {holder.name} (version {holder.version}): {fit.refusal}"[:1000]
+        if not (same_holder and before is not None and before.state == "Refused"):
+            p.event("Warning", "ShadowRefused", message)
+        p.update["shadow"] = _wire(ShadowStatus.model_validate({
+            "state": "Refused", "production": holder.name, "productionVersion": holder.version, "metric": metric}))
+        p.condition("Shadowing", "False", "SignatureMismatch", message)
+        return
+    columns = list(fit.columns) if fit is not None else (before.columns if same_holder and before is not None else None)
     endpoint = None
     if world.executor == "local":
         if local is None or not local.alive or local.digest != digest:
@@ -560,9 +612,9 @@ def _shadow(p: _Pass, spec: ModelPackageSpec, world: World, reqs: list[tuple[str
         if (cluster is not None and cluster.exists and cluster.digest == digest
                 and cluster.owner_uid == world.package.uid and cluster.available):
             endpoint = cluster.url
-    metric = live_metric([r for _, r in reqs if r is not None], metrics)
     shadow: dict[str, Any] = {"state": "Shadowing" if endpoint else "Starting", "endpoint": endpoint,
-                              "production": holder.name, "productionVersion": holder.version, "metric": metric}
+                              "production": holder.name, "productionVersion": holder.version, "metric": metric,
+                              "columns": columns}
     score = world.live if world.live is not None and world.live.production == holder.name else None
     kept = before if before is not None and before.production == holder.name and before.metric == metric else None
     if score is not None:
@@ -575,6 +627,11 @@ def _shadow(p: _Pass, spec: ModelPackageSpec, world: World, reqs: list[tuple[str
         shadow.update(rows=kept.rows, candidateValue=kept.candidate_value, productionValue=kept.production_value,
                       record=kept.record)
     p.update["shadow"] = _wire(ShadowStatus.model_validate(shadow))
-    if endpoint and (before is None or before.endpoint != endpoint):
-        p.event("Normal", "ShadowStarted", f"shadow server {endpoint} for version {version} receives "
-                                           f"{spec.shadow.sampling_rate:.0%} of {holder.name}'s requests")
+    sent = f"{spec.shadow.sampling_rate:.0%} of {holder.name}'s requests" + (
+        f" (columns {', '.join(columns)})" if columns else "")
+    if endpoint:
+        p.condition("Shadowing", "True", "Shadowing", f"shadow server {endpoint} receives {sent}"[:1000])
+        if before is None or before.endpoint != endpoint:
+            p.event("Normal", "ShadowStarted", f"shadow server {endpoint} for version {version} receives {sent}"[:1000])
+    else:
+        p.condition("Shadowing", "Unknown", "Starting", f"starting the shadow server for version {version}")

@@ -3,6 +3,8 @@
 Both servers collect their predictions under the caller's row ids (the Production server forwards the request id
 to the shadow); feedback labels join them by row id. Only rows that both models answered and that have a label
 count, so the two values are comparable. Metrics are computed with numpy: the operator loads no scikit-learn.
+The join is kept in the bucket (storage/layout.live_rows) with the names of the objects it was read from, so
+each pass reads only the batches written since the last one.
 """
 
 from __future__ import annotations
@@ -12,34 +14,84 @@ import json
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
+from botocore.exceptions import ClientError
 
-from mloop.storage.artifacts import Store
-from mloop.storage.layout import collected_prefix, feedback_prefix
+from mloop.storage.artifacts import Store, missing
+from mloop.storage.layout import collected_prefix, feedback_prefix, live_rows
 
 LIVE_METRICS = {"classification": ("accuracy", "balanced_accuracy", "f1_macro"), "regression": ("r2", "rmse", "mae")}
+READ = ("label", "prediction", "prediction")  # the column each slot takes: feedback, Production's, the candidate's
 
 
-def _read(store: Store, prefix: str, columns: list[str]) -> dict[str, str]:
-    """row_id -> the JSON of the other column, from every Parquet batch under the prefix; the last one wins."""
-    out: dict[str, str] = {}
-    for key in sorted(store.list_keys(prefix)):
-        if not key.endswith(".parquet"):
-            continue
-        table = pq.read_table(io.BytesIO(store.get(key)), columns=columns)
-        out.update(zip(table.column(columns[0]).to_pylist(), table.column(columns[1]).to_pylist()))
-    return out
+class Joined:
+    """Row id -> [label, Production's prediction, the candidate's] (JSON text, None while missing), and the
+    objects already read into it. Stored in the bucket between passes, so a pass reads only objects it has not
+    seen: collection and feedback batches are write-once, so what was read stays true."""
+
+    def __init__(self, rows: dict[str, list[str | None]] | None = None, keys: set[str] | None = None):
+        self.rows, self.keys = rows or {}, keys or set()
+
+    @classmethod
+    def load(cls, store: Store, key: str) -> Joined:
+        raw = _get_or_none(store, key)
+        if raw is None:
+            return cls()
+        table = pq.read_table(io.BytesIO(raw))
+        keys = set(json.loads((table.schema.metadata or {}).get(b"mloop.keys", b"[]")))
+        columns = [table.column(n).to_pylist() for n in ("row_id", "label", "production", "candidate")]
+        return cls({r: [lab, prod, cand] for r, lab, prod, cand in zip(*columns)}, keys)
+
+    def save(self, store: Store, key: str) -> None:
+        ids = list(self.rows)
+        table = pa.table({"row_id": pa.array(ids, pa.string()),
+                          **{name: pa.array([self.rows[i][slot] for i in ids], pa.string())
+                             for slot, name in enumerate(("label", "production", "candidate"))}})
+        table = table.replace_schema_metadata({b"mloop.keys": json.dumps(sorted(self.keys)).encode()})
+        out = io.BytesIO()
+        pq.write_table(table, out, compression="zstd")
+        store.put(key, out.getvalue(), overwrite=True)
+
+    def add(self, store: Store, slot: int, prefix: str) -> bool:
+        """Read the batches under `prefix` not read before into column `slot`; the later object wins a row id."""
+        column = READ[slot]
+        new = sorted(k for k in store.list_keys(prefix) if k.endswith(".parquet") and k not in self.keys)
+        for key in new:
+            table = pq.read_table(io.BytesIO(store.get(key)), columns=["row_id", column])
+            for row_id, value in zip(table.column("row_id").to_pylist(), table.column(column).to_pylist()):
+                self.rows.setdefault(row_id, [None, None, None])[slot] = value
+            self.keys.add(key)
+        return bool(new)
+
+    def complete(self) -> tuple[list[Any], list[Any], list[Any]]:
+        """(labels, Production's predictions, the candidate's) on the rows all three have, in row-id order."""
+        ids = sorted(i for i, r in self.rows.items() if None not in r)
+        return tuple([json.loads(self.rows[i][slot]) for i in ids] for slot in range(3))  # type: ignore[return-value]
+
+
+def _get_or_none(store: Store, key: str) -> bytes | None:
+    try:
+        return store.get(key)
+    except ClientError as err:
+        if missing(err):
+            return None
+        raise
 
 
 def joined(store: Store, namespace: str, model: str, production_version: int,
            candidate_version: int) -> tuple[list[Any], list[Any], list[Any]]:
-    """(labels, Production's predictions, the candidate's) on the rows all three have, in row-id order."""
-    labels = _read(store, feedback_prefix(namespace, model), ["row_id", "label"])
-    production = _read(store, collected_prefix(namespace, model, production_version), ["row_id", "prediction"])
-    candidate = _read(store, collected_prefix(namespace, model, candidate_version), ["row_id", "prediction"])
-    ids = sorted(set(labels) & set(production) & set(candidate))
-    return ([json.loads(labels[i]) for i in ids], [json.loads(production[i]) for i in ids],
-            [json.loads(candidate[i]) for i in ids])
+    """(labels, Production's predictions, the candidate's) on the rows all three have, in row-id order; the
+    objects read in earlier passes are not read again."""
+    key = live_rows(namespace, model, candidate_version, production_version)
+    state = Joined.load(store, key)
+    changed = False
+    for slot, prefix in enumerate((feedback_prefix(namespace, model), collected_prefix(namespace, model, production_version),
+                                   collected_prefix(namespace, model, candidate_version))):
+        changed |= state.add(store, slot, prefix)
+    if changed:
+        state.save(store, key)
+    return state.complete()
 
 
 def metric_value(metric: str, y: list[Any], predicted: list[Any]) -> float:

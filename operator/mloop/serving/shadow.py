@@ -6,6 +6,7 @@ per target: the request path only appends to it; a full queue drops the request 
 each request to the target's /predict under the caller's request id, so the candidate's collection records its
 predictions under the same row ids as Production's. A slow or dead target costs its senders a timeout, never the
 caller.
+A target whose signature takes fewer inputs is sent only its own columns (the operator compared the signatures).
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ class Target:
     package: str
     url: str
     sampling_rate: float = 1.0
+    columns: tuple[str, ...] = ()  # the inputs its signature takes (all in ours); empty: every column
 
 
 def parse_targets(raw: str | bytes | None) -> list[Target]:
     """Targets from their JSON list: [{"package": ..., "url": ..., "samplingRate": ...}]."""
     if not raw:
         return []
-    return [Target(str(t["package"]), str(t["url"]).rstrip("/"), float(t.get("samplingRate", 1.0)))
-            for t in orjson.loads(raw)]
+    return [Target(str(t["package"]), str(t["url"]).rstrip("/"), float(t.get("samplingRate", 1.0)),
+                   tuple(str(c) for c in t.get("columns") or ())) for t in orjson.loads(raw)]
 
 
 def dump_targets(targets: list[dict[str, Any]]) -> str:
@@ -134,7 +136,7 @@ class Shadow:
             lane.wake.set()
 
     async def _send(self, lane: _Lane) -> None:
-        url = f"{lane.target.url}/predict"
+        url, columns = f"{lane.target.url}/predict", lane.target.columns
         headers = {"Content-Type": "application/json", "X-Mloop-Shadow": "1"}
         while True:
             if not lane.queue:
@@ -144,7 +146,8 @@ class Shadow:
             request_id, arrays = lane.queue.popleft()
             if self.metrics:
                 self.metrics.queued(lane.target.package, len(lane.queue))
-            body = orjson.dumps({"id": request_id, "inputs": {n: a.tolist() for n, a in arrays.items()},
+            sent = {n: arrays[n] for n in columns if n in arrays} if columns else arrays
+            body = orjson.dumps({"id": request_id, "inputs": {n: a.tolist() for n, a in sent.items()},
                                  "probabilities": False})
             outcome = "failed"
             try:

@@ -46,6 +46,11 @@ def live_score(namespace: str, model: str, candidate_version: int, production_ve
     return f"shadow/{namespace}/{model}/{candidate_version}-vs-{production_version}.json"
 
 
+def live_rows(namespace: str, model: str, candidate_version: int, production_version: int) -> str:
+    """The rows live scoring has joined so far and the objects they came from: each pass reads only new objects."""
+    return f"shadow/{namespace}/{model}/{candidate_version}-vs-{production_version}.rows.parquet"
+
+
 def drift_entry(namespace: str, before_hex: str, after_hex: str) -> str:
     """Drift between two dataset versions, computed once per pair (versions are immutable)."""
     return f"drift/{namespace}/{before_hex[:24]}-{after_hex[:24]}.json"
@@ -73,3 +78,8 @@ def erasure_filters(namespace: str, dataset: str) -> str:
 
 def erasure_audit(namespace: str, name: str, uid: str) -> str:
     return f"erasure/{namespace}/requests/{name}/{uid}/audit.json"
+
+
+def retention_audit(namespace: str, dataset: str, digest_hex: str) -> str:
+    """The audit record of a version deleted by retention (write-once), beside erasure's."""
+    return f"erasure/{namespace}/retention/{dataset}/{digest_hex.removeprefix('sha256:')}.json"
