@@ -327,6 +327,23 @@ def test_local_server_is_restarted_when_it_dies(served, api_client, namespace) -
     wait_for(lambda: get(f"{served['status']['endpoint']}/v2/health/ready")[0] == 200, timeout=60)
 
 
+def test_a_server_whose_state_was_never_written_is_replaced_not_left_beside_the_new_one(served, namespace) -> None:
+    """An operator killed between starting a server and writing its state file: the next pass finds the stray by
+    its command line, stops it, and serves on its port, so exactly one server answers the endpoint."""
+    from mloop.localcluster.stack import _alive
+    from mloop.serving.local import LocalServers
+
+    servers = LocalServers()
+    state = servers.state(namespace, "iris", "Production")
+    wait_for(lambda: get(f"{served['status']['endpoint']}/v2/health/ready")[0] == 200, timeout=60)
+    servers._state_path(namespace, "iris", "Production").unlink()  # the write that the kill prevented
+    fresh = wait_for(lambda: (s := servers.state(namespace, "iris", "Production")) and s["pid"] != state["pid"] and s,
+                     timeout=60)
+    assert fresh["port"] == state["port"]  # the endpoint stays the same
+    wait_for(lambda: not _alive(state["pid"]), timeout=30)  # the stray is gone, not serving beside the new one
+    wait_for(lambda: get(f"{served['status']['endpoint']}/v2/health/ready")[0] == 200, timeout=60)
+
+
 def test_server_stops_when_the_package_leaves_serving(served, kubectl, api_client, namespace) -> None:
     from mloop.localcluster.stack import _alive
     from mloop.serving.local import LocalServers

@@ -58,7 +58,11 @@ class LocalServers:
             what = "rolled"
         elif state:
             what = "restarted"
-        port = state["port"] if state else free_port()
+        port = state["port"] if state else None
+        for pid, stray_port in self._strays(shadow_file):  # a pass killed between starting a server and its state
+            self._terminate(pid)
+            port, what = port or stray_port, "restarted"
+        port = port or free_port()
         log = open(self.dir / f"{namespace}.{model}.{stage.lower()}.log", "ab")  # noqa: SIM115 - handed to the child
         argv = [sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest, "--port", str(port),
                 "--stage", stage, "--sampling-rate", str(sampling), "--flush-seconds", "2", "--runtime", runtime,
@@ -70,6 +74,25 @@ class LocalServers:
         self._write(path, {"pid": proc.pid, "port": port, "digest": digest, "runtime": runtime, "started": time.time(),
                            "shadows": shadows, "shadowFile": str(shadow_file)})
         return f"http://127.0.0.1:{port}", what
+
+    @staticmethod
+    def _strays(shadow_file: Path) -> list[tuple[int, int]]:
+        """(pid, port) of live servers for this slot, found by their command line (its --shadow-file is the slot's):
+        a supervisor leads its own session, and its forked workers end with it."""
+        marker = b"\0--shadow-file\0" + os.fsencode(shadow_file) + b"\0"
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes()
+                pid = int(entry.name)
+                if marker in b"\0" + argv and os.getsid(pid) == pid and alive(pid):
+                    args = argv.split(b"\0")
+                    found.append((pid, int(args[args.index(b"--port") + 1])))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile, or not ours
+        return found
 
     @staticmethod
     def _write(path: Path, value: object) -> None:
