@@ -70,6 +70,9 @@ def test_dev_up_node_runs_a_pod_and_down_removes_everything(tmp_path: Path) -> N
         subprocess.run([*kubectl, "wait", "--for=condition=Ready", "pod/left-running", "--timeout=120s"],
                        check=True, capture_output=True)
         assert _leftovers(tmp_path)["veths"]
+        # Its CLI has exited, but a `dev up` stack is meant to outlive it: the next start must not reap it.
+        with pytest.raises(NodeUnavailable, match="already running"):
+            preflight()
     finally:
         down = _mloop("dev", "down", env=env)
     assert down.returncode == 0, down.stderr
@@ -89,3 +92,61 @@ def test_node_without_root_says_so_and_starts_nothing() -> None:
         assert not (home / "dev" / "state.json").exists()
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+# A test run killed with SIGKILL: its node stack (own sessions) keeps running with a pod on it, and holds the bridge
+# and 127.0.0.1:10250.
+KILLED_RUN = """
+import os, signal, subprocess, sys
+from pathlib import Path
+from mloop.localcluster import LocalStack
+info = LocalStack(Path(sys.argv[1]), node=True).start()
+kubectl = [str(Path(sys.executable).with_name("kubectl")), "--kubeconfig", info.kubeconfig]
+subprocess.run([*kubectl, "run", "left", "--image=" + sys.argv[2], "--image-pull-policy=IfNotPresent"], check=True)
+subprocess.run([*kubectl, "wait", "--for=condition=Ready", "pod/left", "--timeout=120s"], check=True)
+print("up", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_next_start_reaps_a_killed_runs_node_and_only_it() -> None:
+    from mloop.localcluster import LocalStack
+
+    try:
+        preflight()
+    except NodeUnavailable as exc:
+        pytest.skip(f"real-node suite: {exc}")
+    tmp_path = Path(tempfile.mkdtemp(prefix="mloop-reap-"))  # containerd's socket path must stay short
+    try:
+        _reaps(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _reaps(tmp_path: Path) -> None:
+    from mloop.localcluster import LocalStack
+
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    run = subprocess.run([sys.executable, "-c", KILLED_RUN, str(dead), PAUSE_IMAGE], capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert run.returncode == -9 and "up" in run.stdout, run.stderr[-2000:]
+    left = _leftovers(tmp_path)
+    assert left["bridge"] and left["veths"] and any("kubelet" in p for p in left["processes"]), left
+    # Not ours though it names the dead stack's folder: a reaper must leave it running.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", str(dead / "kubeconfig")])
+    live = LocalStack(tmp_path / "next", node=True)
+    try:
+        live.start()  # reaps the dead node first: otherwise "127.0.0.1:10250: address already in use"
+        assert not [p for p in _leftovers(dead)["processes"] if "time.sleep" not in p], _leftovers(dead)
+        assert _leftovers(dead)["mounts"] == []
+        assert bystander.poll() is None
+        # A live stack's node is never reaped: this process holds it.
+        with pytest.raises(NodeUnavailable, match="already running"):
+            preflight()
+    finally:
+        live.stop()
+        bystander.kill()
+        bystander.wait()
+    assert _leftovers(tmp_path) == {"processes": [], "mounts": [], "kube chains": [], "bridge rules": [],
+                                    "service route": False, "bridge": False, "veths": False}

@@ -68,7 +68,7 @@ def ensure_stack(with_operator: bool = False, node: bool = False) -> StackInfo:
         started = time.monotonic()
         what = " and a node (containerd, kubelet, kube-proxy, scheduler)" if node else ""
         with console.status(f"Starting etcd, kube-apiserver, kube-controller-manager and the S3 server{what}…"):
-            stack = LocalStack(directory, binaries, node=node)
+            stack = LocalStack(directory, binaries, node=node, detached=True)
             info = stack.start()
             install_crds(info.kubeconfig)
         console.print(f"[green]Local stack up[/]{' with a node' if node else ''} in "

@@ -109,9 +109,109 @@ def preflight() -> None:
         raise NodeUnavailable("the test-bed node (--node) needs: " + "; ".join(missing)
                               + ". As root, `make node-deps` installs the packages.")
     owner = _bridge_owner()
-    if owner is not None:
+    if owner is not None and not reap_if_dead(Path(owner)):
         raise NodeUnavailable(f"a test-bed node is already running on this machine (bridge {BRIDGE}, stack {owner}); "
                               "stop it first (`mloop dev down` with its MLOOP_DEV_DIR)")
+
+
+OWNER_FILE = "node-owner.json"
+# What a stack starts, in the order to stop them (newest first: kube-apiserver stalls when etcd goes first).
+STACK_PROGRAMS = ("kube-proxy", "kubelet", "kube-scheduler", "containerd", "kube-controller-manager",
+                  "kube-apiserver", "versitygw", "etcd")
+
+
+def _start_time(pid: int) -> str:
+    """The process's start (clock ticks since boot): with the pid, it names one process, not a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def claim(directory: Path, detached: bool, owns_dir: bool) -> None:
+    """Written before the bridge exists, so the next start can tell a dead stack from a live one. A stack held by a
+    process (a test run) dies with it; a detached one (`mloop dev up`) lives until one of its processes is gone."""
+    pid = os.getpid()
+    directory.joinpath(OWNER_FILE).write_text(json.dumps(
+        {"pid": pid, "start": _start_time(pid), "detached": detached, "owns_dir": owns_dir}))
+
+
+def _stack_dead(directory: Path) -> bool:
+    try:
+        owner = json.loads(directory.joinpath(OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        owner = {}
+    holder = int(owner.get("pid", 0) or 0)
+    if holder and _start_time(holder) == owner.get("start"):
+        return False  # its test run or `dev up` is still there (perhaps still starting it)
+    if owner and not owner.get("detached"):
+        return True
+    try:  # detached, or written by an older mloop: dead once any of its processes is
+        pids = json.loads(directory.joinpath("state.json").read_text())["pids"]
+    except (OSError, ValueError, KeyError):
+        return True
+    return any(not Path(f"/proc/{pid}").is_dir() for name, pid in pids.items() if name != "operator")
+
+
+def _stack_processes(directory: Path) -> dict[str, list[int]]:
+    """Our programs whose command line names a path under `directory`, by program; nothing else is touched."""
+    prefix = str(directory) + "/"
+    found: dict[str, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        name = os.path.basename(argv[0])
+        if name in STACK_PROGRAMS and any(prefix in arg for arg in argv[1:]):
+            found.setdefault(name, []).append(int(proc.name))
+    return found
+
+
+def reap_if_dead(directory: Path) -> bool:
+    """Tear down the node of a stack whose owner is gone (a killed test run leaves kubelet on 127.0.0.1:10250 and the
+    bridge, and the next start fails). True when nothing of it is left; False when it is alive and must stay.
+    Only processes of our programs whose command line is under that stack's folder are stopped."""
+    if not directory.is_absolute() or directory == Path("/") or not _stack_dead(directory):
+        return False
+    procs = _stack_processes(directory)
+    if procs.get("kubelet") and procs.get("kube-apiserver") and directory.joinpath("kubeconfig").is_file():
+        drain(directory / "kubeconfig", timeout=60)  # its pods end cleanly while its kubelet still runs
+    for name in STACK_PROGRAMS:
+        for pid in procs.get(name, []):
+            _terminate(pid)
+    bindir: Path | None = None
+    try:
+        bindir = Path(json.loads(directory.joinpath("state.json").read_text())["node"]) or None
+    except (OSError, ValueError, KeyError):
+        pass
+    teardown(directory, bindir)
+    try:
+        owns_dir = json.loads(directory.joinpath(OWNER_FILE).read_text()).get("owns_dir")
+    except (OSError, ValueError):
+        owns_dir = False
+    if owns_dir:  # a test run's temporary folder: the node's images alone are gigabytes
+        shutil.rmtree(directory, ignore_errors=True)
+    return _bridge_owner() is None
+
+
+def _terminate(pid: int, timeout: float = 15.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return
+            if state in ("Z", "X"):
+                return
+            time.sleep(0.1)
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -101,11 +101,13 @@ class LocalStack:
     """
 
     def __init__(self, directory: Path | None = None, binaries: Binaries | None = None, bucket: str = DEFAULT_BUCKET,
-                 node: bool = False):
+                 node: bool = False, detached: bool = False):
         """node=True adds a real node (node.py): pods then reach S3 and the API server at the bridge's gateway,
-        so those two listen there instead of on 127.0.0.1."""
+        so those two listen there instead of on 127.0.0.1. detached=True: the stack outlives the process that
+        starts it (`mloop dev up`); otherwise a later node start reaps it once that process is gone."""
         self._owns_dir = directory is None
         self.node = node
+        self.detached = detached
         self._node_bindir: Path | None = None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="mloop-stack-"))
         self.binaries = binaries or find_binaries()
@@ -129,6 +131,7 @@ class LocalStack:
             self._node_bindir = localnode.binaries_dir()
         try:
             if self.node:
+                localnode.claim(self.dir, self.detached, self._owns_dir)
                 localnode.network_up(self.dir)
                 host = localnode.GATEWAY
             self._certs = generate(self.dir / "pki")
