@@ -118,14 +118,78 @@ def test_filter_matches_keys_as_text_and_integral_numbers() -> None:
     assert token(True) == "true" and token(float("nan")) is None
 
 
-@pytest.mark.parametrize("has_policy,words", [(True, "its retrain policy retrains"), (False, "it has no retrain policy")])
-def test_a_production_package_on_erased_data_asks_its_requirement_to_retrain(has_policy, words) -> None:
-    asked = decide.requirement_outcome("dsr", [], ["buyers-1"], has_policy, 1, NOW)
+@pytest.mark.parametrize("has_policy,started,reason,words", [
+    (True, "req-erasure-1234abcd on people@0123456789ab", "RetrainStarted", "its retrain policy started req-erasure"),
+    (True, None, "RetrainNeeded", "could not start a retrain"),
+    (False, None, "RetrainNeeded", "it has no retrain policy")])
+def test_a_production_package_on_erased_data_retrains_or_asks_its_requirement(has_policy, started, reason,
+                                                                              words) -> None:
+    asked = decide.requirement_outcome("dsr", [], ["buyers-1"], has_policy, 1, NOW, started)
     (cond,) = asked.status["conditions"]
     assert cond["type"] == "ProductionTrainedOnErasedData" and "buyers-1" in cond["message"] and words in cond["message"]
-    assert asked.events[0].reason == "RetrainNeeded"
-    again = decide.requirement_outcome("dsr", [decide.Condition.model_validate(cond)], ["buyers-1"], has_policy, 1, NOW)
+    assert cond["reason"] == reason and asked.events[0].reason == reason
+    again = decide.requirement_outcome("dsr", [decide.Condition.model_validate(cond)], ["buyers-1"], has_policy, 1, NOW,
+                                       started)
     assert again.status == {}
+
+
+def test_one_retrain_name_per_request_and_requirement() -> None:
+    name = decide.retrain_name("r" * 63, "0123456789abcdef")
+    assert name == "r" * 45 + "-erasure-01234567" and len(name) <= 63
+    assert decide.retrain_name("buyers", "0123456789abcdef") == decide.retrain_name("buyers", "0123456789abcdef")
+
+
+def test_collection_datasets_of_models_trained_on_erased_data_are_targets() -> None:
+    collected = decide.DatasetView(name="served", roles={"pid": "feature"}, source="collection", model="buyers")
+    combined = view("all", parents=["people", "served"])
+    unrelated = decide.DatasetView(name="other-served", roles={}, source="collection", model="other")
+    found, models = decide.targets(SPEC, {d.name: d for d in (view("people"), collected, combined, unrelated)},
+                                   {"people": {"buyers"}})
+    assert [(t.name, t.recut) for t in found] == [("people", True), ("served", True), ("all", False)]
+    assert models == ["buyers"]
+    assert decide.targets(SPEC, {"people": view("people"), "served": collected})[1] == []
+
+
+def test_collected_predictions_match_by_the_served_row() -> None:
+    from mloop.data.erasure import collected_matching
+
+    salt = "00" * 16
+    frame = pd.DataFrame({"row_id": ["a", "b", "c"],
+                          "inputs": ['{"pid": 1001, "x": 1.0}', '{"pid": 1002, "x": 2.0}', '{"x": 3.0}']})
+    hashes = {subject_hash(salt, "1001")}
+    assert collected_matching(frame, "pid", salt, hashes).tolist() == [True, False, False]
+    assert not collected_matching(frame, "other", salt, hashes).any()
+    assert not collected_matching(pd.DataFrame({"pid": [1001]}), "pid", salt, hashes).any()
+
+
+def _version(v: str, days_old: int) -> decide.DatasetVersion:
+    from datetime import timedelta
+
+    return decide.DatasetVersion(version=v, digest="sha256:" + v + "0" * 52, rows=3,
+                                 created_at=NOW - timedelta(days=days_old), uri=f"s3://b/{v}/")
+
+
+def test_retention_deletes_what_no_production_package_needs_and_names_what_it_keeps() -> None:
+    old, pinned, current = _version("a" * 12, 9), _version("b" * 12, 8), _version("c" * 12, 0)
+    status = DatasetStatus(version=current.version, versions=[old, pinned, current])
+    holds = {pinned.version: "Production ModelPackage m-1 depends on it (TrainingRun r trained on d@bbbbbbbbbbbb)"}
+    deleted, held = decide.retention_split([old, pinned], holds)
+    assert (deleted, held) == ([old], [pinned])
+    outcome = decide.retention_outcome(status, deleted, held, holds, 7, 1, NOW)
+    assert [v.get("expired", False) for v in outcome.status["versions"]] == [True, False, False]
+    assert outcome.status["expired"] == [old.version]
+    (cond,) = outcome.status["conditions"]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("RetentionHeld", "True", "ProductionDependsOn")
+    assert f"version {pinned.version} is past the retention of 7 days but kept: Production ModelPackage m-1" in cond[
+        "message"]
+    assert [e.reason for e in outcome.events] == ["VersionExpired", "RetentionHeld"]
+    # Held again on the next pass: nothing to write, no second event.
+    later = DatasetStatus(version=current.version, versions=[old, pinned, current],
+                          conditions=[decide.Condition.model_validate(cond)])
+    assert decide.retention_outcome(later, [], [pinned], holds, 7, 1, NOW) == decide.Outcome()
+    # The package left Production: the version goes and the condition says nothing is held.
+    released = decide.retention_outcome(later, [pinned], [], {}, 7, 1, NOW)
+    assert released.status["conditions"][0]["status"] == "False" and released.status["expired"] == [pinned.version]
 
 
 def test_an_ingest_task_spec_copies_no_erased_inline_row() -> None:

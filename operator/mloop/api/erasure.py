@@ -88,10 +88,16 @@ class ErasureRequestStatus(ApiModel):
         default=None, description="dataset@version whose data objects were deleted, a tombstone left in their place.")
     datasets_recut: Touched | None = Field(default=None, description="dataset@version cut without the subjects' rows.")
     tasks_erased: Touched | None = Field(default=None, description="Task records (tasks/) that copied the rows, erased.")
+    collected_cleaned: Touched | None = Field(
+        default=None, description="Served models whose collected predictions (and their feedback) held a subject's "
+                                  "rows: model: batches rewritten without them.")
     runs_flagged: Touched | None = Field(default=None, description="TrainingRuns trained on an erased version.")
     packages_flagged: Touched | None = Field(default=None, description="ModelPackages built from such a run.")
     requirements_asked: Touched | None = Field(
         default=None, description="Requirements whose Production package was trained on erased data: asked to retrain.")
+    retrains_started: Touched | None = Field(
+        default=None, description="Retrainings started by a Requirement's retrain policy on the cleaned data: "
+                                  "requirement: run on dataset@version.")
     audit: Annotated[str, Field(max_length=1024)] | None = Field(
         default=None, description="s3:// URI of the audit record (salted hashes only, never the keys).")
     completed_at: datetime | None = Field(default=None, description="When the request reached Complete.")
@@ -129,6 +135,7 @@ class EraseTaskSpec(Wire):
     salt: str
     hashes: list[str]
     targets: list[EraseTarget]
+    models: list[str] = []  # served models whose collected predictions may carry the subject column
 
 
 class TombstonedVersion(Wire):
@@ -145,5 +152,6 @@ class EraseResult(TaskResult):
     tombstoned: list[TombstonedVersion] = []
     recut: dict[str, dict[str, Any]] = {}  # dataset -> the new version: version, digest, rows, uri, createdAt
     tasks: list[str] = []
+    collected: dict[str, int] = {}  # model -> collected and feedback batches rewritten without the subjects' rows
     rows_erased: int = 0
     remaining: list[str] = []  # objects a final scan still found holding a subject

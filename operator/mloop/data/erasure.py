@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from mloop.storage.artifacts import Store
-from mloop.storage.layout import erasure_filters
+from mloop.storage.artifacts import AlreadyExists, Store
+from mloop.storage.layout import erasure_filters, tombstone
 
 if TYPE_CHECKING:  # the operator hashes keys without loading pandas; only the workloads filter frames
     import pandas as pd
@@ -60,6 +60,25 @@ def matching(frame: pd.DataFrame, column: str, salt: str, hashes: set[str]) -> p
     if column not in frame.columns or frame.empty:
         return pd.Series(False, index=frame.index)
     return pd.Series([h in hashes for h in column_hashes(frame, column, salt)], index=frame.index)
+
+
+def collected_matching(frame: pd.DataFrame, column: str, salt: str, hashes: set[str]) -> pd.Series:
+    """The rows of a batch of served predictions (serving/collector: the request's row as JSON in `inputs`) whose
+    subject is erased; all False when the served rows do not carry the column."""
+    import pandas as pd
+
+    if "inputs" not in frame.columns or frame.empty:
+        return pd.Series(False, index=frame.index)
+
+    def erased(inputs: Any) -> bool:
+        try:
+            row = json.loads(inputs) if isinstance(inputs, (str, bytes)) else None
+        except ValueError:
+            return False
+        value = token(row.get(column)) if isinstance(row, dict) else None
+        return value is not None and subject_hash(salt, value) in hashes
+
+    return pd.Series([erased(v) for v in frame["inputs"].tolist()], index=frame.index)
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -116,3 +135,14 @@ def without_erased_rows(spec: dict[str, Any], filters: list[dict[str, Any]]) -> 
     if len(rows) == len(inline["rows"]):
         return spec
     return {**spec, "source": {**spec["source"], "inline": {**inline, "rows": rows}}}
+
+
+def bury(store: Store, prefix: str, files: Iterable[str], stone: dict[str, Any]) -> None:
+    """The one deletion path of a version or task folder (erasure and retention): the tombstone first
+    (write-once), then every file but the manifest, so lineage still resolves and says why the data is gone."""
+    try:
+        store.put_json(tombstone(prefix), stone)
+    except AlreadyExists:
+        pass
+    for file in sorted(set(files) - {"manifest.json", "tombstone.json"}):
+        store._call(store.client.delete_object, Key=prefix + file)

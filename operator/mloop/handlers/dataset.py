@@ -17,12 +17,13 @@ from mloop.api.tasks import IngestResult, IngestTaskSpec, ParentPin, Task, task_
 from mloop.data.erasure import load_filters, without_erased_rows
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit
+from mloop.handlers.erasure import expire
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import get_object
 from mloop.reconcile import dataset as decide
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
 from mloop.storage.artifacts import StorageUnavailable, operator_store
-from mloop.storage.layout import dataset_prefix, task_prefix
+from mloop.storage.layout import task_prefix
 
 
 def ingest_task(namespace: str, name: str, uid: str, task: str, spec: DatasetSpec) -> Task:
@@ -59,8 +60,10 @@ def _parents(spec: DatasetSpec, namespace: str, datasets: kopf.Index) -> tuple[l
 
 
 @measured("Dataset")
-def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str, Any] | None:
-    """One pass; returns what commit() returned (None: the object moved on before this pass could write)."""
+def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index,
+                      indexes: Mapping[str, kopf.Index] | None = None) -> dict[str, Any] | None:
+    """One pass; returns what commit() returned (None: the object moved on before this pass could write).
+    `indexes`: the handler's kopf indexes, which retention needs (a parent's event passes none)."""
     meta = body["metadata"]
     namespace, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation", 1)
     now = utcnow()
@@ -94,7 +97,7 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str
                     "phase") == "Ready":
                 # A parent that moved while the task ran was skipped by parent_moved (a task was in flight): look
                 # now, or the new version would wait for the parent's next event.
-                return reconcile_dataset(written, datasets)
+                return reconcile_dataset(written, datasets, indexes)
             return written
 
         if (status.observed_generation != generation and status.version and spec.source.s3 is None
@@ -124,10 +127,8 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index) -> dict[str
 
         retention = spec.governance.retention_days if spec.governance else None
         gone = decide.expired_versions(status, retention, now)
-        if gone:
-            for version in gone:
-                store.delete_prefix(dataset_prefix(namespace, name, version.digest.removeprefix("sha256:")))
-            return commit(body, decide.mark_expired(status, [v.version for v in gone], now))
+        if gone and retention:  # erasure's deletion path: tombstones, audit, never under a Production package
+            return commit(body, expire(body, status, gone, retention, indexes))
         return commit(body, Outcome())
     except StorageUnavailable as err:
         return commit(body, decide.waiting(status, "StorageUnavailable", f"{err}; retrying", generation, now))
@@ -163,13 +164,13 @@ def derived_by_parent(namespace: str, body: kopf.Body, spec: kopf.Spec, **_: Any
 @kopf.on.create(GROUP, VERSION, "datasets")
 @kopf.on.update(GROUP, VERSION, "datasets", field="spec")
 @kopf.on.resume(GROUP, VERSION, "datasets")
-def dataset_changed(body: kopf.Body, datasets_by_name: kopf.Index, **_: Any) -> None:
-    reconcile_dataset(body, datasets_by_name)
+def dataset_changed(body: kopf.Body, datasets_by_name: kopf.Index, **kwargs: Any) -> None:
+    reconcile_dataset(body, datasets_by_name, kwargs)
 
 
 @kopf.timer(GROUP, VERSION, "datasets", interval=get_settings().poll_interval, sharp=False, when=_in_flight)
-def dataset_tick(body: kopf.Body, datasets_by_name: kopf.Index, **_: Any) -> None:
-    reconcile_dataset(body, datasets_by_name)
+def dataset_tick(body: kopf.Body, datasets_by_name: kopf.Index, **kwargs: Any) -> None:
+    reconcile_dataset(body, datasets_by_name, kwargs)
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")

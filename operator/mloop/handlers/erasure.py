@@ -7,7 +7,9 @@ dropped: they never reach status, events, logs or the task (which gets the hashe
 from __future__ import annotations
 
 import base64
+import copy
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -18,20 +20,22 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from mloop.api.common import Condition, utcnow
-from mloop.api.dataset import DatasetStatus
+from mloop.api.common import Condition, iso, utcnow
+from mloop.api.dataset import DatasetStatus, DatasetVersion
 from mloop.api.erasure import EraseResult, EraseTaskSpec, ErasureRequestSpec, ErasureRequestStatus
 from mloop.api.kinds import API_VERSION, GROUP, VERSION
 from mloop.api.tasks import Task, task_name
 from mloop.config import get_settings
-from mloop.data.erasure import parse_keys, subject_hash
+from mloop.data.erasure import bury, parse_keys, subject_hash
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit
+from mloop.handlers.requirement import start_retrain
 from mloop.k8s.client import api_client, get_object
 from mloop.reconcile import erasure as decide
 from mloop.reconcile.outcome import Outcome, describe_validation_error
 from mloop.storage.artifacts import AlreadyExists, StorageUnavailable, missing, operator_store
-from mloop.storage.layout import erasure_audit, erasure_filters, erasure_salt, task_prefix
+from mloop.storage.layout import (dataset_prefix, erasure_audit, erasure_filters, erasure_salt, retention_audit,
+                                  task_prefix)
 
 log = logging.getLogger("mloop.handlers.erasure")
 
@@ -95,8 +99,15 @@ def _views(namespace: str, index: kopf.Index) -> dict[str, decide.DatasetView]:
         views[entry["name"]] = decide.DatasetView(
             name=entry["name"], roles={c["name"]: c.get("role", "feature") for c in status.get("columns") or []},
             parents=decide.parents_of(namespace, spec), digest=status.get("digest"), task=status.get("task"),
-            source=source)
+            source=source, model=((spec.get("source") or {}).get("collection") or {}).get("model"))
     return views
+
+
+def _models_by_dataset(namespace: str, views: Mapping[str, decide.DatasetView], runs: kopf.Index,
+                       packages: kopf.Index) -> dict[str, set[str]]:
+    """Dataset -> the registered models of packages built from runs trained on it (from the indexes)."""
+    return {name: {p["model"] for run in runs.get((namespace, name), [])
+                   for p in packages.get((namespace, run["name"]), []) if p.get("model")} for name in views}
 
 
 def _commit_fresh(plural: str, namespace: str, name: str, outcome_for: Any) -> bool:
@@ -111,7 +122,8 @@ def _commit_fresh(plural: str, namespace: str, name: str, outcome_for: Any) -> b
 
 
 def _apply(body: Mapping[str, Any], spec: ErasureRequestSpec, status: ErasureRequestStatus, result: EraseResult,
-           runs_by_dataset: kopf.Index, packages_by_run: kopf.Index) -> tuple[list[str], list[str], list[str], str]:
+           runs_by_dataset: kopf.Index, packages_by_run: kopf.Index
+           ) -> tuple[list[str], list[str], list[str], str, list[str]]:
     """Applying: every write is idempotent (conditional, or write-once), so a second pass after a kill is harmless."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -135,7 +147,7 @@ def _apply(body: Mapping[str, Any], spec: ErasureRequestSpec, status: ErasureReq
             return decide.flag_outcome(name, conditions, f"trained on erased version {st.get('dataset')}",
                                        obj["metadata"].get("generation"), now)
         _commit_fresh("trainingruns", namespace, run, flag_run)
-    packages = sorted({p for run in runs for p in packages_by_run.get((namespace, run), [])})
+    packages = sorted({p["name"] for run in runs for p in packages_by_run.get((namespace, run), [])})
     for package in packages:
         def flag_package(obj: Mapping[str, Any]) -> Outcome:
             conditions = [Condition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []]
@@ -144,18 +156,34 @@ def _apply(body: Mapping[str, Any], spec: ErasureRequestSpec, status: ErasureReq
                                        obj["metadata"].get("generation"), now)
         _commit_fresh("modelpackages", namespace, package, flag_package)
 
-    production: dict[str, list[str]] = {}  # requirement -> its Production packages trained on erased data
+    production: dict[str, list[dict[str, Any]]] = {}  # requirement -> its live packages trained on erased data
     for package in packages:
         obj = get_object("modelpackages", namespace, package) or {}
-        if (obj.get("status") or {}).get("stage") == "Production":
+        pkg_status = obj.get("status") or {}
+        serving = any(c.get("type") == "Serving" and c.get("status") == "True" for c in pkg_status.get("conditions") or [])
+        if pkg_status.get("stage") == "Production" or serving:
             for ref in obj["spec"].get("requirementRefs") or []:
                 if (ref.get("namespace") or namespace) == namespace:
-                    production.setdefault(ref["name"], []).append(package)
+                    production.setdefault(ref["name"], []).append(obj)
+    retrains: list[str] = []
     for requirement, held in sorted(production.items()):
-        def ask_retrain(obj: Mapping[str, Any], held: list[str] = held) -> Outcome:
+        req = get_object("requirements", namespace, requirement)
+        if req is None:
+            continue
+        policy = dict(req["spec"].get("retrain") or {})
+        started = None
+        if policy and policy.get("enabled", True):
+            started, waiting = _start_retrain(namespace, name, uid, requirement, policy, held[0], result)
+            if waiting:
+                raise _Waiting(waiting)
+            if started:
+                retrains.append(f"{requirement}: {started}")
+
+        def ask_retrain(obj: Mapping[str, Any], held: list[dict[str, Any]] = held, started: str | None = started,
+                        policy: dict[str, Any] = policy) -> Outcome:
             conditions = [Condition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []]
-            return decide.requirement_outcome(name, conditions, held, bool(obj["spec"].get("retrain")),
-                                              obj["metadata"].get("generation"), now)
+            return decide.requirement_outcome(name, conditions, [p["metadata"]["name"] for p in held], bool(policy),
+                                              obj["metadata"].get("generation"), now, started)
         _commit_fresh("requirements", namespace, requirement, ask_retrain)
 
     store = operator_store()
@@ -165,12 +193,47 @@ def _apply(body: Mapping[str, Any], spec: ErasureRequestSpec, status: ErasureReq
               "keysFrom": spec.keys_from.to_wire(), "datasets": sorted(touched),
               "rowsErased": result.rows_erased, "versionsTombstoned": [v.to_wire() for v in result.tombstoned],
               "datasetsRecut": result.recut, "tasksErased": result.tasks, "runsFlagged": runs,
-              "packagesFlagged": packages, "requirementsAsked": sorted(production), "completedAt": now.isoformat()}
+              "packagesFlagged": packages, "requirementsAsked": sorted(production), "retrainsStarted": retrains,
+              "completedAt": now.isoformat()}
     try:
         store.put_json(key, record)
     except AlreadyExists:  # an earlier pass wrote it
         pass
-    return runs, packages, sorted(production), store.uri(key)
+    return runs, packages, sorted(production), store.uri(key), retrains
+
+
+class _Waiting(Exception):
+    """Applying cannot finish yet (a cleaned version is still being cut): the timer's next pass goes on."""
+
+
+def _start_retrain(namespace: str, request: str, uid: str, requirement: str, policy: Mapping[str, Any],
+                   package: Mapping[str, Any], result: EraseResult) -> tuple[str | None, str | None]:
+    """The Requirement's retrain policy applied to the cleaned data: its template run on the version, without the
+    subjects, of the Dataset the live package was trained on; packaged for the policy's stage. Returns (what was
+    started, or None when it cannot be; what it still waits for)."""
+    run = get_object("trainingruns", namespace, package["spec"]["trainingRunRef"]["name"]) or {}
+    dataset = str((run.get("status") or {}).get("dataset") or "").rpartition("@")[0]
+    template_ref = policy.get("templateRunRef") or {}
+    template = get_object("trainingruns", template_ref.get("namespace") or namespace, template_ref.get("name", ""))
+    if not dataset or template is None:
+        return None, None
+    ds = get_object("datasets", namespace, dataset)
+    if ds is None:
+        return None, None
+    ds_status = ds.get("status") or {}
+    version = ds_status.get("version")
+    erased = {v.version for v in result.tombstoned if v.dataset == dataset}
+    if ds_status.get("phase") == "Failed" and not ds_status.get("task"):
+        return None, None  # no cleaned version will come by itself: the Requirement is asked instead
+    if not version or version in erased or ds_status.get("task"):
+        return None, f"Dataset {dataset} is cutting its version without the subjects; the retrain starts on it"
+    run_name = decide.retrain_name(requirement, uid)
+    retrain_of = {"mloop.dev/erasure": request}
+    # The model was trained on the subjects: its replacement needs to meet the criteria, not beat it.
+    start_retrain(namespace, requirement, run_name, template["spec"], {"name": dataset, "version": version},
+                  package["spec"]["model"], policy.get("promoteTo", "Production"), package["spec"].get("serve"),
+                  retrain_of, require_improvement=False)
+    return f"{run_name} on {dataset}@{version}", None
 
 
 def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.Index, packages: kopf.Index) -> None:
@@ -205,14 +268,23 @@ def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.
             return
         if status.phase == "Applying":
             result = EraseResult.model_validate(store.get_json(task.prefix + "result.json"))
-            flagged_runs, flagged_packages, asked, audit = _apply(body, spec, status, result, runs, packages)
-            commit(body, decide.complete(status, flagged_runs, flagged_packages, asked, audit, generation, now).outcome())
+            try:
+                flagged_runs, flagged_packages, asked, audit, retrains = _apply(body, spec, status, result, runs,
+                                                                                 packages)
+            except _Waiting as waiting:
+                d = decide._Draft(status, generation, now)
+                d.wait("WaitingForCleanedVersion", str(waiting))
+                commit(body, d.decision().outcome())
+                return
+            commit(body, decide.complete(status, flagged_runs, flagged_packages, asked, audit, generation, now,
+                                         retrains).outcome())
             return
 
         views = _views(namespace, datasets)
         salt = _salt(namespace)
         keys = _keys(namespace, spec, salt)
-        decision = decide.plan(spec, status, views, keys, task.name, generation, now)
+        decision = decide.plan(spec, status, views, keys, task.name, generation, now,
+                               _models_by_dataset(namespace, views, runs, packages))
         for start in decision.of(decide.StartErase):
             for target in start.targets:  # the standing filter first: an ingestion from now on drops the subjects
                 key = erasure_filters(namespace, target.name) + f"{uid}.json"
@@ -223,13 +295,101 @@ def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.
                     pass
             store.put_json(task.prefix + "spec.json", EraseTaskSpec(
                 namespace=namespace, name=name, uid=uid, column=spec.subject_column, salt=salt, hashes=keys.hashes,
-                targets=start.targets).to_wire(), overwrite=True)
+                targets=start.targets, models=start.models).to_wire(), overwrite=True)
             executor.submit(task)
         commit(body, decision.outcome())
     except StorageUnavailable as err:
         d = decide._Draft(status, generation, now)
         d.wait("StorageUnavailable", f"{err}; retrying")
         commit(body, d.decision().outcome())
+
+
+# --- retention: deletes through the erasure path, never what a Production package depends on ------------------
+
+_VERSION_LABEL = re.compile(r"^([a-z0-9][-a-z0-9.]*)@([0-9a-f]{12})$")
+
+
+_PARENTS: dict[tuple[str, str, str], list[tuple[str, str]]] = {}  # manifests are write-once: read each once
+
+
+def _version_parents(namespace: str, dataset: str, version: str) -> list[tuple[str, str]]:
+    """The parent versions a derived version was cut from, as its manifest names them (name@version)."""
+    if (namespace, dataset, version) in _PARENTS:
+        return _PARENTS[(namespace, dataset, version)]
+    store = operator_store()
+    prefix = dataset_prefix(namespace, dataset, "").rstrip("/") + "/"
+    for key in store.list_keys(prefix):
+        if key.startswith(prefix + version) and key.endswith("/manifest.json"):
+            source = str(store.get_json(key).get("source", ""))
+            found = [(m[1], m[2]) for part in source.split(",") if (m := _VERSION_LABEL.match(part.strip()))]
+            if len(_PARENTS) > 10_000:
+                _PARENTS.clear()
+            _PARENTS[(namespace, dataset, version)] = found
+            return found
+    return []
+
+
+def retention_holds(namespace: str, dataset: str, indexes: Mapping[str, kopf.Index]) -> dict[str, str]:
+    """Versions of `dataset` a Production package depends on: its run pinned the version, or a version of a
+    Dataset derived from it that was cut from the version (through every generation). Version -> why."""
+    views = _views(namespace, indexes["erasure_datasets"])
+    family = decide.descendants([dataset], views)
+    holds: dict[str, str] = {}
+    for name in family:
+        for run in indexes["erasure_runs"].get((namespace, name), []):
+            for package in indexes["erasure_packages"].get((namespace, run["name"]), []):
+                if package.get("stage") != "Production":
+                    continue
+                why = (f"Production ModelPackage {package['name']} depends on it (TrainingRun {run['name']} "
+                       f"trained on {name}@{run['version']})")
+                todo, seen = [(name, run["version"])], set()
+                while todo:
+                    at = todo.pop()
+                    if at in seen:
+                        continue
+                    seen.add(at)
+                    if at[0] == dataset:
+                        holds.setdefault(at[1], why)
+                    else:
+                        todo += [p for p in _version_parents(namespace, *at) if p[0] in family]
+    return holds
+
+
+def expire(body: Mapping[str, Any], status: DatasetStatus, expired: list[DatasetVersion], days: int,
+           indexes: Mapping[str, kopf.Index] | None) -> Outcome:
+    """Retention: each expired version no Production package depends on is tombstoned like an erased one (the
+    tombstone, then the data, then a write-once audit record); the others are named in RetentionHeld."""
+    if indexes is None:
+        return Outcome()  # a pass on a parent's event: the Dataset's own timer comes with the indexes
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    now = utcnow()
+    holds = retention_holds(namespace, name, indexes)
+    deleted, held = decide.retention_split(expired, holds)
+    store = operator_store()
+    for version in deleted:
+        digest = version.digest.removeprefix("sha256:")
+        prefix = dataset_prefix(namespace, name, digest)
+        record = {"namespace": namespace, "dataset": name, "version": version.version, "digest": version.digest,
+                  "rows": version.rows, "createdAt": iso(version.created_at), "retentionDays": days}
+        bury(store, prefix, [k[len(prefix):] for k in store.list_keys(prefix)],
+             {"kind": "DatasetVersionTombstone", **record, "reason": f"retention: older than {days} days",
+              "erasedAt": iso(now)})
+        try:
+            store.put_json(retention_audit(namespace, name, digest), {"kind": "RetentionAudit", **record,
+                                                                      "deletedAt": iso(now)})
+        except AlreadyExists:  # an earlier pass, killed before its status write
+            pass
+        log.info("Dataset %s/%s: version %s deleted by retention (%d days), tombstone left", namespace, name,
+                 version.version, days)
+    return decide.retention_outcome(status, deleted, held, holds, days, meta.get("generation"), now)
+
+
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    """The body as this pass saw it. kopf hands timers, and every handler of an object that has one, a live body
+    that each watch event replaces in place: a pass that decided on Pending and then read the resourceVersion for
+    its write took the newer one written by another pass, won the write, and posted ErasureStarted twice."""
+    return copy.deepcopy(dict(body))
 
 
 def _in_flight(status: kopf.Status, **_: Any) -> bool:
@@ -239,7 +399,8 @@ def _in_flight(status: kopf.Status, **_: Any) -> bool:
 @kopf.index(GROUP, VERSION, "datasets")
 def erasure_datasets(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     """Datasets by namespace with what an erasure needs: columns and roles, parents, current digest, task."""
-    source = {kind: (dict(value) if kind == "derived" else {}) for kind, value in (spec.get("source") or {}).items()}
+    source = {kind: (dict(value) if kind in ("derived", "collection") else {})
+              for kind, value in (spec.get("source") or {}).items()}
     return {namespace: {"name": name, "spec": {"source": source},
                         "status": {k: status.get(k) for k in ("columns", "digest", "task")}}}
 
@@ -255,19 +416,20 @@ def erasure_runs(namespace: str, name: str, status: kopf.Status, **_: Any) -> di
 
 
 @kopf.index(GROUP, VERSION, "modelpackages")
-def erasure_packages(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict | None:
+def erasure_packages(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict | None:
+    """Packages by the run they were built from, with the stage granted: what an erasure flags, what retention keeps."""
     run = (spec.get("trainingRunRef") or {}).get("name")
-    return {(namespace, run): name} if run else None
+    return {(namespace, run): {"name": name, "model": spec.get("model"), "stage": status.get("stage")}} if run else None
 
 
 @kopf.on.create(GROUP, VERSION, "erasurerequests")
 @kopf.on.resume(GROUP, VERSION, "erasurerequests")
 def erasure_created(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
                     erasure_packages: kopf.Index, **_: Any) -> None:
-    reconcile_erasure(body, erasure_datasets, erasure_runs, erasure_packages)
+    reconcile_erasure(_snapshot(body), erasure_datasets, erasure_runs, erasure_packages)
 
 
 @kopf.timer(GROUP, VERSION, "erasurerequests", interval=get_settings().poll_interval, sharp=False, when=_in_flight)
 def erasure_tick(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
                  erasure_packages: kopf.Index, **_: Any) -> None:
-    reconcile_erasure(body, erasure_datasets, erasure_runs, erasure_packages)
+    reconcile_erasure(_snapshot(body), erasure_datasets, erasure_runs, erasure_packages)

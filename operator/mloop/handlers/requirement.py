@@ -231,16 +231,10 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     train_ns = train_ref.namespace or namespace
     count = len(records) + 1
     run_name = f"{name}-retrain-{count}"[:63]
-    run_spec = {**template["spec"], "datasetRef": {"name": train_ref.name, "version": train_version,
-                                                   **({"namespace": train_ns} if train_ns != namespace else {})}}
-    labels = {"mloop.dev/retrain-of": name, **({"mloop.dev/experiment": run_spec["experiment"]}
-                                              if run_spec.get("experiment") else {})}
-    _create("trainingruns", namespace, "TrainingRun", run_name, run_spec, labels)
-    package_spec = {"model": model, "trainingRunRef": {"name": run_name}, "stage": policy.promote_to,
-                    "requirementRefs": [{"name": name}], "requireImprovement": True}
-    if production and production.get("serve"):
-        package_spec["serve"] = production["serve"]
-    _create("modelpackages", namespace, "ModelPackage", run_name, package_spec, {"mloop.dev/retrain-of": name})
+    start_retrain(namespace, name, run_name, template["spec"],
+                  {"name": train_ref.name, "version": train_version,
+                   **({"namespace": train_ns} if train_ns != namespace else {})},
+                  model, policy.promote_to, production.get("serve") if production else None)
     trained_on = f"{train_ref.name}@{train_version}"
     records.append({"run": run_name, "datasetVersion": ds.version, "trainedOn": trained_on, "reason": reason[:256],
                     "package": run_name, "outcome": "pending", "createdAt": iso(utcnow())})
@@ -278,6 +272,24 @@ def _drift_against_production(namespace: str, ds_namespace: str, dataset: str, d
     except AlreadyExists:
         pass  # another pass computed the same pair
     return column, value
+
+
+def start_retrain(namespace: str, requirement: str, run_name: str, template_spec: Mapping[str, Any],
+                  dataset_ref: dict[str, Any], model: str, promote_to: str, serve: Mapping[str, Any] | None,
+                  labels: Mapping[str, str] | None = None, require_improvement: bool = True) -> None:
+    """A retraining: the template run's spec on the given data, and a package of it asking for promote_to. Both by
+    deterministic name, so a pass that repeats the step finds them (409). The feedback loop and an erasure
+    request (handlers/erasure) start retrainings this one way."""
+    run_spec = {**template_spec, "datasetRef": dataset_ref}
+    run_labels = {"mloop.dev/retrain-of": requirement, **(labels or {}),
+                  **({"mloop.dev/experiment": run_spec["experiment"]} if run_spec.get("experiment") else {})}
+    _create("trainingruns", namespace, "TrainingRun", run_name, run_spec, run_labels)
+    package_spec = {"model": model, "trainingRunRef": {"name": run_name}, "stage": promote_to,
+                    "requirementRefs": [{"name": requirement}], "requireImprovement": require_improvement}
+    if serve:
+        package_spec["serve"] = dict(serve)
+    _create("modelpackages", namespace, "ModelPackage", run_name, package_spec,
+            {"mloop.dev/retrain-of": requirement, **(labels or {})})
 
 
 def _create(plural: str, namespace: str, kind: str, name: str, spec: dict, labels: dict) -> None:

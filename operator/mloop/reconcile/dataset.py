@@ -176,17 +176,10 @@ def governance_only(spec: DatasetSpec, status: DatasetStatus, generation: int, n
 
 
 def expired_versions(status: DatasetStatus, retention_days: int | None, now: datetime) -> list[DatasetVersion]:
-    """Versions older than the retention, never the current one (runs may still pin it)."""
+    """Versions older than the retention, never the current one (runs may still pin it). Those a Production package
+    depends on are kept by handlers/erasure.expire (the same deletion path as erasure)."""
     if not retention_days:
         return []
     cutoff = now - timedelta(days=retention_days)
     return [v for v in (status.versions or [])
             if not v.expired and v.version != status.version and v.created_at < cutoff]
-
-
-def mark_expired(status: DatasetStatus, gone: list[str], now: datetime) -> Outcome:
-    versions = [v.model_copy(update={"expired": True}) if v.version in gone else v for v in (status.versions or [])]
-    expired = list(dict.fromkeys([*(status.expired or []), *gone]))[-100:]
-    message = f"deleted expired version{'s' if len(gone) > 1 else ''} {', '.join(gone)} from storage (retention)"
-    return Outcome({"versions": [v.to_wire() for v in versions], "expired": expired},
-                   [Event("Normal", "VersionExpired", message)])

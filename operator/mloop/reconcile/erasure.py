@@ -33,6 +33,7 @@ class DatasetView:
     digest: str | None = None
     task: str | None = None
     source: str = ""  # inline, builtin, s3, derived, collection
+    model: str | None = None  # a collection source's served model
 
 
 def parents_of(namespace: str, spec: dict[str, Any]) -> tuple[str, ...]:
@@ -48,6 +49,7 @@ def parents_of(namespace: str, spec: dict[str, Any]) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class StartErase:
     targets: list[EraseTarget]
+    models: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,23 +64,46 @@ class _Draft(Draft):
     main = "Complete"
 
 
-def targets(spec: ErasureRequestSpec, datasets: dict[str, DatasetView]) -> list[EraseTarget]:
-    """The named Datasets, then every Dataset derived from them (transitively), parents before children."""
-    order: list[str] = list(spec.datasets)
+def descendants(roots: list[str], datasets: dict[str, DatasetView]) -> list[str]:
+    """The roots and every Dataset derived from them (transitively), each after its parents among them."""
+    found: list[str] = list(dict.fromkeys(roots))
     changed = True
     while changed:
         changed = False
         for view in sorted(datasets.values(), key=lambda v: v.name):
-            if view.name not in order and any(p in order for p in view.parents):
-                order.append(view.name)
+            if view.name not in found and any(p in found for p in view.parents):
+                found.append(view.name)
                 changed = True
-    return [EraseTarget(name=n, parents=[p for p in datasets[n].parents if p in order],
-                        recut=n in spec.datasets, current=(datasets[n].digest or "").removeprefix("sha256:") or None)
-            for n in order]
+    order: list[str] = []
+    while len(order) < len(found):
+        ready = [n for n in found if n not in order and all(
+            p in order or p not in found or p == n for p in (datasets[n].parents if n in datasets else ()))]
+        order += ready or [n for n in found if n not in order]  # a cycle (refused at admission): as found
+    return order
+
+
+def targets(spec: ErasureRequestSpec, datasets: dict[str, DatasetView],
+            models_by_dataset: dict[str, set[str]] | None = None) -> tuple[list[EraseTarget], list[str]]:
+    """The named Datasets, every Dataset derived from them (transitively, parents before children), and the
+    served models trained on any of them with the Datasets collecting those models' predictions (and what derives
+    from those): served rows may carry the subject column. A named or collection Dataset is recut; a derived one
+    re-ingests from its recut parents."""
+    order, models = descendants(list(spec.datasets), datasets), set()
+    while True:
+        models |= {m for n in order for m in (models_by_dataset or {}).get(n, ())}
+        collecting = [v.name for v in sorted(datasets.values(), key=lambda v: v.name)
+                      if v.model in models and v.name not in order]
+        if not collecting:
+            break
+        order = descendants(order + collecting, datasets)
+    chosen = [EraseTarget(name=n, parents=[p for p in datasets[n].parents if p in order],
+                          recut=n in spec.datasets or datasets[n].model is not None,
+                          current=(datasets[n].digest or "").removeprefix("sha256:") or None) for n in order]
+    return chosen, sorted(models)
 
 
 def plan(spec: ErasureRequestSpec, status: ErasureRequestStatus, datasets: dict[str, DatasetView], keys: Keys | None,
-         task: str, generation: int, now: datetime) -> Decision:
+         task: str, generation: int, now: datetime, models_by_dataset: dict[str, set[str]] | None = None) -> Decision:
     """Pending: check the request; start the erase task when every check passes."""
     d = _Draft(status, generation, now)
     column = spec.subject_column
@@ -98,7 +123,7 @@ def plan(spec: ErasureRequestSpec, status: ErasureRequestStatus, datasets: dict[
             d.fail("NotAnIdColumn", f"spec.subjectColumn: column {column} of Dataset {name} has role "
                                     f"{view.roles[column]}, not id; declare it with role: id in the Dataset's schema")
             return d.decision()
-    chosen = targets(spec, datasets)
+    chosen, models = targets(spec, datasets, models_by_dataset)
     busy = [t.name for t in chosen if datasets[t.name].task]
     if busy:
         d.wait("WaitingForIngestion", f"Dataset {busy[0]} is ingesting; erasure starts when it is done")
@@ -112,7 +137,7 @@ def plan(spec: ErasureRequestSpec, status: ErasureRequestStatus, datasets: dict[
     d.condition("Ready", "Unknown", "Erasing", f"task {task} started")
     d.event("Normal", "ErasureStarted", f"erasing {len(keys.hashes)} subjects from "
                                         f"{', '.join(t.name for t in chosen)} (task {task})")
-    d.actions.append(StartErase(chosen))
+    d.actions.append(StartErase(chosen, models))
     return d.decision()
 
 
@@ -132,6 +157,8 @@ def fold(status: ErasureRequestStatus, state: TaskState, result: EraseResult | N
         versionsTombstoned=[f"{v.dataset}@{v.version}" for v in result.tombstoned][:256],
         datasetsRecut=[f"{n}@{v['version']}" for n, v in sorted(result.recut.items())],
         tasksErased=result.tasks[:256],
+        collectedCleaned=[f"{m}: {n} batches rewritten without the subjects' rows"
+                          for m, n in sorted(result.collected.items())][:256] or None,
     )
     d.condition("Complete", "Unknown", "Applying", result.message)
     d.event("Normal", "SubjectsErased", result.message)
@@ -139,13 +166,15 @@ def fold(status: ErasureRequestStatus, state: TaskState, result: EraseResult | N
 
 
 def complete(status: ErasureRequestStatus, runs: list[str], packages: list[str], requirements: list[str], audit: str,
-             generation: int, now: datetime) -> Decision:
+             generation: int, now: datetime, retrains: list[str] | None = None) -> Decision:
     d = _Draft(status, generation, now)
     message = (f"{status.rows_erased or 0} rows erased, {len(status.versions_tombstoned or [])} versions tombstoned, "
                f"{len(runs)} runs and {len(packages)} packages flagged"
-               + (f", retrain asked of {', '.join(requirements)}" if requirements else ""))
+               + (f", retrain asked of {', '.join(requirements)}" if requirements else "")
+               + (f", {len(retrains)} retrain{'s' if len(retrains) > 1 else ''} started" if retrains else ""))
     d.update.update(phase="Complete", task=None, runsFlagged=runs[:256], packagesFlagged=packages[:256], audit=audit,
-                    requirementsAsked=requirements[:64], completedAt=iso(now))
+                    requirementsAsked=requirements[:64], retrainsStarted=(retrains or [])[:64] or None,
+                    completedAt=iso(now))
     d.condition("Complete", "True", "Erased", message)
     d.condition("Ready", "True", "Erased", message)
     d.event("Normal", "ErasureComplete", message)
@@ -198,13 +227,67 @@ def flag_outcome(request: str, conditions: list[Condition], what: str, generatio
     return Outcome({"conditions": dump_conditions(after)}, [Event("Warning", ERASED_CONDITION, message)])
 
 
+def retrain_name(requirement: str, request_uid: str) -> str:
+    """The one retraining an erasure request starts for a Requirement: named after both, so a repeat finds it."""
+    return f"{requirement[:45].rstrip('-.')}-erasure-{request_uid[:8]}"
+
+
 def requirement_outcome(request: str, conditions: list[Condition], packages: list[str], has_policy: bool,
-                        generation: int | None, now: datetime) -> Outcome:
-    """A Requirement whose Production package was trained on erased data: ask for a retrain on the cleaned data."""
+                        generation: int | None, now: datetime, started: str | None = None) -> Outcome:
+    """A Requirement whose Production (or serving) package was trained on erased data: the retrain its policy
+    started on the cleaned data, or, without a policy, a request to retrain."""
     if any(c.type == RETRAIN_CONDITION and request in c.message for c in conditions):
         return Outcome()
-    ask = ("its retrain policy retrains on the cleaned version when it next fires; start a TrainingRun now to "
-           "replace it sooner" if has_policy else "it has no retrain policy: train on the cleaned version and package")
-    message = f"Production ModelPackage {', '.join(packages)} was trained on data erased by ErasureRequest {request}; {ask}"
-    after = set_condition(conditions, RETRAIN_CONDITION, "True", "RetrainNeeded", message, generation, now)
-    return Outcome({"conditions": dump_conditions(after)}, [Event("Warning", "RetrainNeeded", message)])
+    erased = f"ModelPackage {', '.join(packages)} was trained on data erased by ErasureRequest {request}"
+    if started:
+        message, reason = f"{erased}; its retrain policy started {started}", "RetrainStarted"
+    else:
+        ask = ("its retrain policy could not start a retrain; train on the cleaned version and package" if has_policy
+               else "it has no retrain policy: train on the cleaned version and package")
+        message, reason = f"{erased}; {ask}", "RetrainNeeded"
+    after = set_condition(conditions, RETRAIN_CONDITION, "True", reason, message, generation, now)
+    return Outcome({"conditions": dump_conditions(after)},
+                   [Event("Normal" if started else "Warning", reason, message)])
+
+
+# --- retention: the same deletion path, never under a Production package ----------------------------------------
+
+RETENTION_CONDITION = "RetentionHeld"
+
+
+def retention_split(expired: list[DatasetVersion], holds: dict[str, str]) -> tuple[list[DatasetVersion],
+                                                                                   list[DatasetVersion]]:
+    """Expired versions to delete now, and those a Production package still depends on (kept)."""
+    return [v for v in expired if v.version not in holds], [v for v in expired if v.version in holds]
+
+
+def retention_outcome(status: DatasetStatus, deleted: list[DatasetVersion], held: list[DatasetVersion],
+                      holds: dict[str, str], days: int, generation: int | None, now: datetime) -> Outcome:
+    """Deleted versions are marked expired (their tombstones are written); a held one is named in the condition
+    RetentionHeld with the package it is kept for, until that package leaves Production."""
+    patch: dict[str, Any] = {}
+    events: list[Event] = []
+    if deleted:
+        gone = [v.version for v in deleted]
+        patch["versions"] = [v.model_copy(update={"expired": True}).to_wire() if v.version in gone else v.to_wire()
+                             for v in (status.versions or [])]
+        patch["expired"] = list(dict.fromkeys([*(status.expired or []), *gone]))[-100:]
+        events.append(Event("Normal", "VersionExpired",
+                            f"deleted expired version{'s' if len(gone) > 1 else ''} {', '.join(gone)} from storage "
+                            f"(retention of {days} days); a tombstone stays"))
+    before = list(status.conditions)
+    old = next((c for c in before if c.type == RETENTION_CONDITION), None)
+    if held:
+        message = "; ".join(f"version {v.version} is past the retention of {days} days but kept: {holds[v.version]}"
+                            for v in held)
+        after = set_condition(before, RETENTION_CONDITION, "True", "ProductionDependsOn", message, generation, now)
+        if old is None or old.status != "True" or old.message != message:
+            events.append(Event("Warning", RETENTION_CONDITION, message))
+    elif old is not None and old.status == "True":
+        after = set_condition(before, RETENTION_CONDITION, "False", "NothingHeld",
+                              "no expired version is kept for a Production package", generation, now)
+    else:
+        after = before
+    if after != before:
+        patch["conditions"] = dump_conditions(after)
+    return Outcome(patch, events)

@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 
 from mloop.api.erasure import EraseResult, EraseTarget, EraseTaskSpec, TombstonedVersion
 from mloop.data.canonical import canonical_table, digest_table
-from mloop.data.erasure import matching, text_holds
+from mloop.data.erasure import bury, collected_matching, matching, text_holds
 from mloop.data.profile import profile_frame
 from mloop.data.tables import read_version
 from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
-from mloop.storage.layout import dataset_prefix, task_prefix, tombstone
+from mloop.storage.layout import collected_prefix, dataset_prefix, feedback_prefix, task_prefix, tombstone
 from mloop.workloads.task import main_for, now_iso
 
 
@@ -79,16 +79,6 @@ def cut_without(store: Store, task: EraseTaskSpec, dataset: str, old: dict[str, 
             "uri": store.uri(prefix), "createdAt": manifest["createdAt"]}
 
 
-def bury(store: Store, prefix: str, files: set[str], stone: dict[str, Any]) -> None:
-    """Tombstone first (write-once), then delete everything but the manifest: lineage still resolves."""
-    try:
-        store.put_json(tombstone(prefix), stone)
-    except AlreadyExists:
-        pass
-    for file in sorted(files - {"manifest.json", "tombstone.json"}):
-        store._call(store.client.delete_object, Key=prefix + file)
-
-
 def erase_dataset(store: Store, task: EraseTaskSpec, target: EraseTarget, erased: dict[str, set[str]],
                   result: EraseResult, log: logging.Logger) -> None:
     hashes = set(task.hashes)
@@ -137,8 +127,60 @@ def erase_dataset(store: Store, task: EraseTaskSpec, target: EraseTarget, erased
 def _holds(store: Store, key: str, task: EraseTaskSpec, hashes: set[str]) -> bool:
     data = store.get(key)
     if key.endswith(".parquet"):
-        return bool(matching(pq.read_table(io.BytesIO(data)).to_pandas(), task.column, task.salt, hashes).any())
+        frame = pq.read_table(io.BytesIO(data)).to_pandas()
+        return bool(matching(frame, task.column, task.salt, hashes).any()
+                    or collected_matching(frame, task.column, task.salt, hashes).any())
     return text_holds(data, task.salt, hashes)
+
+
+def _rewrite_without(store: Store, key: str, table: pa.Table, drop: Any) -> None:
+    """A collection batch (written by a model server, not write-once) rewritten in place without some rows, or
+    deleted when none is left: a repeat after a kill finds nothing more to drop."""
+    kept = table.filter(pa.array(~drop.to_numpy()))
+    if kept.num_rows == 0:
+        store._call(store.client.delete_object, Key=key)
+        return
+    sink = pa.BufferOutputStream()
+    pq.write_table(kept, sink, compression="zstd")
+    store.put(key, sink.getvalue().to_pybytes(), overwrite=True)
+
+
+def erase_collected(store: Store, task: EraseTaskSpec, model: str, result: EraseResult, log: logging.Logger) -> None:
+    """A served model's collected predictions whose request rows carry a subject, and the labels sent back for
+    them: the feedback first (its row ids are known only while the predictions still hold the rows), then the
+    predictions."""
+    hashes = set(task.hashes)
+    batches = [k for k in sorted(store.list_keys(collected_prefix(task.namespace, model))) if k.endswith(".parquet")]
+    found: dict[str, tuple[pa.Table, Any]] = {}
+    row_ids: set[str] = set()
+    for key in batches:
+        table = pq.read_table(io.BytesIO(store.get(key)))
+        frame = table.select(["row_id", "inputs"]).to_pandas() if "inputs" in table.column_names else None
+        if frame is None:
+            continue
+        drop = collected_matching(frame, task.column, task.salt, hashes)
+        if drop.any():
+            found[key] = (table, drop)
+            row_ids |= set(frame.loc[drop, "row_id"].astype(str))
+    rewritten = 0
+    if row_ids:
+        for key in sorted(store.list_keys(feedback_prefix(task.namespace, model))):
+            if not key.endswith(".parquet"):
+                continue
+            table = pq.read_table(io.BytesIO(store.get(key)))
+            if "row_id" not in table.column_names:
+                continue
+            drop = table.column("row_id").to_pandas().astype(str).isin(row_ids)
+            if drop.any():
+                _rewrite_without(store, key, table, drop)
+                rewritten += 1
+    for key, (table, drop) in found.items():
+        _rewrite_without(store, key, table, drop)
+        rewritten += 1
+    if rewritten:
+        result.collected[model] = result.collected.get(model, 0) + rewritten
+        log.info("model %s: %d served rows of erased subjects removed from %d collected and feedback batches",
+                 model, len(row_ids), rewritten)
 
 
 def erase_task_records(store: Store, task: EraseTaskSpec, result: EraseResult, log: logging.Logger) -> None:
@@ -162,7 +204,7 @@ def remaining(store: Store, task: EraseTaskSpec) -> list[str]:
     hashes = set(task.hashes)
     found = []
     prefixes = [_under(dataset_prefix(task.namespace, t.name, "")) for t in task.targets] + [
-        _under(task_prefix(task.namespace, ""))]
+        _under(task_prefix(task.namespace, ""))] + [collected_prefix(task.namespace, m) for m in task.models]
     for prefix in prefixes:
         for key in store.list_keys(prefix):
             if key.startswith(task_prefix(task.namespace, "erase-")) or key.endswith(("tombstone.json", "manifest.json")):
@@ -177,6 +219,8 @@ def erase(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, A
     log.info("erasing %d subject hashes from %d Datasets by column %s", len(task.hashes), len(task.targets), task.column)
     result = EraseResult(status="Succeeded", reason="Erased")
     erased: dict[str, set[str]] = {}
+    for model in task.models:
+        erase_collected(store, task, model, result, log)
     for target in task.targets:
         erase_dataset(store, task, target, erased, result, log)
     erase_task_records(store, task, result, log)
@@ -186,7 +230,9 @@ def erase(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, A
         result.message = f"{len(result.remaining)} objects still hold a subject, e.g. {result.remaining[0]}"
     else:
         result.message = (f"{result.rows_erased} rows erased; {len(result.tombstoned)} versions tombstoned, "
-                          f"{len(result.recut)} Datasets recut, {len(result.tasks)} task records erased")
+                          f"{len(result.recut)} Datasets recut, {len(result.tasks)} task records erased"
+                          + (f", {sum(result.collected.values())} collected batches rewritten" if result.collected
+                             else ""))
     log.info(result.message)
     return result.to_wire()
 
