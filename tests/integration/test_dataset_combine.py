@@ -4,6 +4,8 @@ a new version of any parent cuts a new one, and mismatches fail the Dataset nami
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -24,6 +26,27 @@ def rows_in_s3(s3, status: dict) -> pd.DataFrame:
 
 def inline(columns: list[str], rows: list[list]) -> dict:
     return {"source": {"inline": {"columns": columns, "rows": rows}}}
+
+
+def watch_until(api_client, namespace: str, name: str, predicate: Callable[[dict], Any], timeout: int = 60) -> Any:
+    """The first truthy predicate(dataset) as the API server's watch delivers the Dataset's changes (no polling);
+    fails with the last status seen after timeout seconds."""
+    from kubernetes import client, watch
+
+    api = client.CustomObjectsApi(api_client)
+    listed = api.list_namespaced_custom_object("mloop.dev", "v1alpha1", namespace, "datasets",
+                                               field_selector=f"metadata.name={name}")
+    last = next(iter(listed["items"]), {})
+    if last and (value := predicate(last)):
+        return value
+    stream = watch.Watch().stream(api.list_namespaced_custom_object, "mloop.dev", "v1alpha1", namespace, "datasets",
+                                  field_selector=f"metadata.name={name}", timeout_seconds=timeout,
+                                  resource_version=listed["metadata"]["resourceVersion"])
+    for event in stream:
+        last = event["object"]
+        if value := predicate(last):
+            return value
+    raise AssertionError(f"{name} not there within {timeout}s; last status: {last.get('status')}")
 
 
 def test_union_pins_every_parent_and_follows_each_of_them(kubectl, api_client, namespace, lineage_file, operator, s3,
@@ -66,6 +89,33 @@ def test_union_pins_every_parent_and_follows_each_of_them(kubectl, api_client, n
                      kubeconfig=kubeconfig).stdout.split("downstream:")[0]
     for name, version in (("north", north["version"]), ("south", south2["version"]), ("east", east["version"])):
         assert f"<- dataset/{name}@{version}" in upstream
+
+
+def test_union_takes_both_parents_that_move_back_to_back(kubectl, api_client, namespace, operator, s3) -> None:
+    for name, rows in (("north", [[1, "Oslo", -3.5]]), ("south", [[3, "Lima", 19.0]]), ("east", [[4, "Pune", 30.5]])):
+        apply_object(kubectl, namespace, "Dataset", name, inline(CITY_COLUMNS, rows))
+    apply_object(kubectl, namespace, "Dataset", "cities", {"source": {"derived": {
+        "union": {"datasets": [{"name": "north"}, {"name": "south"}, {"name": "east"}]}}}})
+    first = watch_until(api_client, namespace, "cities", lambda o: (o.get("status") or {}).get("rows") == 3 and o)
+    before = {p["name"]: p["version"] for p in first["status"]["parents"]}
+
+    # The second parent's new version lands while the union is still ingesting the first's: it must get in too,
+    # woken by a watch event, not by a third parent moving.
+    apply_object(kubectl, namespace, "Dataset", "north", inline(CITY_COLUMNS, [[1, "Oslo", -3.5], [2, "Bergen", 4.0]]))
+    apply_object(kubectl, namespace, "Dataset", "east", inline(CITY_COLUMNS, [[4, "Pune", 30.5], [6, "Dhaka", 28.0]]))
+
+    def both_moved(obj: dict) -> dict | None:
+        status = obj.get("status") or {}
+        pinned = {p["name"]: p["version"] for p in status.get("parents") or []}
+        return status if (not status.get("task") and pinned["north"] != before["north"]
+                          and pinned["east"] != before["east"]) else None
+
+    both = watch_until(api_client, namespace, "cities", both_moved)
+    north, east = (get_object(api_client, namespace, "datasets", n)["status"] for n in ("north", "east"))
+    assert [(p["name"], p["version"]) for p in both["parents"]] == [
+        ("north", north["version"]), ("south", before["south"]), ("east", east["version"])]
+    assert both["versions"][-1]["version"] == both["version"] and both["rows"] == 5
+    assert rows_in_s3(s3, both)["city"].tolist() == ["Oslo", "Bergen", "Lima", "Pune", "Dhaka"]
 
 
 def test_union_of_mismatched_columns_fails_naming_the_parent_and_the_column(kubectl, api_client, namespace,

@@ -9,7 +9,8 @@ import pytest
 from mloop.api.dataset import DatasetSpec, DatasetStatus
 from mloop.api.tasks import IngestResult, ParentPin
 from mloop.executors.base import TaskState, task_name
-from mloop.reconcile.dataset import expired_versions, fold_result, ingest_key, plan_ingest
+from mloop.reconcile.dataset import (expired_versions, fold_result, ingest_key, plan_ingest, started,
+                                    untried_parents)
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 S3_REFRESH = DatasetSpec.model_validate({"source": {"s3": {"uri": "s3://bucket/k.csv"}}, "refresh": {"interval": "10m"}})
@@ -50,6 +51,23 @@ def test_a_union_reingests_when_any_parent_moves_and_names_the_task_after_every_
     assert plan is not None and plan.reason == "ParentChanged"
     assert plan.trigger != plan_ingest(UNION, made, 1, NOW, [moved[0].model_copy(update={"digest": "4" * 64}),
                                                              pins[1]]).trigger
+
+
+def test_a_derived_dataset_tries_each_set_of_parent_versions_once_unless_storage_lost_the_attempt() -> None:
+    pins = [ParentPin(namespace="ns", name="a", digest="1" * 64), ParentPin(namespace="ns", name="b", digest="3" * 64)]
+    label = f"a@{'1' * 12},b@{'3' * 12}"
+    start = started(status(observedGeneration=1, phase="Ready"), "ingest-u", "ParentChanged", 1, NOW, pins)
+    assert start.status["triedSource"] == label
+    # That ingestion failed (a column mismatch, say): the same parents are not tried again, new ones are.
+    failed = status(observedGeneration=1, phase="Failed", sourceVersion=f"a@{'1' * 12},b@{'2' * 12}", triedSource=label)
+    assert not untried_parents(failed, pins) and plan_ingest(UNION, failed, 1, NOW, pins) is None
+    moved = [pins[0], pins[1].model_copy(update={"digest": "4" * 64})]
+    assert untried_parents(failed, moved) and plan_ingest(UNION, failed, 1, NOW, moved).reason == "ParentChanged"
+    # An attempt lost to a storage outage gave no answer: it is tried again, under a new task name.
+    retry = plan_ingest(UNION, failed.model_copy(update={"retries": 1}), 1, NOW, pins, retries=1)
+    assert retry is not None and retry.reason == "ParentChanged"
+    # Before triedSource existed (an upgraded operator), the version's own parents decide, as they did.
+    assert plan_ingest(UNION, status(observedGeneration=1, sourceVersion=label), 1, NOW, moved) is not None
 
 
 def test_retries_and_refresh_ticks_give_new_task_names_but_the_same_intent_the_same_name() -> None:

@@ -386,6 +386,10 @@ class DatasetStatus(ApiModel):
     parents: Annotated[list[ParentVersion], Field(max_length=MAX_PARENTS)] | None = Field(
         default=None, description="For derived sources: the parent versions the current version was made from."
     )
+    tried_source: Annotated[str, Field(max_length=2200)] | None = Field(
+        default=None, description="For derived sources: the parent versions (name@version, comma-separated) the last "
+        "ingestion read, whether it cut a version or failed. Each set of parent versions is tried once."
+    )
     versions: Annotated[list[DatasetVersion], Field(max_length=20)] | None = Field(
         default=None, description="The last 20 versions, oldest first."
     )

@@ -19,7 +19,6 @@ from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit
 from mloop.handlers.erasure import expire
 from mloop.handlers.metrics import measured
-from mloop.k8s.client import get_object
 from mloop.reconcile import dataset as decide
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
 from mloop.storage.artifacts import StorageUnavailable, operator_store
@@ -92,13 +91,8 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index,
                     store.ping()
                 except StorageUnavailable:
                     storage_ok = False
-            written = commit(body, decide.fold_result(spec, status, generation, state, result, now, storage_ok))
-            if written is not None and spec.source.derived is not None and (written.get("status") or {}).get(
-                    "phase") == "Ready":
-                # A parent that moved while the task ran was skipped by parent_moved (a task was in flight): look
-                # now, or the new version would wait for the parent's next event.
-                return reconcile_dataset(written, datasets, indexes)
-            return written
+            # A parent that moved while the task ran is taken up by this write's own watch event (parent_moved).
+            return commit(body, decide.fold_result(spec, status, generation, state, result, now, storage_ok))
 
         if (status.observed_generation != generation and status.version and spec.source.s3 is None
                 and status.ingest_key == decide.ingest_key(spec)):
@@ -123,7 +117,7 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index,
                                        previous_rows=status.rows or 0)
             store.put_json(task.prefix + "spec.json", task_spec.to_wire(), overwrite=True)
             executor.submit(task)
-            return commit(body, decide.started(status, task.name, plan.reason, generation, now))
+            return commit(body, decide.started(status, task.name, plan.reason, generation, now, parents))
 
         retention = spec.governance.retention_days if spec.governance else None
         gone = decide.expired_versions(status, retention, now)
@@ -174,19 +168,37 @@ def dataset_tick(body: kopf.Body, datasets_by_name: kopf.Index, **kwargs: Any) -
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
-def parent_moved(type: str, namespace: str, name: str, status: kopf.Status, derived_by_parent: kopf.Index,
-                 datasets_by_name: kopf.Index, **_: Any) -> None:
-    """A Dataset's new version: re-ingest the Datasets derived from it (a watch event, not a poll)."""
-    digest = status.get("digest")
-    if type == "DELETED" or not digest:
+def parent_moved(type: str, body: kopf.Body, namespace: str, name: str, status: kopf.Status,
+                 derived_by_parent: kopf.Index, datasets_by_name: kopf.Index, **_: Any) -> None:
+    """Derived Datasets take up their parents' new versions from watch events, never a poll: on a parent's event
+    each child looks, and on its own event (its fold, any write) a child looks again.
+
+    kopf updates an object's index entries before running its handlers, so between the two nothing is missed. A
+    child pass that loses its write to a newer one (a fold, the outbox drain) leaves the step to that write's own
+    event: it is handled later, with the parent's new version already in the index."""
+    if type == "DELETED":
         return
-    label = f"{name}@{digest.removeprefix('sha256:')[:12]}"
-    for child in derived_by_parent.get((namespace, name), []):
-        # A child with a task in flight is looked at too: the index's copy may show a task already folded, and the
-        # pass that folds it looks at the parents again (a union may have had another parent move meanwhile).
-        if label in ((child.get("status") or {}).get("sourceVersion") or "").split(","):
-            continue
-        if reconcile_dataset(child, datasets_by_name) is None:  # the index's copy was behind: once more, fresh
-            fresh = get_object("datasets", child["metadata"]["namespace"], child["metadata"]["name"])
-            if fresh is not None:
-                reconcile_dataset(fresh, datasets_by_name)
+    follow_parents(body, datasets_by_name, own_event=True)
+    if status.get("digest"):
+        for child in derived_by_parent.get((namespace, name), []):
+            follow_parents(child, datasets_by_name, own_event=False)
+
+
+def follow_parents(body: Mapping[str, Any], datasets: kopf.Index, own_event: bool) -> None:
+    """Reconcile a derived Dataset with no task in flight whose parents (in the index) hold versions it has not
+    tried. A spec it has not answered yet is dataset_changed's on its own event; a parent's event starts it too
+    (its parent may have just appeared)."""
+    meta, raw = body["metadata"], dict(body.get("status") or {})
+    if not ((body.get("spec") or {}).get("source") or {}).get("derived") or raw.get("task"):
+        return
+    status = DatasetStatus.model_validate(raw)
+    answered = status.observed_generation == meta.get("generation", 1)
+    if own_event and not answered:
+        return
+    try:
+        spec = DatasetSpec.model_validate(dict(body["spec"]))
+    except ValidationError:
+        return  # its own pass reports the spec
+    parents, _ = _parents(spec, meta["namespace"], datasets)
+    if parents and (not answered or decide.untried_parents(status, parents)):
+        reconcile_dataset(body, datasets)

@@ -36,6 +36,13 @@ def parents_label(pins: list[ParentPin]) -> str:
     return ",".join(f"{p.name}@{p.digest[:12]}" for p in pins)
 
 
+def untried_parents(status: DatasetStatus, parents: list[ParentPin]) -> bool:
+    """Whether a derived Dataset's parents hold versions it has not tried: neither its version was made from them
+    nor did its last ingestion (which may have failed) read them."""
+    label = parents_label(parents)
+    return bool(parents) and label != status.source_version and label != status.tried_source
+
+
 def plan_ingest(spec: DatasetSpec, status: DatasetStatus, generation: int, now: datetime,
                 parents: list[ParentPin] | None = None, retries: int = 0) -> IngestPlan | None:
     """Whether to start an ingestion now, and why. None: nothing to do. A derived source re-ingests when any
@@ -44,7 +51,9 @@ def plan_ingest(spec: DatasetSpec, status: DatasetStatus, generation: int, now: 
         return None
     if status.observed_generation != generation:
         return IngestPlan(f"g{generation}r{retries}", "SpecChanged")
-    if spec.source.derived is not None and parents and status.source_version != parents_label(parents):
+    # Parents already tried are tried again only after an attempt lost to a storage outage (retries > 0).
+    if spec.source.derived is not None and parents and status.source_version != parents_label(parents) and (
+            retries or untried_parents(status, parents)):
         key = parents[0].digest if len(parents) == 1 else hashlib.sha256(parents_label(parents).encode()).hexdigest()
         return IngestPlan(f"p{key[:12]}r{retries}", "ParentChanged")
     if spec.source.collection is not None:
@@ -65,10 +74,13 @@ def _conditions(status: DatasetStatus) -> list[Condition]:
     return list(status.conditions)
 
 
-def started(status: DatasetStatus, task: str, reason: str, generation: int, now: datetime) -> Outcome:
+def started(status: DatasetStatus, task: str, reason: str, generation: int, now: datetime,
+            parents: list[ParentPin] | None = None) -> Outcome:
     before = _conditions(status)
     after = set_condition(before, "Ready", "Unknown", "Ingesting", f"ingestion {task} started ({reason})", generation, now)
     patch: dict[str, Any] = {"task": task, "conditions": dump_conditions(after)}
+    if parents:
+        patch["triedSource"] = parents_label(parents)
     if status.phase != "Ready":
         patch["phase"] = "Ingesting"
     return Outcome(patch)
