@@ -1,4 +1,5 @@
-"""Benchmark: ingest checks and digests on 1,000,000 rows x 20 columns, against pandera and sha256sum.
+"""Benchmark: ingest checks, profile and digest on 1,000,000 rows x 20 columns, against pandera (on pandas and
+on polars), a polars and a DuckDB profile of the same columns, and sha256sum.
 
     .venv/bin/python bench/dataset_ingest.py [--rows N]
     .venv/bin/python bench/dataset_ingest.py --scale-gb 5     # issue 15: streaming ingest of a 5 GB CSV
@@ -10,8 +11,9 @@ address space is capped at 1 GiB (RLIMIT_AS), reads it once more with pyarrow's 
 limit), prints rows/s, MB/s and peak RSS of each, and deletes the file.
 
 Each contender runs in its own process so peak memory is its own. Prints a table.
-Targets (issue 3): validation at least 3x pandera's speed on the same checks; digest
-throughput at least 70% of sha256sum over the same bytes.
+Targets (issues 3 and 15): validation at least 5x pandera on pandas and ahead of pandera on polars, with the
+same checks; profiling at least as fast as polars or DuckDB; digest at least 70% of sha256sum's throughput.
+Needs the `bench` extra (pandera[polars], polars, duckdb).
 """
 
 from __future__ import annotations
@@ -104,6 +106,74 @@ def run_pandera(frame: pd.DataFrame) -> dict:
     columns |= {f"c{i}": pa.Column(str, pa.Check.isin(CATEGORIES), nullable=False) for i in range(4)}
     schema = pa.DataFrameSchema(columns, checks=[pa.Check(lambda df: len(df) >= 1000)], strict=True)
     return {"validate": best_of(lambda: schema.validate(frame, lazy=True))}
+
+
+def run_pandera_polars(frame: pd.DataFrame) -> dict:
+    """The same checks with pandera's polars backend, on a polars frame (converted before timing)."""
+    import pandera.polars as pa
+    import polars as pl
+
+    data = pl.from_pandas(frame)
+    columns = {"id": pa.Column(pl.Int64, nullable=False, unique=True)}
+    columns |= {f"f{i}": pa.Column(pl.Float64, pa.Check.in_range(i - 100, i + 100), nullable=False) for i in range(10)}
+    columns |= {f"i{i}": pa.Column(pl.Int64, pa.Check.in_range(0, 999), nullable=False) for i in range(5)}
+    columns |= {f"c{i}": pa.Column(pl.String, pa.Check.isin(CATEGORIES), nullable=False) for i in range(4)}
+    schema = pa.DataFrameSchema(columns, checks=[pa.Check(lambda d: d.lazyframe.select(pl.len() >= 1000))], strict=True)
+    return {"validate": best_of(lambda: schema.validate(data, lazy=True))}
+
+
+def _profile_input(frame: pd.DataFrame):
+    """The table every profiler gets: mloop's canonical Arrow table (floats, int64, text)."""
+    from mloop.data.canonical import canonical_table
+
+    return canonical_table(frame)
+
+
+def run_profile_mloop(frame: pd.DataFrame) -> dict:
+    from mloop.data.profile import profile_table
+
+    table = _profile_input(frame)
+    return {"profile": best_of(lambda: profile_table(table))}
+
+
+def run_profile_polars(frame: pd.DataFrame) -> dict:
+    """What mloop's profile holds, in polars: per column count, nulls, distinct (approximate), and for numbers
+    min, max, mean, std, five quantiles and a 100-bin histogram; for text the value counts."""
+    import polars as pl
+
+    data = pl.from_arrow(_profile_input(frame))
+    numeric = [n for n, t in data.schema.items() if t.is_numeric()]
+    text = [n for n in data.columns if n not in numeric]
+    qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+    def profile() -> None:
+        exprs = []
+        for n in data.columns:
+            c = pl.col(n)
+            exprs += [c.count().alias(f"{n}.count"), c.null_count().alias(f"{n}.nulls"),
+                      c.approx_n_unique().alias(f"{n}.distinct")]
+            if n in numeric:
+                exprs += [c.min().alias(f"{n}.min"), c.max().alias(f"{n}.max"), c.mean().alias(f"{n}.mean"),
+                          c.std().alias(f"{n}.std")]
+                exprs += [c.quantile(q).alias(f"{n}.q{q}") for q in qs]
+        data.select(exprs)
+        for n in numeric:
+            data.get_column(n).hist(bin_count=100)
+        for n in text:
+            data.get_column(n).value_counts(sort=True)
+
+    return {"profile": best_of(profile)}
+
+
+def run_profile_duckdb(frame: pd.DataFrame) -> dict:
+    """DuckDB's own profile of a table: SUMMARIZE (min, max, approximate distinct, mean, std, quartiles,
+    count, null share per column)."""
+    import duckdb
+
+    table = _profile_input(frame)
+    con = duckdb.connect()
+    con.register("t", table)
+    return {"profile": best_of(lambda: con.execute("SUMMARIZE t").fetchall())}
 
 
 def run_digest(frame: pd.DataFrame, out: Path) -> dict:
@@ -253,6 +323,11 @@ def worker(part: str, rows: int, scratch: str, file: str = "") -> None:
         result = run_mloop(frame)
     elif part == "pandera":
         result = run_pandera(frame)
+    elif part == "pandera-polars":
+        result = run_pandera_polars(frame)
+    elif part.startswith("profile-"):
+        result = {"profile-mloop": run_profile_mloop, "profile-polars": run_profile_polars,
+                  "profile-duckdb": run_profile_duckdb}[part](frame)
     elif part == "baseline":
         result = {}
     else:
@@ -293,6 +368,9 @@ def main() -> None:
         base = measure("baseline", 1000, scratch)  # interpreter + numpy + pandas, for reference
         ours = measure("mloop", args.rows, scratch)
         theirs = measure("pandera", args.rows, scratch)
+        polars = measure("pandera-polars", args.rows, scratch)
+        profiles = {name: measure(f"profile-{name}", args.rows, scratch)["profile"]
+                    for name in ("mloop", "polars", "duckdb")}
         digest = measure("digest", args.rows, scratch)
         path = Path(scratch) / "table.ipc"
         sha_time = best_of(lambda: subprocess.run(["sha256sum", str(path)], check=True, capture_output=True))
@@ -305,11 +383,17 @@ def main() -> None:
         "",
         "| measure | mloop | peer | ratio | target |",
         "|---|---|---|---|---|",
-        f"| validate (same checks) rows/s | {rows / ours['validate']:,.0f} | pandera {rows / theirs['validate']:,.0f} "
-        f"| {speedup:.1f}x | >= 3x |",
+        f"| validate (same checks) rows/s | {rows / ours['validate']:,.0f} | pandera on pandas "
+        f"{rows / theirs['validate']:,.0f} | {speedup:.1f}x | >= 5x |",
+        f"| validate (same checks) rows/s | {rows / ours['validate']:,.0f} | pandera on polars "
+        f"{rows / polars['validate']:,.0f} | {polars['validate'] / ours['validate']:.1f}x | > 1x |",
+        f"| profile (same canonical table) rows/s | {rows / profiles['mloop']:,.0f} | polars "
+        f"{rows / profiles['polars']:,.0f} | {profiles['polars'] / profiles['mloop']:.1f}x | >= 1x |",
+        f"| profile (same canonical table) rows/s | {rows / profiles['mloop']:,.0f} | DuckDB SUMMARIZE "
+        f"{rows / profiles['duckdb']:,.0f} | {profiles['duckdb'] / profiles['mloop']:.1f}x | >= 1x |",
         f"| ingest end to end rows/s (streaming pipeline: validate, profile, canonicalise, digest, Parquet) "
         f"| {rows / ours['ingest']:,.0f} | - | - | - |",
-        f"| profile rows/s | {rows / ours['profile']:,.0f} | - | - | - |",
+        f"| profile from a pandas frame (canonicalise + profile) rows/s | {rows / ours['profile']:,.0f} | - | - | - |",
         f"| canonicalise rows/s | {rows / ours['canonical']:,.0f} | - | - | - |",
         f"| digest MB/s | {mb / digest['digest']:,.0f} | sha256sum {mb / sha_time:,.0f} | {digest_ratio:.0%} | >= 70% |",
         f"| peak RSS MB (validate+profile) | {ours['peak_mb']:,.0f} | pandera {theirs['peak_mb']:,.0f} | - | - |",

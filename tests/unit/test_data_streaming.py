@@ -223,3 +223,60 @@ def test_dates_are_parsed_only_where_declared(tmp_path: Path) -> None:
                    tmp_path)
     assert {c.name: c.type for c in inferred.columns}["when"] in ("string", "category")
     assert pq.read_table(tmp_path / "out.parquet").column("when").to_pylist()[0] == "2024-01-02"
+
+
+def test_csv_is_parsed_in_small_blocks_with_the_types_of_the_first_full_block(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from mloop.data import tables
+
+    rows, block = 5000, 1 << 16
+    lines = [f"{k},{'1.5' if k == 400 else k},abc" for k in range(rows)]  # x turns float after the first 4 KiB
+    data = ("id,x,t\n" + "\n".join(lines) + "\n").encode()
+
+    def ingest(payload: bytes) -> tuple[pipeline.Pass, dict, list[int]]:
+        forced: dict = {}
+        sizes: list[int] = []
+        while True:
+            try:
+                batches = format_batches("csv", lambda: io.BytesIO(payload), "t.csv", None, block, forced, {})
+                return pipeline.run(counted(batches, sizes), None, None, str(tmp_path / "out.parquet")), forced, sizes
+            except TypeConflict as conflict:
+                forced[conflict.column] = conflict.type
+                sizes.clear()
+
+    whole, _, whole_sizes = ingest(data)  # parsed in blocks of 64 KiB (the parse block is 1 MiB)
+    monkeypatch.setattr(tables, "PARSE_BLOCK", 4096)
+    small, forced, sizes = ingest(data)
+    assert not forced  # x was typed float by the first 64 KiB, not by the first 4 KiB parsed
+    assert {c.name: c.type for c in small.columns}["x"] == "float"
+    assert small.digest == whole.digest and small.rows == rows
+    assert len(sizes) == len(whole_sizes) < len(data) // 4096  # 4 KiB blocks joined into 64 KiB batches
+    # a row longer than the parse block: read again parsing whole blocks
+    long_row = data.replace(b"\n4000,4000,abc\n", b"\n4000,4000," + b"z" * 10_000 + b"\n")
+    cut, forced, _ = ingest(long_row)
+    assert list(forced) == [tables.CSV_LONG_ROWS] and cut.passed and cut.rows == rows
+    assert pq.read_table(tmp_path / "out.parquet").column("t")[4000].as_py() == "z" * 10_000
+
+
+def test_the_reader_thread_raises_its_error_in_the_pipeline_and_stops_with_it() -> None:
+    batch = pa.RecordBatch.from_pydict({"x": [1, 2]})
+
+    def failing():
+        yield batch
+        raise TypeConflict("x", pa.float64(), "late")
+
+    with pytest.raises(TypeConflict):
+        list(pipeline.prefetch(failing()))
+    closed: list[bool] = []
+
+    def endless():
+        try:
+            while True:
+                yield batch
+        finally:
+            closed.append(True)
+
+    ahead = pipeline.prefetch(endless())
+    assert next(ahead).num_rows == 2
+    ahead.close()
+    assert closed == [True]
