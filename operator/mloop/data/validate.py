@@ -148,6 +148,15 @@ class _Hits:
         return f"rows {shown}{more}"
 
 
+def _strictly_increasing(series: pd.Series) -> bool:
+    """Each value above the one before (so no repeats): one vectorised comparison for plain numbers instead
+    of pandas' is_unique hash table (21 ms per 1M rows)."""
+    if isinstance(series.dtype, np.dtype) and series.dtype.kind in "iuf":
+        values = series.to_numpy()
+        return bool((values[1:] > values[:-1]).all())
+    return bool(series.is_monotonic_increasing and series.is_unique)
+
+
 class Unique:
     """Are a column's values unique? Each batch's 64-bit value hashes are spilled to a local file (8 bytes a
     row on disk); an ascending column (ids) is proven as it streams and its file never read; any other is
@@ -164,7 +173,7 @@ class Unique:
         pd.util.hash_pandas_object(series, index=False).to_numpy().tofile(self.spill)
         if not self.ascending:
             return
-        if series.isna().any() or not series.is_monotonic_increasing or not series.is_unique or (
+        if series.isna().any() or not _strictly_increasing(series) or (
                 self.last is not None and not series.iloc[0] > self.last):
             self.ascending = False
             return
