@@ -36,9 +36,12 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
 COPY --from=versitygw /out/versitygw /usr/local/bin/versitygw
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 EXPOSE 8000 8080 8081
-# The code last, in one step: few layers after it (each is a full copy with podman's vfs storage).
+# The code last, in one step: few layers after it (each is a full copy with podman's vfs storage). A bind mount's
+# content is not part of the layer cache's key, so the source's hash is: without it podman reused stale code.
+ARG MLOOP_SOURCE=unknown
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels --mount=type=bind,target=/src \
-    mkdir /tmp/src && cp -r /src/pyproject.toml /src/README.md /src/operator /tmp/src/ \
+    echo "mloop source ${MLOOP_SOURCE}" \
+ && mkdir /tmp/src && cp -r /src/pyproject.toml /src/README.md /src/operator /tmp/src/ \
  && pip install --no-cache-dir --find-links /wheels --no-deps /tmp/src && rm -rf /tmp/src /root/.cache
 USER 10001:10001
 CMD ["python", "-m", "mloop"]

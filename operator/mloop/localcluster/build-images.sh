@@ -84,7 +84,7 @@ if [ ! -f "$archive" ]; then
   log "building $image"
   "${pod[@]}" build --pull=never --network host --build-arg "PYTHON_IMAGE=$base_image" \
     --build-arg "VERSITYGW_IMAGE=$vgw_image" --build-arg "WHEELS_IMAGE=$wheels_image" --build-arg PIP_NO_INDEX=1 \
-    -t "$image" . >&2
+    --build-arg "MLOOP_SOURCE=$tag" -t "$image" . >&2
   "${pod[@]}" save --format docker-archive -o "$archive.tmp" "$image" >&2
   mv "$archive.tmp" "$archive"
 fi
