@@ -280,3 +280,30 @@ def test_the_reader_thread_raises_its_error_in_the_pipeline_and_stops_with_it() 
     assert next(ahead).num_rows == 2
     ahead.close()
     assert closed == [True]
+
+
+@pytest.mark.parametrize("budget", [None, 1000])
+def test_unique_on_a_column_that_is_not_ascending_is_exact_in_bounded_memory(budget, monkeypatch) -> None:
+    """Hash partitions spilled to disk: with 1000 pairs sorted at a time (so 300,000 rows are split twice and
+    a constant column to the last bit), the answer is the same as pandas' over the whole column."""
+    from mloop.data import validate
+
+    if budget:
+        monkeypatch.setattr(validate, "SORT_ROWS", budget)
+        monkeypatch.setattr(validate, "SCATTER_ROWS", budget)
+    rng = np.random.default_rng(0)
+    columns = {"few": rng.integers(0, 10**6, 300_000), "shuffled": rng.permutation(300_000),
+               "constant": np.full(300_000, 7),
+               "text": np.array([f"k{v}" for v in rng.integers(0, 100_000, 300_000)], dtype=object)}
+    frame = pd.DataFrame(columns)
+    checker = validate.RuleChecker(ValidationRules(unique=list(columns)))
+    for start in range(0, len(frame), 7777):
+        checker.feed(frame.iloc[start:start + 7777], start)
+    found = {c.column: c.message for c in checker.finish() if c.rule == "unique"}
+    for name in columns:
+        repeated = np.flatnonzero(frame[name].duplicated(keep="first").to_numpy())
+        if repeated.size == 0:
+            assert found[name] == ""
+            continue
+        shown = ", ".join(str(r) for r in repeated[:5])
+        assert found[name] == f"column {name!r} repeats values at rows {shown} and {repeated.size - 5} more"

@@ -8,6 +8,7 @@ import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -159,8 +160,11 @@ def _strictly_increasing(series: pd.Series) -> bool:
 
 class Unique:
     """Are a column's values unique? Each batch's 64-bit value hashes are spilled to a local file (8 bytes a
-    row on disk); an ascending column (ids) is proven as it streams and its file never read; any other is
-    answered at the end by sorting the hashes (16 bytes a row in memory, then)."""
+    row on disk); an ascending column (ids) is proven as it streams and its file never read. Any other is
+    answered at the end by hash partitions: (hash, row) pairs are scattered by their top hash bits into
+    PARTITIONS files, and each file small enough is sorted in memory, a larger one split again by the next
+    bits. Memory stays about 32 bytes x SORT_ROWS whatever the row count; the answer is exact (up to 64-bit
+    hash collisions, as before)."""
 
     def __init__(self) -> None:
         self.ascending = True
@@ -185,18 +189,91 @@ class Unique:
             if self.ascending:
                 return hits
             self.spill.seek(0)
-            hashes = np.fromfile(self.spill, dtype=np.uint64)
+            with tempfile.TemporaryDirectory(prefix="mloop-unique-") as scratch:
+                first = _scatter(_hash_chunks(self.spill), scratch, 0)
+                shown: list[np.ndarray] = []
+                for path in first:
+                    _repeats(path, scratch, PARTITION_BITS, hits, shown)
         finally:
             self.spill.close()
-        order = np.argsort(hashes, kind="stable")
-        ranked = hashes[order]
-        del hashes
-        repeat = np.zeros(ranked.size, bool)
-        repeat[1:] = ranked[1:] == ranked[:-1]
-        rows = np.sort(order[repeat])
-        hits.count = int(rows.size)
-        hits.rows = [int(r) for r in rows[:SHOWN_ROWS]]
+        hits.rows = sorted(int(r) for part in shown for r in part)[:SHOWN_ROWS] if hits.count else []
         return hits
+
+
+PAIR = np.dtype([("hash", "<u8"), ("row", "<i8")])
+PARTITION_BITS = 6
+PARTITIONS = 1 << PARTITION_BITS
+SORT_ROWS = 1 << 21  # pairs sorted in memory at once: 2M x (16 + 8 order + 8 ranked) = 64 MiB
+SCATTER_ROWS = 1 << 20  # pairs scattered at a time
+
+
+def _hash_chunks(spill: Any) -> Iterator[np.ndarray]:
+    """The spilled hashes with their row numbers, SCATTER_ROWS at a time."""
+    row = 0
+    while True:
+        hashes = np.fromfile(spill, dtype=np.uint64, count=SCATTER_ROWS)
+        if hashes.size == 0:
+            return
+        pairs = np.empty(hashes.size, PAIR)
+        pairs["hash"], pairs["row"] = hashes, np.arange(row, row + hashes.size)
+        row += hashes.size
+        yield pairs
+
+
+def _scatter(chunks: Iterable[np.ndarray], scratch: str, shift: int) -> list[str]:
+    """Append each pair to the file of its hash bits [shift, shift + PARTITION_BITS) from the top; rows keep
+    their order within a file, so the first of equal hashes is the earliest row."""
+    name = tempfile.mkdtemp(dir=scratch)
+    paths = [os.path.join(name, str(p)) for p in range(PARTITIONS)]
+    files = [open(p, "wb") for p in paths]
+    try:
+        for pairs in chunks:
+            part = ((pairs["hash"] << np.uint64(shift)) >> np.uint64(64 - PARTITION_BITS)).astype(np.intp)
+            order = np.argsort(part, kind="stable")
+            bounds = np.searchsorted(part[order], np.arange(PARTITIONS + 1))
+            ordered = pairs[order]
+            for p in range(PARTITIONS):
+                if bounds[p + 1] > bounds[p]:
+                    ordered[bounds[p]:bounds[p + 1]].tofile(files[p])
+    finally:
+        for f in files:
+            f.close()
+    return paths
+
+
+def _repeats(path: str, scratch: str, shift: int, hits: _Hits, shown: list[np.ndarray]) -> None:
+    """Count the rows of one partition file whose hash an earlier row had; keep the first few rows."""
+    size = os.path.getsize(path) // PAIR.itemsize
+    if size == 0:
+        os.unlink(path)
+        return
+    if size > SORT_ROWS and shift >= 64:  # every bit used: one hash (a value repeated in most rows)
+        with open(path, "rb") as f:
+            head = np.fromfile(f, dtype=PAIR, count=SHOWN_ROWS + 1)
+        os.unlink(path)
+        hits.count += size - 1
+        shown.append(head["row"][1:])
+        return
+    if size > SORT_ROWS:
+        def pieces() -> Iterator[np.ndarray]:
+            with open(path, "rb") as f:
+                while (pairs := np.fromfile(f, dtype=PAIR, count=SCATTER_ROWS)).size:
+                    yield pairs
+        parts = _scatter(pieces(), scratch, shift)
+        os.unlink(path)
+        for sub in parts:
+            _repeats(sub, scratch, shift + PARTITION_BITS, hits, shown)
+        return
+    pairs = np.fromfile(path, dtype=PAIR)
+    os.unlink(path)
+    order = np.argsort(pairs["hash"], kind="stable")
+    ranked = pairs["hash"][order]
+    repeat = np.zeros(ranked.size, bool)
+    repeat[1:] = ranked[1:] == ranked[:-1]
+    rows = pairs["row"][order[repeat]]
+    hits.count += int(rows.size)
+    if rows.size:
+        shown.append(np.sort(rows)[:SHOWN_ROWS])
 
 
 class _Inference:
