@@ -124,6 +124,24 @@ def test_shadow_evaluation_promotes_the_better_model_and_refuses_the_worse(kubec
                             lambda o: len(t := o["status"].get("shadowTargets") or []) == 2 and t)
     assert {t["package"]: t.get("columns") for t in targets} == {"iris-bad": ["sepal_width"], "iris-good": SENT}
 
+    # The status names the targets before the server re-reads them (SIGHUP after the write): unlabelled probes
+    # until a round of them reaches both candidates from every worker.
+    probes = iter(range(10_000))
+
+    def forwarding() -> bool:
+        before = [shadow_count(endpoint, t, "sent") for t in ("iris-good", "iris-bad")]
+        for _ in range(4):  # connections are dealt to the workers in turn
+            body = {"id": f"probe-{next(probes)}", "instances": [{c: ROW[c] for c in SENT}]}
+            assert post(f"{endpoint}/predict", body)[0] == 200
+        try:
+            return wait_for(lambda: [shadow_count(endpoint, t, "sent") for t in ("iris-good", "iris-bad")]
+                            == [b + 4 for b in before], timeout=5)
+        except AssertionError:
+            return False
+
+    wait_for(forwarding, timeout=60)
+    base = {t: shadow_count(endpoint, t, "sent") for t in ("iris-good", "iris-bad")}
+
     # Live traffic to Production only (the three columns its callers send); then the labels, by its request ids.
     served_rows = [({c: row[c] for c in SENT}, species) for row, species in iris_rows(60)]
     answers = {}
@@ -134,16 +152,18 @@ def test_shadow_evaluation_promotes_the_better_model_and_refuses_the_worse(kubec
     code, _ = post(f"{endpoint}/feedback", {"feedback": [{"id": f"req-{i}", "label": species}
                                                          for i, (_, species) in enumerate(served_rows)]})
     assert code == 202
-    wait_for(lambda: shadow_count(endpoint, "iris-good", "sent") == shadow_count(endpoint, "iris-bad", "sent") == 60,
-             timeout=30)
+    wait_for(lambda: all(shadow_count(endpoint, t, "sent") == base[t] + 60 for t in base), timeout=30)
     assert shadow_count(endpoint, "iris-good", "failed") == shadow_count(endpoint, "iris-bad", "failed") == 0
 
     # The candidates recorded their own predictions under Production's request ids, from the columns they take.
     for pkg, columns in ((good, SENT), (bad, ["sepal_width"])):
         version = pkg["status"]["version"]
-        collected = wait_for(lambda: len(rows := rows_under(s3, f"collected/{namespace}/iris/{version}/")) >= 60 and rows,
-                             timeout=30)
-        assert {r["row_id"] for r in collected} == set(answers)
+        def recorded(version=version) -> list[dict]:
+            rows = rows_under(s3, f"collected/{namespace}/iris/{version}/")
+            return set(answers) <= {r["row_id"] for r in rows} and rows
+
+        collected = wait_for(recorded, timeout=30)
+        assert all(r["row_id"].startswith("probe-") for r in collected if r["row_id"] not in answers)
         assert all(sorted(json.loads(r["inputs"])) == sorted(columns) for r in collected)
 
     # Both models scored on the same labelled rows, shown in each candidate's status and stored in S3.
@@ -232,6 +252,9 @@ def test_a_hanging_or_dead_shadow_never_changes_the_callers_answers(served, tmp_
     """Production's answers with a hanging shadow and a dead one equal its answers without; the requests the
     hanging shadow's bounded queue could not take are counted as dropped, the dead one's as failed."""
     baseline, baseline_endpoint = start_server(served, "--workers", "1", "--sampling-rate", "0")
+    # Forwarded batches name each row's id; ids that do not match the rows are refused, naming the field.
+    code, refused = post(f"{baseline_endpoint}/predict", {"ids": ["a"], "instances": [ROW, ROW]})
+    assert code == 400 and "'ids' must be a list of 2 row ids" in refused["error"]
     hanging = HangingServer()
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))

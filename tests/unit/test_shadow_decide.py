@@ -180,7 +180,7 @@ def test_a_candidate_with_fewer_inputs_is_sent_its_columns_only() -> None:
     assert target.to_wire()["columns"] == ["petal_width"]
 
 
-def test_the_shadow_sender_forwards_only_the_targets_columns() -> None:
+def test_the_shadow_sender_batches_what_waits_and_forwards_only_the_targets_columns() -> None:
     import asyncio
 
     import numpy as np
@@ -204,7 +204,9 @@ def test_the_shadow_sender_forwards_only_the_targets_columns() -> None:
         port = site._server.sockets[0].getsockname()[1]
         shadow = Shadow(parse_targets(f'[{{"package": "c", "url": "http://127.0.0.1:{port}", "columns": ["b"]}}]'))
         await shadow.start()
-        shadow.offer("r-1", {"a": np.array([1.0]), "b": np.array([2.0])})
+        for i in range(3):  # queued before the sender runs: one POST carries them, each row under its own id
+            shadow.offer([f"r-{i}"], {"a": np.array([float(i)]), "b": np.array([10.0 + i])})
+        shadow.offer(["r-3-0", "r-3-1"], {"a": np.array([3.0, 3.5]), "b": np.array([13.0, 13.5])})
         for _ in range(200):
             if got:
                 break
@@ -213,4 +215,5 @@ def test_the_shadow_sender_forwards_only_the_targets_columns() -> None:
         await runner.cleanup()
         return got
 
-    assert [(g["id"], g["inputs"]) for g in asyncio.run(run())] == [("r-1", {"b": [2.0]})]
+    assert [(g["ids"], g["inputs"]) for g in asyncio.run(run())] == [
+        (["r-0", "r-1", "r-2", "r-3-0", "r-3-1"], {"b": [10.0, 11.0, 12.0, 13.0, 13.5]})]

@@ -108,9 +108,9 @@ class Collector:
         if len(self.predictions.rows) >= self.batch_rows:
             self._wake.set()
 
-    def offer_shadow(self, request_id: str, arrays: dict[str, Any]) -> None:
+    def offer_shadow(self, row_ids: list[str], arrays: dict[str, Any]) -> None:
         if self.shadow is not None:
-            self.shadow.offer(request_id, arrays)
+            self.shadow.offer(row_ids, arrays)
 
     def record_feedback(self, rows: list[dict[str, Any]]) -> None:
         self.feedback.add(rows)

@@ -106,17 +106,19 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
             return (sklearn or await scikit_learn()).predict(arrays, with_proba)
         return runtime.predict(arrays, with_proba)
 
-    def collect(request_id: str, arrays: dict[str, Any], rows: int, labels: list[Any]) -> list[str]:
-        """Cheap on the request path: raw values only; the collector's writer thread encodes them."""
-        ids = [request_id] if rows == 1 else [f"{request_id}-{i}" for i in range(rows)]
-        collector.offer_shadow(request_id, arrays)
+    def collect(request_id: str, arrays: dict[str, Any], rows: int, labels: list[Any],
+                row_ids: list[str] | None = None) -> list[str]:
+        """Cheap on the request path: raw values only; the collector's writer thread encodes them. `row_ids`: the
+        ids a Production server gave these rows (it forwards them to its shadows)."""
+        ids = row_ids or ([request_id] if rows == 1 else [f"{request_id}-{i}" for i in range(rows)])
+        collector.offer_shadow(ids, arrays)
         if collector.sampled():
             now = time.time()
             columns = {n: a.tolist() for n, a in arrays.items()}  # orjson writes NaN as null
             dumps = orjson.dumps  # decoded to str: orjson's bytes keep a 4 KB heap block each while they wait
             collector.record_predictions([
-                (rid, request_id, now, dumps({n: c[i] for n, c in columns.items()}).decode(), dumps(label).decode())
-                for i, (rid, label) in enumerate(zip(ids, labels))])
+                (rid, request_id if row_ids is None else rid, now, dumps({n: c[i] for n, c in columns.items()}).decode(),
+                 dumps(label).decode()) for i, (rid, label) in enumerate(zip(ids, labels))])
         return ids
 
     def json_body(raw: bytes) -> Any:
@@ -230,11 +232,16 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
             else:
                 raise BadRequest("send {'instances': [{column: value}, ...]} or {'inputs': {column: [values]}}")
             arrays, count, any_null = check_columns(columns, signature)
+            row_ids = body.get("ids")
+            if row_ids is not None and not (isinstance(row_ids, list) and len(row_ids) == count and all(
+                    isinstance(i, str) and 0 < len(i) <= 256 for i in row_ids)):
+                raise BadRequest(f"'ids' must be a list of {count} row ids (strings of 1 to 256 characters), "
+                                 "one per row")
         except BadRequest as err:
             return refuse("predict", err)
-        request_id = str(body.get("id") or uuid.uuid4())
+        request_id = str(body.get("id") or (row_ids[0] if row_ids else uuid.uuid4()))
         labels, proba = await predict(arrays, any_null, body.get("probabilities", True) is not False)
-        ids = collect(request_id, arrays, count, labels)
+        ids = collect(request_id, arrays, count, labels, row_ids)
         result: dict[str, Any] = {"id": request_id, "ids": ids, "predictions": labels, "model": model_name,
                                   "version": pkg.version}
         if proba is not None:

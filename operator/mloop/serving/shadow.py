@@ -3,8 +3,8 @@
 The operator names the targets durably: a JSON file beside a local server (re-read on SIGHUP, so no restart and
 no polling) or the Deployment's MLOOP_SHADOWS (a new value rolls the pods). Each worker keeps one bounded queue
 per target: the request path only appends to it; a full queue drops the request and counts it. Sender tasks post
-each request to the target's /predict under the caller's request id, so the candidate's collection records its
-predictions under the same row ids as Production's. A slow or dead target costs its senders a timeout, never the
+what waits, in batches, to the target's /predict with the caller's row ids, so the candidate's collection records
+its predictions under the same row ids as Production's. A slow or dead target costs its senders a timeout, never the
 caller.
 A target whose signature takes fewer inputs is sent only its own columns (the operator compared the signatures).
 """
@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 log = logging.getLogger("mloop.serve.shadow")
 OUTCOMES = ("sent", "failed", "dropped")
+MAX_BATCH_ROWS = 1000  # rows in one forwarded POST (a server takes up to 10,000)
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,9 @@ class Shadow:
     """The shadow sender of one worker process."""
 
     def __init__(self, targets: list[Target], metrics: ShadowMetrics | None = None, capacity: int = 1000,
-                 concurrency: int = 4, timeout: float = 2.0):
+                 concurrency: int = 4, timeout: float = 2.0, batch: int = 64):
         self.metrics, self.capacity, self.concurrency, self.timeout = metrics, capacity, concurrency, timeout
+        self.batch = batch
         self.lanes: dict[str, _Lane] = {}
         self._session: Any = None
         self._pending = targets
@@ -122,7 +125,7 @@ class Shadow:
         if targets:
             log.info("shadowing to %s", ", ".join(f"{t.package} ({t.url}, {t.sampling_rate:g})" for t in targets))
 
-    def offer(self, request_id: str, arrays: dict[str, Any]) -> None:
+    def offer(self, row_ids: list[str], arrays: dict[str, Any]) -> None:
         """On the request path: a sampling draw and an append per target, nothing that waits."""
         for lane in self.lanes.values():
             rate = lane.target.sampling_rate
@@ -132,8 +135,18 @@ class Shadow:
                 if self.metrics:
                     self.metrics.count(lane.target.package, "dropped")
                 continue
-            lane.queue.append((request_id, arrays))
+            lane.queue.append((row_ids, arrays))
             lane.wake.set()
+
+    def _take(self, lane: _Lane) -> list[tuple[list[str], dict[str, Any]]]:
+        """What waits in the queue, up to a batch: one POST carries many requests, so forwarding costs the
+        Production worker a fraction of an HTTP call per request."""
+        batch = [lane.queue.popleft()]
+        rows = len(batch[0][0])
+        while lane.queue and len(batch) < self.batch and rows + len(lane.queue[0][0]) <= MAX_BATCH_ROWS:
+            batch.append(lane.queue.popleft())
+            rows += len(batch[-1][0])
+        return batch
 
     async def _send(self, lane: _Lane) -> None:
         url, columns = f"{lane.target.url}/predict", lane.target.columns
@@ -143,12 +156,14 @@ class Shadow:
                 lane.wake.clear()
                 await lane.wake.wait()
                 continue
-            request_id, arrays = lane.queue.popleft()
+            batch = self._take(lane)
             if self.metrics:
                 self.metrics.queued(lane.target.package, len(lane.queue))
-            sent = {n: arrays[n] for n in columns if n in arrays} if columns else arrays
-            body = orjson.dumps({"id": request_id, "inputs": {n: a.tolist() for n, a in sent.items()},
-                                 "probabilities": False})
+            names = [n for n in columns if n in batch[0][1]] if columns else list(batch[0][1])
+            # The caller's row ids go along, so the candidate records each row under the id Production gave it.
+            body = orjson.dumps({"ids": [i for ids, _ in batch for i in ids], "probabilities": False, "inputs": {
+                n: (batch[0][1][n] if len(batch) == 1 else np.concatenate([a[n] for _, a in batch])).tolist()
+                for n in names}})
             outcome = "failed"
             try:
                 async with self._session.post(url, data=body, headers=headers) as resp:
@@ -159,7 +174,7 @@ class Shadow:
             except Exception:  # refused, reset, timed out: the target's problem, counted, never the caller's
                 pass
             if self.metrics:
-                self.metrics.count(lane.target.package, outcome)
+                self.metrics.count(lane.target.package, outcome, len(batch))
 
     async def close(self) -> None:
         self.retarget([])
