@@ -131,3 +131,38 @@ def test_a_write_that_lost_only_to_kopfs_metadata_still_stands(kubectl, api_clie
         ("Decided", "on the older body")]
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
         "mloop.dev", "v1alpha1", namespace, "datasets", "kopfmoved", {"metadata": {"finalizers": None}})
+
+
+def test_a_run_in_flight_has_no_finalizer_and_a_deleted_one_is_left_alone(kubectl, api_client, s3, namespace) -> None:
+    """A run waiting for its Dataset is in flight (its timer visits it), yet holds no finalizer: deleted while the
+    operator runs, its timer stops, so when the Dataset appears nothing is started for it (no spec.json in S3, no
+    Job); deleted while the operator is down, the delete completes at once."""
+    from kopf.testing import KopfRunner
+
+    from mloop.storage.layout import run_prefix
+
+    spec = {"datasetRef": {"name": "later"}, "target": "species", "estimator": {"name": "LogisticRegression"},
+            "executor": "kubernetes"}
+
+    def waiting(name: str) -> bool:
+        return (condition(get_object(api_client, namespace, "trainingruns", name), "Succeeded") or {}).get(
+            "reason") == "WaitingForDataset"
+
+    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"], timeout=120) as runner:
+        apply_object(kubectl, namespace, "TrainingRun", "gone", spec)
+        apply_object(kubectl, namespace, "TrainingRun", "kept", spec)
+        wait_for(lambda: waiting("gone") and waiting("kept"), timeout=60)
+        gone = get_object(api_client, namespace, "trainingruns", "gone")
+        assert not gone["metadata"].get("finalizers")
+        done = kubectl("delete", "trainingrun", "gone", "-n", namespace, "--wait=true", "--timeout=20s")
+        assert done.returncode == 0, done.stderr
+        apply_object(kubectl, namespace, "Dataset", "later", {"source": {"builtin": {"name": "iris"}}})
+        wait_for(lambda: get_object(api_client, namespace, "trainingruns", "kept")["status"].get("task"), timeout=90)
+        jobs = kubectl("get", "jobs", "-n", namespace, "-o", "name", check=True).stdout.split()
+        assert len(jobs) == 1, jobs  # the kept run's only
+        prefix = run_prefix(namespace, "gone", gone["metadata"]["uid"])
+        assert not s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents")
+        assert not get_object(api_client, namespace, "trainingruns", "kept")["metadata"].get("finalizers")
+    assert runner.exception is None, runner.output[-3000:]
+    done = kubectl("delete", "trainingrun", "kept", "-n", namespace, "--wait=true", "--timeout=20s")
+    assert done.returncode == 0, done.stderr

@@ -256,7 +256,10 @@ def post_event(obj: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     }
     try:
-        client.CoreV1Api(api_client()).create_namespaced_event(meta["namespace"], event)
+        answer = client.CoreV1Api(api_client()).create_namespaced_event(meta["namespace"], event,
+                                                                         _preload_content=False)
+        answer.drain_conn()  # undecoded (a CoreV1Event costs more than the request), and the connection kept
+        answer.release_conn()
     except ApiException as err:
         if err.status != 409:
             raise

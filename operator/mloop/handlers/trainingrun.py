@@ -171,9 +171,7 @@ def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datase
     storage_ok, pinned, hit = True, None, None
     version = decide.pin_version(spec, dataset)
     if isinstance(version, DatasetVersion) and dataset is not None:  # about to start: S3 is needed from here on
-        try:
-            if version.digest == dataset.digest and spec.cache_policy != "reuse":
-                store.ping()  # otherwise the reads below tell whether S3 answers: one round trip less per run
+        try:  # no ping: these reads, or else the spec's write (see reconcile_run), tell whether S3 answers
             if version.digest != dataset.digest:
                 pinned = _version_facts(store, ds_namespace, ref.name, version.digest)
             if spec.cache_policy == "reuse":
@@ -235,8 +233,15 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requ
         commit(body, refused.outcome(), _needs_visit)
         return
     store, executor = operator_store(), executor_for(spec.executor)
-    decision = decide.decide(spec, status, gather(spec, status, run, datasets, requirements, store, executor), now)
-    act_before(decision, run.namespace, store, executor)
+    world = gather(spec, status, run, datasets, requirements, store, executor)
+    decision = decide.decide(spec, status, world, now)
+    try:
+        act_before(decision, run.namespace, store, executor)
+    except StorageUnavailable:
+        if not decision.of(WriteSpec):
+            raise
+        # The spec is written first, so nothing was submitted: S3 is down, which no ping asked before.
+        decision = decide.decide(spec, status, replace(world, storage_ok=False), now)
     for label in decision.of(SetLabel):
         patch.metadata.setdefault("labels", {})[label.key] = label.value
     commit(body, decision.outcome(), _needs_visit)
@@ -289,20 +294,45 @@ def _needs_visit(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in FINISHED or (status.get("mlflow") or {}).get("state") == "Pending"
 
 
-@kopf.on.event(GROUP, VERSION, "trainingruns")
-def trainingrun_changed(type: str, body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
+@kopf.index(GROUP, VERSION, "trainingruns")
+async def runs_in_flight(uid: str, status: kopf.Status, **_: Any) -> dict | None:
+    """The runs the timer visits. A DELETED event drops the entry before kopf matches the timer again, which stops
+    it: no finalizer is needed for that (see _without_finalizer). Async: a dict lookup needs no handler thread."""
+    return {uid: True} if _needs_visit(status) else None
+
+
+def _timer_visits(uid: str, status: kopf.Status, runs_in_flight: kopf.Index, **_: Any) -> bool:
+    return _needs_visit(status) and uid in runs_in_flight
+
+
+def _without_finalizer(fn: Any) -> Any:
+    """kopf gives every object a timer watches its finalizer, only to stop the timer on deletion, and has no
+    option against it. _timer_visits stops it instead, so the registered timer is made not to require one: a run
+    in flight then deletes while the operator is down, and a fan-out spends no PATCH per run on it (nor a 409 for
+    the first status write, which raced that PATCH)."""
+    spawning = kopf.get_default_registry()._spawning
+    spawning._handlers = [replace(h, requires_finalizer=False) if getattr(h, "fn", None) is fn else h
+                          for h in spawning._handlers]
+    return fn
+
+
+def _left_to_the_watch(type: str, body: kopf.Body, status: kopf.Status, **_: Any) -> bool:
+    """Not a run the timer visits (two handlers passing on one body would race to each step), nor a deleted one.
+    A filter, so that a run in flight costs its watch events no handler thread."""
+    return type != "DELETED" and not body.get("metadata", {}).get("deletionTimestamp") and not _needs_visit(status)
+
+
+@kopf.on.event(GROUP, VERSION, "trainingruns", when=_left_to_the_watch)
+def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
                         requirements_for_runs: kopf.Index, **_: Any) -> None:
     """A run no timer visits: on every change, and once at start-up (kopf's initial listing) to send what its
     outbox still owes. A watch handler, not on.create/on.resume: kopf then writes no progress or diffbase
     annotations, whose PATCHes doubled the writes per run and moved the resourceVersion under our status write."""
-    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
-        return
-    if _needs_visit(body.get("status") or {}):
-        return  # the timer's, from its first pass on: two handlers passing on one body would race to each step
     reconcile_run(body, patch, datasets_for_runs, requirements_for_runs)
 
 
-@kopf.timer(GROUP, VERSION, "trainingruns", interval=get_settings().poll_interval, sharp=False, when=_needs_visit)
+@_without_finalizer
+@kopf.timer(GROUP, VERSION, "trainingruns", interval=get_settings().poll_interval, sharp=False, when=_timer_visits)
 def trainingrun_tick(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
                      requirements_for_runs: kopf.Index, **_: Any) -> None:
     reconcile_run(body, patch, datasets_for_runs, requirements_for_runs)
