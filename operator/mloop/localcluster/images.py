@@ -92,3 +92,12 @@ def import_archive(ctr_address: str, archive: Path, snapshotter: str = "native")
     )
     if proc.returncode != 0:
         raise RuntimeError(f"ctr images import {archive} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+
+
+def tag_image(ctr_address: str, source: str, target: str) -> None:
+    """A second name for an imported image (e.g. `mloop:dev`, as the dev overlay names it), without a registry."""
+    ctr = shutil.which("ctr") or "ctr"
+    proc = subprocess.run([ctr, "--address", ctr_address, "-n", "k8s.io", "images", "tag", "--force", source, target],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ctr images tag {source} {target} failed: {proc.stderr.strip() or proc.stdout.strip()}")

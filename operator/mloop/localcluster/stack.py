@@ -310,6 +310,14 @@ class LocalStack:
 
         images.import_archive(str(localnode.NodePaths(self.dir / "node").sock), archive, localnode.snapshotter())
 
+    def tag_image(self, source: str, target: str) -> None:
+        """Another name for an imported image; a short name means docker.io/library/, as the kubelet reads it."""
+        from mloop.localcluster import images, node as localnode
+
+        if "/" not in target.split(":", 1)[0]:
+            target = f"docker.io/library/{target}"
+        images.tag_image(str(localnode.NodePaths(self.dir / "node").sock), source, target)
+
     # -- helpers -----------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
