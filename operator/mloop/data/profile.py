@@ -208,15 +208,19 @@ class _Column:
                 else:
                     self.exact = None
         else:
-            self.distinct.add(present)
+            if not pa.types.is_string(present.type):
+                self.distinct.add(present)
             self._count_values(present)
         self.count += n
 
     def _count_values(self, present: pa.Array) -> None:
-        if not pa.types.is_string(present.type):
+        text = pa.types.is_string(present.type)
+        if not text:
             present = pc.cast(present, pa.string())
         vc = pc.value_counts(present)
         values, counts = vc.field("values"), vc.field("counts")
+        if text:  # the distinct values are at hand: no second hash pass over the batch
+            self.distinct.add_hashes(pd.util.hash_array(values.to_numpy(zero_copy_only=False)))
         if len(vc) > COUNTS:  # only the heaviest values of a high-cardinality batch are kept
             order = pc.array_sort_indices(counts, order="descending")[:COUNTS]
             values, counts = values.take(order), counts.take(order)
