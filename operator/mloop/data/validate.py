@@ -106,11 +106,13 @@ def _outside_range(values: pd.Series, low: float | None, high: float | None) -> 
     array = values.to_numpy() if plain else values.to_numpy(dtype="float64", na_value=np.nan)
     if array.size == 0:
         return None
-    if array.dtype.kind == "f":
-        present = array[~np.isnan(array)] if np.isnan(array).any() else array
-    else:
-        present = array
-    if present.size == 0 or ((low is None or present.min() >= low) and (high is None or present.max() <= high)):
+    lo, hi = array.min(), array.max()
+    if array.dtype.kind == "f" and (np.isnan(lo) or np.isnan(hi)):  # min and max carry NaN: only then mask it
+        present = array[~np.isnan(array)]
+        if present.size == 0:
+            return None
+        lo, hi = present.min(), present.max()
+    if (low is None or lo >= low) and (high is None or hi <= high):
         return None
     with np.errstate(invalid="ignore"):
         mask = np.zeros(array.shape, bool)
