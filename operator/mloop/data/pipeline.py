@@ -30,9 +30,10 @@ from mloop.data.tables import TypeConflict, promote
 from mloop.data.validate import Check, RuleChecker, SchemaChecker
 
 MIB = 1 << 20
-# Arrow's streaming CSV reader keeps about 30 blocks read ahead (measured: 8 MiB blocks, 250 MB allocated),
-# and the batch in hand grows about 5x as pandas, cast and canonical copies: 1/128 of the limit leaves
-# the rest for the interpreter, the libraries and the Parquet writer.
+# Arrow's readers keep about 30 of their blocks read ahead (CSV parses 1 MiB blocks, tables.PARSE_BLOCK;
+# Parquet and JSON read in blocks of this size), `prefetch` holds up to 3 batches, and the batch in hand
+# grows about 5x as pandas, cast and canonical copies: 1/128 of the limit leaves the rest for the
+# interpreter, the libraries and the Parquet writer.
 LIMIT_SHARE = 128
 MAX_BLOCK = DEFAULT_BLOCK = 16 * MIB  # larger blocks read no faster; unbounded, about 500 MB is read ahead
 DECLARED = {"integer": pa.int64(), "float": pa.float64(), "boolean": pa.bool_(), "datetime": TIMESTAMP,
