@@ -1,5 +1,6 @@
 """Streaming ingest against real S3 (versitygw): bad data in the last batch fails cleanly, a prefix of parts
-is one table, and a file bigger than the process may hold ingests under a hard address-space cap."""
+is one table, and a file bigger than the process may hold ingests under a hard address-space cap, and so does
+a union of two of its versions."""
 
 from __future__ import annotations
 
@@ -166,3 +167,35 @@ def test_a_file_bigger_than_the_memory_cap_ingests(s3, tmp_path: Path) -> None:
     meta = pq.ParquetFile(io.BytesIO(store.get(f"datasets/stream/big/{result['digest'][7:]}/data.parquet",
                                                expected_sha256=manifest["files"]["data.parquet"]["sha256"]))).metadata
     assert meta.num_rows == BIG_ROWS and meta.num_row_groups > 10  # written a row group at a time
+
+    # A union of that version with itself, filtered: the parents are streamed too, where reading them whole (as
+    # ingestion did before) does not fit under the same cap.
+    pin = {"namespace": "stream", "name": "big", "digest": result["digest"][7:]}
+    parent_prefix = f"datasets/stream/big/{pin['digest']}/"
+    old = subprocess.run([sys.executable, "-c", OLD_UNION, parent_prefix], env=env, preexec_fn=_capped,
+                         capture_output=True, text=True, timeout=600)
+    assert old.returncode != 0 and ("MemoryError" in old.stderr or "out of memory" in old.stderr), \
+        (old.stdout, old.stderr[-2000:])
+    union = {"source": {"derived": {"union": {"datasets": [{"name": "big"}, {"name": "big"}]},
+                                    "transform": {"filter": "i0 < 500", "drop": ["c3"]}}}}
+    task = IngestTaskSpec(namespace="stream", name="twice", spec=union, parents=[pin, pin]).to_wire()
+    new = subprocess.run([sys.executable, "-c", INGEST, json.dumps(task)], env=env, preexec_fn=_capped,
+                         capture_output=True, text=True, timeout=900)
+    assert new.returncode == 0, new.stderr[-3000:]
+    out = json.loads(new.stdout.strip().splitlines()[-1])
+    twice = out["result"]
+    assert twice["status"] == "Succeeded", twice
+    assert twice["rows"] == 2 * int(((np.arange(BIG_ROWS) * 7) % 1000 < 500).sum())
+    assert [c["name"] for c in twice["columns"]] == [c["name"] for c in result["columns"] if c["name"] != "c3"]
+    assert out["peak_mb"] * (1 << 20) < CAP
+
+
+OLD_UNION = """
+import io, sys
+import pandas as pd
+import pyarrow.parquet as pq
+from mloop.storage.artifacts import Store
+store = Store.from_settings()
+parents = [pq.read_table(io.BytesIO(store.get(sys.argv[1] + "data.parquet"))).to_pandas() for _ in range(2)]
+print(len(pd.concat(parents, ignore_index=True)))  # what ingest did before: every parent whole, then the union
+"""

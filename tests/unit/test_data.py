@@ -8,14 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mloop.api.dataset import BuiltinSource, SchemaSpec, Transform, ValidationRules
+from mloop.api.dataset import BuiltinSource, SchemaSpec, ValidationRules
 from mloop.data.canonical import canonical_table, digest_table
 from mloop.data.drift import psi, tvd
 from mloop.data.errors import DataError
 from mloop.data.expr import filter_rows
 from mloop.data.profile import profile_frame
 from mloop.data.tables import load_builtin, parse_bytes
-from mloop.data.transform import apply_transform
 from mloop.data.validate import apply_rules, apply_schema
 
 
@@ -106,14 +105,6 @@ def test_filter_refuses_anything_else(expr: str) -> None:
     with pytest.raises(DataError) as err:
         filter_rows(FRAME, expr)
     assert err.value.reason == "BadFilter"
-
-
-def test_split_sides_partition_the_rows() -> None:
-    frame = pd.DataFrame({"i": range(100)})
-    train = apply_transform(frame, Transform.model_validate({"split": {"part": "train", "testFraction": 0.3, "seed": 1}}))
-    test = apply_transform(frame, Transform.model_validate({"split": {"part": "test", "testFraction": 0.3, "seed": 1}}))
-    assert len(train) == 70 and len(test) == 30
-    assert sorted([*train["i"], *test["i"]]) == list(range(100))
 
 
 def test_profile_numbers_and_categories() -> None:

@@ -11,6 +11,7 @@ import ast
 import operator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mloop.data.errors import DataError
@@ -57,10 +58,14 @@ def _eval(node: ast.AST, frame: pd.DataFrame, expr: str) -> pd.Series:
     raise DataError("BadFilter", f"filter {expr!r}: only comparisons joined by and/or/not are allowed")
 
 
-def filter_rows(frame: pd.DataFrame, expr: str) -> pd.DataFrame:
+def row_mask(frame: pd.DataFrame, expr: str) -> np.ndarray:
+    """Which rows the filter keeps (a missing value compares false)."""
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as err:
         raise DataError("BadFilter", f"filter {expr!r}: {err.msg}") from err
-    mask = _eval(tree.body, frame, expr)
-    return frame[mask.to_numpy()].reset_index(drop=True)
+    return _eval(tree.body, frame, expr).fillna(False).to_numpy(dtype=bool)
+
+
+def filter_rows(frame: pd.DataFrame, expr: str) -> pd.DataFrame:
+    return frame[row_mask(frame, expr)].reset_index(drop=True)

@@ -18,16 +18,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mloop.api.dataset import DatasetSpec
+from mloop.api.dataset import DatasetSpec, DerivedSource
 from mloop.api.tasks import IngestResult, IngestTaskSpec
-from mloop.data import combine
-from mloop.data import pipeline
+from mloop.data import parents, pipeline
 from mloop.data.drift import drift, same_grid
 from mloop.data.erasure import drop_erased, load_filters
 from mloop.data.errors import DataError
 from mloop.data.profile import SKETCH, Profiler, summary
-from mloop.data.tables import TypeConflict, load_builtin, load_inline, read_version, s3_batches
-from mloop.data.transform import apply_transform
+from mloop.data.tables import TypeConflict, load_builtin, load_inline, s3_batches
 from mloop.storage.artifacts import AlreadyExists, Store, sha256_hex
 from mloop.storage.layout import collected_prefix, dataset_prefix, feedback_prefix, package_prefix
 from mloop.workloads.task import main_for, now_iso
@@ -39,21 +37,25 @@ def load_source(spec: DatasetSpec, task: IngestTaskSpec, store: Store) -> tuple[
         return load_builtin(source.builtin), f"builtin:{source.builtin.name}"
     if source.inline:
         return load_inline(source.inline), "inline"
-    if source.derived:
-        pins = task.parents or ([task.parent] if task.parent else [])
-        if len(pins) != len(source.derived.parents()):
-            raise DataError("WaitingForParent", "the task was started without every parent version")
-        parents = [(p.name, read_version(store, dataset_prefix(p.namespace, p.name, p.digest))) for p in pins]
-        if source.derived.union is not None:
-            frame = combine.union(source.derived.union, parents)
-        elif source.derived.join is not None:
-            frame = combine.join(source.derived.join, parents[0], parents[1])
-        else:
-            frame = parents[0][1]
-        return apply_transform(frame, source.derived.transform), ",".join(f"{p.name}@{p.digest[:12]}" for p in pins)
     if source.collection:
         return load_collection(source.collection, task.namespace, store)
     raise DataError("UnsupportedSource", "this source kind is not ingested by the ingest task")
+
+
+def derived_batches(source: DerivedSource, task: IngestTaskSpec, store: Store, scratch: str,
+                    block: int) -> tuple[parents.Batches, str]:
+    """A derived source as a stream of batches: each pinned parent version spooled to `scratch` (digest checked)
+    and read a row group at a time. Returns the stream and what it was made from (name@version,...)."""
+    pins = task.parents or ([task.parent] if task.parent else [])
+    if len(pins) != len(source.parents()):
+        raise DataError("WaitingForParent", "the task was started without every parent version")
+    read = []
+    for i, pin in enumerate(pins):
+        path = parents.spool_version(store, dataset_prefix(pin.namespace, pin.name, pin.digest),
+                                     os.path.join(scratch, f"parent-{i}.parquet"))
+        read.append(parents.Parent.open(pin.name, path))
+    label = ",".join(f"{p.name}@{p.digest[:12]}" for p in pins)
+    return parents.derived(source, read, parents.rows_per_batch(read, block)), label
 
 
 def _read_batches(store: Store, prefix: str) -> pd.DataFrame:
@@ -96,6 +98,11 @@ def _source_label(source: Any, keys: list[str]) -> str:
 
 
 def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> IngestResult:
+    with tempfile.TemporaryDirectory(prefix="mloop-parents-") as spool:  # derived sources' parent versions
+        return _cut_version(task, store, log, spool)
+
+
+def _cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger, spool: str) -> IngestResult:
     spec = DatasetSpec.model_validate(task.spec)
     namespace, name = task.namespace, task.name
     block = pipeline.block_bytes()
@@ -110,6 +117,15 @@ def cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger) -> Inge
 
             def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
                 return s3_batches(s3, store.client, block, forced, declared)[1]
+
+            def drop(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+                return drop_erased(frame, filters) if filters else (frame, 0)
+        elif spec.source.derived is not None:  # parents are streamed too, a row group at a time
+            stream, source_version = derived_batches(spec.source.derived, task, store, spool, block)
+            log.info("streaming %s in blocks of %d MiB", source_version, block >> 20)
+
+            def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+                return stream()
 
             def drop(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
                 return drop_erased(frame, filters) if filters else (frame, 0)
