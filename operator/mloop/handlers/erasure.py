@@ -406,7 +406,7 @@ def erasure_datasets(namespace: str, name: str, spec: kopf.Spec, status: kopf.St
 
 
 @kopf.index(GROUP, VERSION, "trainingruns")
-def erasure_runs(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict | None:
+async def erasure_runs(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict | None:
     """Runs by the Dataset they pinned: the runs an erased version flags."""
     pinned = status.get("dataset")
     if not pinned or "@" not in pinned:

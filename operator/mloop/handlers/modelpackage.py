@@ -79,7 +79,7 @@ def packages_awaiting_requirements(namespace: str, name: str, spec: kopf.Spec, s
 
 
 @kopf.index(GROUP, VERSION, "trainingruns")
-def trainingruns_by_name(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+async def trainingruns_by_name(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     ds = spec.get("datasetRef") or {}
     return {(namespace, name): {
         "uid": uid, "phase": status.get("phase"), "failure": status.get("failure"),
@@ -545,7 +545,7 @@ def package_tick(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     reconcile_package(body, patch, Indexes.of(kwargs))
 
 
-@kopf.on.event(GROUP, VERSION, "trainingruns")
+@kopf.on.event(GROUP, VERSION, "trainingruns", when=lambda status, **_: status.get("phase") in ("Succeeded", "Failed"))
 def run_event(namespace: str, name: str, status: kopf.Status, **kwargs: Any) -> None:
     """A run that finished wakes the packages waiting on it."""
     if status.get("phase") not in ("Succeeded", "Failed"):

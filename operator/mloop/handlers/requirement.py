@@ -45,7 +45,7 @@ def requirements_by_retrain_dataset(namespace: str, name: str, spec: kopf.Spec, 
 
 
 @kopf.index(GROUP, VERSION, "trainingruns")
-def runs_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+async def runs_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     entry = {"name": name, "namespace": namespace, "phase": status.get("phase"), "metrics": dict(status.get("metrics") or {}),
              "checks": copy.deepcopy(list(status.get("checks") or [])),
              "dataset": f"{namespace}/{spec.get('datasetRef', {}).get('name')}"}
@@ -53,7 +53,7 @@ def runs_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: kopf
 
 
 @kopf.index(GROUP, VERSION, "trainingruns")
-def runs_by_name(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+async def runs_by_name(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     ref = spec.get("datasetRef") or {}
     return {(namespace, name): {"metrics": dict(status.get("metrics") or {}), "spec": copy.deepcopy(dict(spec)),
                                 "checks": copy.deepcopy(list(status.get("checks") or [])),
@@ -63,7 +63,7 @@ def runs_by_name(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status
 
 
 @kopf.index(GROUP, VERSION, "trainingruns")
-def requirements_by_run_dataset(namespace: str, spec: kopf.Spec, **_: Any) -> dict:
+async def requirements_by_run_dataset(namespace: str, spec: kopf.Spec, **_: Any) -> dict:
     """The Requirements whose candidates were trained on a Dataset: its new status may change their verdict."""
     ref = spec.get("datasetRef") or {}
     keys = _refs(spec, namespace)
@@ -152,7 +152,7 @@ def requirement_tick(body: kopf.Body, **kwargs: Any) -> None:
     evaluate(body, _indexes(kwargs))
 
 
-@kopf.on.event(GROUP, VERSION, "trainingruns")
+@kopf.on.event(GROUP, VERSION, "trainingruns", when=lambda spec, **_: bool(spec.get("requirementRefs")))
 def run_moved(namespace: str, spec: kopf.Spec, requirement_bodies: kopf.Index, **kwargs: Any) -> None:
     _evaluate_all(_refs(spec, namespace), requirement_bodies, _indexes(kwargs))
 
