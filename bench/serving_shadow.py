@@ -30,12 +30,14 @@ from serving import BODY, CEILING, ensure_wrk, fit_model, publish_package, stop,
 def shadow_counts(endpoint: str) -> dict[str, float]:
     with urllib.request.urlopen(f"{endpoint}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    counts = {"sent": 0.0, "failed": 0.0, "dropped": 0.0}
+    counts = {"sent": 0.0, "failed": 0.0, "dropped": 0.0, "posts": 0.0}
     for line in text.splitlines():
         if line.startswith("mloop_shadow_requests_total{"):
             for outcome in counts:
                 if f'outcome="{outcome}"' in line:
                     counts[outcome] += float(line.split()[-1])
+        elif line.startswith("mloop_shadow_posts_total{"):
+            counts["posts"] += float(line.split()[-1])
     return counts
 
 
@@ -128,14 +130,14 @@ def main() -> None:
           f"{args.repeat} alternating runs with and without; {os.cpu_count()} cores; load average {load_before} "
           f"before, {load_after} after\n")
     print(f"| shadow | requests/s with (without) | change | p99 ms with (without) | p99 ms at {half:,.0f} req/s with "
-          f"(without) | shadow copies sent / failed / dropped (last run) | errors |")
-    print("|---|---|---|---|---|---|---|")
+          f"(without) | shadow copies sent / failed / dropped (last run) | copies per POST | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, r in rows.items():
         f, bf, h, bh, c = r["full"], r["base_full"], r["half"], r["base_half"], r["counts"]
         print(f"| {label} | {f['rps']:,.0f} ({bf['rps']:,.0f}) | {(f['rps'] / bf['rps'] - 1) * 100:+.1f}% | "
               f"{f['p99']:.2f} ({bf['p99']:.2f}) | {h['p99']:.2f} ({bh['p99']:.2f}) | "
               f"{c.get('sent', 0):,.0f} / {c.get('failed', 0):,.0f} / {c.get('dropped', 0):,.0f} | "
-              f"{f['errors'] + h['errors']} |")
+              f"{(c.get('sent', 0) + c.get('failed', 0)) / max(c.get('posts', 0), 1):.1f} | {f['errors'] + h['errors']} |")
     print("\nTarget: requests/s and p99 within 5% of no shadow.")
 
 

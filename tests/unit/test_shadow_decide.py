@@ -73,12 +73,23 @@ def test_a_metric_live_rows_cannot_give_is_refused_by_name() -> None:
 
 
 SHADOWING = {**PACKAGED, "shadow": {"state": "Shadowing", "endpoint": "http://127.0.0.1:9002", "production": "iris-1",
-                                    "productionVersion": 1, "metric": "accuracy", "rows": 0}}
+                                    "productionVersion": 1, "metric": "accuracy", "rows": 0,
+                                    "columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"]}}
 REQ_LIVE = REQ.model_copy(update={"live": LIVE})
 
 
+FITS = ShadowFit(columns=("sepal_length", "sepal_width", "petal_length", "petal_width"))
+
+
+def test_no_shadow_server_starts_before_the_signatures_are_compared() -> None:
+    d = decide(spec(shadow={}), status(**PACKAGED), world(siblings=(sibling(),)), NOW)
+    assert not any(isinstance(a, EnsureLocalServer) for a in d.actions)
+    assert d.status["shadow"]["state"] == "Starting" and in_flight(d.status)
+    assert next(c for c in d.status["conditions"] if c["type"] == "Shadowing")["status"] == "Unknown"
+
+
 def test_a_candidate_starts_its_shadow_server_while_another_package_holds_production() -> None:
-    d = decide(spec(shadow={"samplingRate": 0.5}), status(**PACKAGED), world(siblings=(sibling(),)), NOW)
+    d = decide(spec(shadow={"samplingRate": 0.5}), status(**PACKAGED), world(siblings=(sibling(),), shadow_fit=FITS), NOW)
     start = next(a for a in d.actions if isinstance(a, EnsureLocalServer))
     assert start.stage == "shadow-2" and start.digest == DIGEST and start.shadows == ()
     assert d.status["shadow"]["state"] == "Starting" and d.status["shadow"]["production"] == "iris-1"
@@ -87,7 +98,8 @@ def test_a_candidate_starts_its_shadow_server_while_another_package_holds_produc
 
 def test_a_ready_shadow_server_is_announced_and_its_score_recorded() -> None:
     ready = LocalServer("http://127.0.0.1:9002", DIGEST, alive=True, ready=True)
-    d = decide(spec(shadow={}), status(**PACKAGED), world(siblings=(sibling(),), shadow_local=ready, live=SCORE), NOW)
+    d = decide(spec(shadow={}), status(**PACKAGED), world(siblings=(sibling(),), shadow_local=ready, live=SCORE,
+                                                           shadow_fit=FITS), NOW)
     sh = d.status["shadow"]
     assert (sh["state"], sh["endpoint"], sh["rows"], sh["candidateValue"], sh["productionValue"]) == (
         "Shadowing", "http://127.0.0.1:9002", 80, 0.95, 0.80)
@@ -114,6 +126,15 @@ def test_shadowing_stops_when_the_candidate_takes_production_keeping_its_last_sc
     assert StopLocalServer("shadow-2", DIGEST) in d.actions
     assert d.status["shadow"]["state"] == "Stopped" and d.status["shadow"]["endpoint"] is None
     assert d.status["shadow"]["rows"] == 80 and not in_flight({**d.status, "endpoint": None})
+
+
+def test_the_score_that_wins_production_stays_in_the_status_when_shadowing_stops() -> None:
+    ready = LocalServer("http://127.0.0.1:9002", DIGEST, alive=True, ready=True)
+    w = world(siblings=(sibling(),), shadow_local=ready, requirements={"req": REQ_LIVE}, live=SCORE)
+    d = decide(spec(shadow={}, stage="Production"), status(**SHADOWING), w, NOW)
+    assert d.status["stage"] == "Production" and d.status["shadow"]["state"] == "Stopped"
+    assert (d.status["shadow"]["rows"], d.status["shadow"]["candidateValue"]) == (80, 0.95)
+    assert RecordLiveScore(SCORE, 2) in d.actions and StopLocalServer("shadow-2", DIGEST) in d.actions
 
 
 def test_the_production_server_is_told_its_shadow_targets_without_a_restart() -> None:

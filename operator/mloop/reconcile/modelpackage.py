@@ -578,7 +578,15 @@ def _shadow(p: _Pass, spec: ModelPackageSpec, world: World, reqs: list[tuple[str
         if before is not None and before.state != "Stopped":
             why = ("spec.shadow removed" if spec.shadow is None else "this package holds Production"
                    if granted == "Production" else "no package is in Production")
-            p.update["shadow"] = _wire(before.model_copy(update={"state": "Stopped", "endpoint": None}))
+            last: dict[str, Any] = {}
+            score = world.live
+            if score is not None and score.production == before.production:  # the score that won it Production
+                last = {"rows": score.rows, "candidate_value": score.candidate,
+                        "production_value": score.production_value, "record": score.record}
+                if (before.rows, before.candidate_value, before.production_value) != (
+                        score.rows, score.candidate, score.production_value):
+                    p.actions.append(RecordLiveScore(score, version))
+            p.update["shadow"] = _wire(before.model_copy(update={"state": "Stopped", "endpoint": None, **last}))
             p.event("Normal", "ShadowStopped", f"shadow server for version {version} stopped: {why}")
             p.condition("Shadowing", "False", "Stopped", f"shadow server stopped: {why}")
         return
@@ -598,6 +606,14 @@ def _shadow(p: _Pass, spec: ModelPackageSpec, world: World, reqs: list[tuple[str
         p.condition("Shadowing", "False", "SignatureMismatch", message)
         return
     columns = list(fit.columns) if fit is not None else (before.columns if same_holder and before is not None else None)
+    if columns is None:  # signatures not compared yet (the package was packaged in this pass, or S3 is away)
+        stop_server()
+        start = {"state": "Starting", "endpoint": None, "production": holder.name,
+                 "productionVersion": holder.version, "metric": metric}
+        p.update["shadow"] = _wire(before.model_copy(update={**start, "production_version": holder.version})
+                                   if same_holder and before is not None else ShadowStatus.model_validate(start))
+        p.condition("Shadowing", "Unknown", "Starting", f"comparing this package's signature with {holder.name}'s")
+        return
     endpoint = None
     if world.executor == "local":
         if local is None or not local.alive or local.digest != digest:

@@ -70,9 +70,14 @@ class ShadowMetrics:
                                  ["target", "outcome"], registry=None)
         self._queued = Gauge("mloop_shadow_queued", "Shadow requests waiting to be sent.", ["target"],
                              registry=None, multiprocess_mode="livesum")
+        self._posts = Counter("mloop_shadow_posts", "Batches posted to each target (requests per post: "
+                              "mloop_shadow_requests_total over this).", ["target"], registry=None)
 
     def count(self, target: str, outcome: str, n: int = 1) -> None:
         self._requests.labels(target, outcome).inc(n)
+
+    def posted(self, target: str) -> None:
+        self._posts.labels(target).inc()
 
     def queued(self, target: str, n: int) -> None:
         self._queued.labels(target).set(n)
@@ -92,9 +97,9 @@ class Shadow:
     """The shadow sender of one worker process."""
 
     def __init__(self, targets: list[Target], metrics: ShadowMetrics | None = None, capacity: int = 1000,
-                 concurrency: int = 4, timeout: float = 2.0, batch: int = 64):
+                 concurrency: int = 2, timeout: float = 2.0, batch: int = 64, linger: float = 0.01):
         self.metrics, self.capacity, self.concurrency, self.timeout = metrics, capacity, concurrency, timeout
-        self.batch = batch
+        self.batch, self.linger = batch, linger
         self.lanes: dict[str, _Lane] = {}
         self._session: Any = None
         self._pending = targets
@@ -155,6 +160,8 @@ class Shadow:
             if not lane.queue:
                 lane.wake.clear()
                 await lane.wake.wait()
+                if len(lane.queue) < self.batch:  # let a batch gather: a copy may wait, the caller never does
+                    await asyncio.sleep(self.linger)
                 continue
             batch = self._take(lane)
             if self.metrics:
@@ -175,6 +182,7 @@ class Shadow:
                 pass
             if self.metrics:
                 self.metrics.count(lane.target.package, outcome, len(batch))
+                self.metrics.posted(lane.target.package)
 
     async def close(self) -> None:
         self.retarget([])
