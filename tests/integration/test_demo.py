@@ -36,6 +36,16 @@ def test_demo_runs_the_whole_loop(tmp_path: Path, stack) -> None:
             assert set(datasets["iris-all"]["parents"]) == {f"iris@{original['version']}",
                                                             f"iris-feedback@{retrains[0]['datasetVersion']}"}
         assert [p["stage"] for p in summary["packages"]].count("Production") == 1
+        # The retrained package shadowed Production on more live traffic; the gate judged it on those rows.
+        retrained = next(p for p in summary["packages"] if p["name"] == retrains[0]["package"])
+        shadow, live = retrained["shadow"], retrained["live"]
+        assert shadow["production"] == "iris-rf-1" and shadow["rows"] >= 30, shadow
+        gain = shadow["candidateValue"] - shadow["productionValue"]
+        assert live["passed"] is (gain >= 0.02 and gain > 0), (live, shadow)  # margin 0.02 in examples/iris
+        if live["passed"] is False:  # refused, and the refusal names the live comparison
+            assert retrained["stage"] != "Production" and "live:accuracy" in retrained["promoted"]
+            assert f"on {shadow['rows']} live rows" in live["message"]
+        assert "✓ Promotion gate judged the live comparison" in result.stderr
         with urllib.request.urlopen(f"{summary['endpoint']}/v2/health/ready", timeout=5) as resp:
             assert resp.status == 200
         assert lineage.read_bytes().lstrip().startswith((b"<?xml", b"<svg"))

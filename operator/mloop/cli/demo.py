@@ -2,7 +2,9 @@
 
 Starts (or reuses) the dev stack and a local-executor operator, applies examples/iris/, waits
 with progress, sends real predictions and the true labels, lets the retrain policy fire (it trains
-on iris-all: the original rows plus the fed-back ones), and prints what happened. `mloop dev down` stops everything afterwards.
+on iris-all: the original rows plus the fed-back ones), lets the retrained package shadow Production
+on more live traffic until the Requirement's live comparison promotes or refuses it, and prints
+what happened. `mloop dev down` stops everything afterwards.
 """
 
 from __future__ import annotations
@@ -93,12 +95,59 @@ def run_loop(namespace: str, deadline: float) -> str:
           deadline, lambda: _cond(_get("datasets", namespace, "iris-all"), "Ready").get("message", ""))
     retrain = _wait("Retrain policy fired", lambda: ((_get("requirements", namespace, "iris-species").get("status") or {})
                     .get("retrains") or [None])[0], deadline)
+    live = (_get("requirements", namespace, "iris-species").get("spec") or {}).get("live")
+    if live:
+        _wait(f"Retrained {retrain['run']} packaged", lambda: phase("modelpackages", retrain["package"])() == "Packaged",
+              deadline, phase("trainingruns", retrain["run"]))
+        shadow_phase(namespace, endpoint, retrain["package"], live, deadline)
     _wait(f"Retrained {retrain['run']} packaged and judged against production",
           lambda: ((_get("requirements", namespace, "iris-species").get("status") or {}).get("retrains") or [{}])[0]
           .get("outcome", "pending") != "pending", deadline, phase("trainingruns", retrain["run"]))
     # A promoted retraining restarts the local server on the new version: wait until it answers again.
     _wait(f"Endpoint {endpoint} ready", lambda: _ready(endpoint), deadline)
     return endpoint
+
+
+def shadow_phase(namespace: str, endpoint: str, candidate: str, live: dict[str, Any], deadline: float) -> None:
+    """The retrained package shadows Production: more live traffic and its labels, until both models are scored on
+    the rows the Requirement asks for and the gate has judged the live comparison."""
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    min_rows = int(live.get("minRows", 100))
+    shadow = lambda: (_get("modelpackages", namespace, candidate).get("status") or {}).get("shadow") or {}  # noqa: E731
+    production = lambda: (_get("modelpackages", namespace, "iris-rf-1").get("status") or {})  # noqa: E731
+    _wait(f"{candidate} shadows iris-rf-1: the Production server copies each request to it",
+          lambda: shadow().get("state") == "Shadowing" and candidate in {
+              t["package"] for t in production().get("shadowTargets") or []}, deadline,
+          lambda: shadow().get("state", "Starting"))
+    iris = load_iris(as_frame=True)
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    order = np.random.default_rng(17).permutation(len(iris.frame))[:min_rows + 10]
+    with console.status(f"Sending {len(order)} more predictions and their labels…"):
+        for start in range(0, len(order), 10):
+            chunk = iris.frame.iloc[order[start:start + 10]]
+            rows = [dict(zip(names, map(float, r))) for r in chunk.iloc[:, :4].itertuples(index=False)]
+            answer = _post(f"{endpoint}/predict", {"instances": rows})
+            labels = [str(iris.target_names[t]) for t in chunk["target"]]
+            _post(f"{endpoint}/feedback", {"feedback": [{"id": i, "label": y} for i, y in zip(answer["ids"], labels)]})
+    console.print(f"[green]✓[/] {len(order)} more predictions served by iris-rf-1 and shadowed by {candidate}, "
+                  f"{len(order)} labels fed back")
+    _wait(f"{candidate} and iris-rf-1 scored on the same {min_rows}+ labelled live rows",
+          lambda: shadow().get("rows", 0) >= min_rows, deadline, lambda: f"{shadow().get('rows', 0)} rows so far")
+
+    def judged() -> str | None:
+        status = _get("modelpackages", namespace, candidate).get("status") or {}
+        if status.get("stage") == "Production":  # its criterion now reads "holds Production": the status keeps the score
+            sh = status.get("shadow") or {}
+            return (f"promoted to Production: {sh.get('metric')} {sh.get('candidateValue'):.4g} vs "
+                    f"{sh.get('productionValue'):.4g} of iris-rf-1 on {sh.get('rows')} live rows")
+        result = next((r for r in status.get("requirements") or [] if r["criterion"].startswith("live:")), {})
+        message = result.get("message", "")
+        return f"refused Production: {message}" if "live rows:" in message and result.get("passed") is False else None
+
+    verdict = _wait("Promotion gate judged the live comparison", judged, deadline)
+    console.print(f"  {candidate}: {verdict}")
 
 
 def _ready(endpoint: str) -> bool:
@@ -121,7 +170,11 @@ def facts(namespace: str, endpoint: str, lineage_file: str) -> dict[str, Any]:
                         "metric": (r.get("status") or {}).get("primaryMetric")} for r in objects["trainingruns"]]
     summary["packages"] = [{"name": p["metadata"]["name"], "model": p["spec"]["model"],
                             "version": (p.get("status") or {}).get("version"), "stage": (p.get("status") or {}).get("stage"),
-                            "promoted": _cond(p, "Promoted").get("message", "")} for p in objects["modelpackages"]]
+                            "promoted": _cond(p, "Promoted").get("message", ""),
+                            "shadow": (p.get("status") or {}).get("shadow"),
+                            "live": next((r for r in (p.get("status") or {}).get("requirements") or []
+                                          if r["criterion"].startswith("live:")), None)}
+                           for p in objects["modelpackages"]]
     summary["requirements"] = [{"name": q["metadata"]["name"], "phase": (q.get("status") or {}).get("phase"),
                                 "satisfied": _cond(q, "Satisfied").get("message", ""),
                                 "retrains": (q.get("status") or {}).get("retrains") or []} for q in objects["requirements"]]
@@ -162,6 +215,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     for p in summary["packages"]:
         table.add_row(p["name"], p["model"], str(p["version"]), str(p["stage"]), p["promoted"])
     out.print(table)
+    for p in summary["packages"]:
+        if p["shadow"]:
+            sh = p["shadow"]
+            out.print(f"Shadow [bold]{p['name']}[/] against {sh.get('production')}: {sh.get('rows', 0)} labelled live "
+                      f"rows, {sh.get('metric')} {sh.get('candidateValue')} vs {sh.get('productionValue')} "
+                      f"({sh.get('state')}); gate: {(p['live'] or {}).get('message', '')}")
     for q in summary["requirements"]:
         out.print(f"Requirement [bold]{q['name']}[/]: {q['phase']} — {q['satisfied']}")
         for r in q["retrains"]:

@@ -167,7 +167,10 @@ def _gather(me: decide.PackageId, spec: ModelPackageSpec, status: ModelPackageSt
         siblings.append(decide.SiblingView(
             name=body["metadata"]["name"], version=st.get("version"), desired=sp.get("stage", "None"),
             granted=st.get("stage"), metrics=(their_run or {}).get("metrics") or {},
-            eligible=st.get("phase") == "Packaged" and not any(r.get("passed") is False for r in st.get("requirements") or [])))
+            # Judged for the stage it asks for now: a spec just edited to Production still shows criteria judged
+            # for its old stage (a live criterion is not judged then), and must not take Production on them.
+            eligible=st.get("phase") == "Packaged" and st.get("observedGeneration") == body["metadata"].get("generation")
+            and not any(r.get("passed") is False for r in st.get("requirements") or [])))
     executor = (run.executor if run else None) or get_settings().executor
     world = decide.World(package=me, run=run, requirements=requirements, dataset=None, siblings=tuple(siblings),
                          executor=executor, lower_is_better=frozenset(LOWER_IS_BETTER))

@@ -234,7 +234,8 @@ def _retrain(name: str, namespace: str, spec: RequirementSpec, current: Requirem
     start_retrain(namespace, name, run_name, template["spec"],
                   {"name": train_ref.name, "version": train_version,
                    **({"namespace": train_ns} if train_ns != namespace else {})},
-                  model, policy.promote_to, production.get("serve") if production else None)
+                  model, policy.promote_to, production.get("serve") if production else None,
+                  shadow=spec.live is not None)
     trained_on = f"{train_ref.name}@{train_version}"
     records.append({"run": run_name, "datasetVersion": ds.version, "trainedOn": trained_on, "reason": reason[:256],
                     "package": run_name, "outcome": "pending", "createdAt": iso(utcnow())})
@@ -276,7 +277,8 @@ def _drift_against_production(namespace: str, ds_namespace: str, dataset: str, d
 
 def start_retrain(namespace: str, requirement: str, run_name: str, template_spec: Mapping[str, Any],
                   dataset_ref: dict[str, Any], model: str, promote_to: str, serve: Mapping[str, Any] | None,
-                  labels: Mapping[str, str] | None = None, require_improvement: bool = True) -> None:
+                  labels: Mapping[str, str] | None = None, require_improvement: bool = True,
+                  shadow: bool = False) -> None:
     """A retraining: the template run's spec on the given data, and a package of it asking for promote_to. Both by
     deterministic name, so a pass that repeats the step finds them (409). The feedback loop and an erasure
     request (handlers/erasure) start retrainings this one way."""
@@ -288,6 +290,8 @@ def start_retrain(namespace: str, requirement: str, run_name: str, template_spec
                     "requirementRefs": [{"name": requirement}], "requireImprovement": require_improvement}
     if serve:
         package_spec["serve"] = dict(serve)
+    if shadow:  # the Requirement's live criterion: it must beat Production on traffic it shadowed first
+        package_spec["shadow"] = {"samplingRate": 1.0}
     _create("modelpackages", namespace, "ModelPackage", run_name, package_spec,
             {"mloop.dev/retrain-of": requirement, **(labels or {})})
 

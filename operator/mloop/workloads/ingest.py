@@ -70,6 +70,8 @@ def load_collection(source: Any, namespace: str, store: Store) -> tuple[pd.DataF
     feedback = _read_batches(store, feedback_prefix(namespace, source.model))
     if predictions.empty or feedback.empty:
         return pd.DataFrame(), f"collected:{source.model}:"
+    if "stage" in predictions:  # a shadow's predictions were never served: they are scored, not collected
+        predictions = predictions[~predictions["stage"].astype(str).str.startswith("shadow-")]
     if source.stage:
         predictions = predictions[predictions["stage"] == source.stage]
     labels = feedback.drop_duplicates("row_id", keep="last")[["row_id", "label"]]
