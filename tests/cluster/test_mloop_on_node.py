@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kopf.testing import KopfRunner
 from kubernetes import client
 
@@ -33,11 +34,14 @@ def mloop_image(stack: Any) -> str:
     if not os.environ.get("MLOOP_CLUSTER_IMAGE"):
         pytest.skip("mloop on the real node needs the mloop image (about 10 min to build cold): "
                     "`make cluster-e2e` builds it and runs these (or set MLOOP_CLUSTER_IMAGE=1)")
-    proc = subprocess.run(["bash", str(BUILD_IMAGES)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0 and "build-images: needs" in proc.stderr:
-        pytest.skip(f"real-node suite with mloop: {proc.stderr.strip().splitlines()[-1]}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    archive = Path(proc.stdout.strip().splitlines()[-1])
+    if prebuilt := os.environ.get("MLOOP_IMAGE_ARCHIVE"):  # an archive build-images.sh made earlier: in a shared
+        archive = Path(prebuilt)                             # work tree, any edit under operator/ renames the image
+    else:
+        proc = subprocess.run(["bash", str(BUILD_IMAGES)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0 and "build-images: needs" in proc.stderr:
+            pytest.skip(f"real-node suite with mloop: {proc.stderr.strip().splitlines()[-1]}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        archive = Path(proc.stdout.strip().splitlines()[-1])
     stack.import_image(archive)
     return "localhost/mloop:" + archive.stem.removeprefix("mloop-")
 
@@ -87,19 +91,20 @@ def test_iris_on_the_node_to_a_served_prediction(kubectl, api_client, namespace,
     run = succeeded(api_client, namespace, "grid", 600)
     jobs = {j.metadata.name: j for j in client.BatchV1Api(api_client).list_namespaced_job(namespace).items}
     [trials] = [j for name, j in jobs.items() if name.startswith("trials-grid-")]
-    assert trials.spec.completion_mode == "Indexed" and trials.status.completed_indexes == "0-1"
+    # Two indexes are listed, not a range ("0-1" starts at three).
+    assert trials.spec.completion_mode == "Indexed" and trials.status.completed_indexes == "0,1"
     assert run["status"]["trials"] == 2
     apply_object(kubectl, namespace, "ModelPackage", "iris-1", {
         "model": "iris", "trainingRunRef": {"name": "grid"}, "stage": "Production",
         "serve": {"replicas": 1, "resources": {"limits": {"memory": "512Mi"}}}})
     packaged(api_client, namespace, "iris-1", timeout=300)
     obj = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-1"))
-                   and (condition(o, "Serving") or {}).get("reason") == "Ready" and o, timeout=300)
+                   and (condition(o, "Serving") or {}).get("reason") == "Available" and o, timeout=300)
     assert obj["status"]["endpoint"] == f"http://iris-production.{namespace}.svc.cluster.local"
     pods = client.CoreV1Api(api_client).list_namespaced_pod(namespace).items
     ran = {p.metadata.name.rsplit("-", 2)[0] if p.metadata.name.startswith("iris-") else p.metadata.name.split("-")[0]
            for p in pods if p.spec.node_name == "localhost"}
-    assert {"ingest", "trials", "iris"} <= ran, ran
+    assert {"ingest", "trials", "train", "package", "iris-production"} <= ran, ran
     ip = client.CoreV1Api(api_client).read_namespaced_service("iris-production", namespace).spec.cluster_ip
     code, answer = wait_for(lambda: (r := post(f"http://{ip}/predict", {"instances": [ROW]}))[0] == 200 and r, 60)
     assert answer["predictions"][0] == "setosa", answer
@@ -145,3 +150,148 @@ def test_iris_on_the_node_to_a_served_prediction(kubectl, api_client, namespace,
                           if d.metadata.name == "iris-production"]
              and not [s for s in core.list_namespaced_service(namespace).items
                       if s.metadata.name == "iris-production"], timeout=120)
+
+
+DEV_OVERLAY = Path(__file__).resolve().parents[2] / "manifests" / "overlays" / "dev"
+OPERATOR_SA = "system:serviceaccount:mloop-system:mloop-operator"
+# The test bed has no cluster DNS: the overlay's S3 Service gets a fixed ClusterIP, which the settings then name,
+# and the operator's pods resolve kubernetes.default.svc (the `kubernetes` Service's first address) from /etc/hosts.
+S3_IP = "10.0.0.70"
+
+
+@pytest.fixture
+def in_cluster_operator(stack: Any, kubectl: Any, api_client: Any, namespace: str, mloop_image: str) -> Iterator[None]:
+    """`kubectl apply -k manifests/overlays/dev` as a user would, watching the test's namespace: two operator
+    replicas (leader election) and the overlay's own S3 server, all pods of the mloop image on the node."""
+    stack.tag_image(mloop_image, "mloop:dev")  # the overlay's name for it: pods never pull
+    docs = list(yaml.safe_load_all(kubectl("kustomize", str(DEV_OVERLAY), check=True).stdout))
+    for doc in docs:
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "mloop-config":
+            doc["data"].update(MLOOP_S3_ENDPOINT=f"http://{S3_IP}:7070", MLOOP_NAMESPACES=namespace)
+        if doc["kind"] == "Service" and doc["metadata"]["name"] == "mloop-s3":
+            doc["spec"]["clusterIP"] = S3_IP
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "mloop-operator":  # kopf's in-cluster login
+            doc["spec"]["template"]["spec"]["hostAliases"] = [
+                {"ip": "10.0.0.1", "hostnames": ["kubernetes.default.svc"]}]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=True)
+    # Task pods and model servers in the team's namespace take the S3 keys from a Secret there.
+    kubectl("create", "secret", "generic", "mloop-s3", "-n", namespace, "--from-literal=AWS_ACCESS_KEY_ID=mloop-dev",
+            "--from-literal=AWS_SECRET_ACCESS_KEY=mloop-dev-not-a-secret", check=True)
+    apps = client.AppsV1Api(api_client)
+    try:
+        wait_for(lambda: all((d := apps.read_namespaced_deployment(name, "mloop-system")).status.available_replicas
+                             == d.spec.replicas for name in ("mloop-operator", "mloop-s3")), timeout=300, interval=1)
+        yield
+    finally:  # the test bed runs no namespace controller: the Deployments go, and the garbage collector their pods
+        kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found",
+                input=yaml.safe_dump_all(d for d in docs if d["kind"] != "CustomResourceDefinition"))
+        wait_for(lambda: not client.CoreV1Api(api_client).list_namespaced_pod("mloop-system").items, timeout=120)
+
+
+def can_i(kubectl: Any, *args: str) -> bool:
+    """The API server's own answer (SubjectAccessReview) for the operator's ServiceAccount."""
+    return kubectl("auth", "can-i", *args, f"--as={OPERATOR_SA}").stdout.strip() == "yes"
+
+
+def leader(api_client: Any) -> str:
+    """The leading operator's pod (its identity is the pod's name and a random suffix)."""
+    lease = client.CoordinationV1Api(api_client).read_namespaced_lease("mloop-operator", "mloop-system")
+    return (lease.spec.holder_identity or "").rsplit("_", 1)[0]
+
+
+@pytest.mark.timeout(1500)
+def test_operator_in_cluster_runs_the_loop_and_survives_a_restart_mid_rollout(
+        kubectl, api_client, namespace, in_cluster_operator) -> None:
+    from sklearn.datasets import load_iris
+
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    # Least privilege, asked of the API server: no Secrets but the erasure keys' name, no Nodes.
+    assert not can_i(kubectl, "get", "secrets", "-n", namespace)
+    assert not can_i(kubectl, "list", "secrets", "--all-namespaces")
+    assert not can_i(kubectl, "get", "secrets/mloop-s3", "-n", "mloop-system")
+    assert can_i(kubectl, "get", "secrets/mloop-erasure-keys", "-n", namespace)
+    assert not can_i(kubectl, "delete", "nodes")
+    assert not can_i(kubectl, "get", "nodes")
+    assert can_i(kubectl, "create", "jobs", "-n", namespace)  # and the loop below proves what it has is enough
+    operators = core.list_namespaced_pod("mloop-system", label_selector="app.kubernetes.io/component=operator").items
+    assert len(operators) == 2 and {p.spec.node_name for p in operators} == {"localhost"}
+    assert all(p.spec.service_account_name == "mloop-operator" for p in operators)
+
+    apply_object(kubectl, namespace, "Dataset", "iris", IRIS_DS)
+    apply_object(kubectl, namespace, "Requirement", "species", {
+        "title": "Suggest the species", "metrics": [{"metric": "accuracy", "min": 0.6, "primary": True}],
+        "retrain": {"templateRunRef": {"name": "stump"}, "datasetRef": {"name": "feedback"},
+                    "trigger": {"minNewRows": 40}, "promoteTo": "Production"}})
+    # A deliberately weak first model: one split tells setosa from the rest.
+    apply_object(kubectl, namespace, "TrainingRun", "stump", {**IRIS_RUN, "requirementRefs": [{"name": "species"}],
+                 "estimator": {"name": "DecisionTreeClassifier", "params": {"max_depth": 1}}})
+    first_run = succeeded(api_client, namespace, "stump", 600)
+    apply_object(kubectl, namespace, "ModelPackage", "iris-1", {
+        "model": "iris", "trainingRunRef": {"name": "stump"}, "stage": "Production",
+        "serve": {"samplingRate": 1.0, "resources": {"limits": {"memory": "512Mi"}}}})
+    packaged(api_client, namespace, "iris-1", timeout=300)
+    wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "iris-1"))
+             and (condition(o, "Serving") or {}).get("reason") == "Available", timeout=300)
+    ip = core.read_namespaced_service("iris-production", namespace).spec.cluster_ip
+    apply_object(kubectl, namespace, "Dataset", "feedback", {"source": {"collection": {
+        "model": "iris", "stage": "Production", "minNewRows": 40, "interval": "1s"}}})
+
+    # Predictions through kube-proxy, then the true labels for them.
+    iris = load_iris(as_frame=True)
+    frame = iris.frame.iloc[list(range(0, 30)) + list(range(50, 80))]
+    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    instances = [dict(zip(columns, map(float, row))) for row in frame.iloc[:, :4].itertuples(index=False)]
+    truth = [str(iris.target_names[t]) for t in frame["target"]]
+    code, answer = wait_for(lambda: (r := post(f"http://{ip}/predict", {"instances": instances}))[0] == 200 and r, 60)
+    code, _ = post(f"http://{ip}/feedback", {"feedback": [{"id": i, "label": t} for i, t in zip(answer["ids"], truth)]})
+    assert code == 202
+
+    # The retrained package is promoted; the moment its Deployment starts rolling, the leading operator pod is
+    # deleted. The standby takes over; requests keep being answered.
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            codes.append(post(f"http://{ip}/predict", {"instances": [ROW]})[0])
+            time.sleep(0.05)
+
+    asker = threading.Thread(target=keep_asking, daemon=True)
+    asker.start()
+    try:
+        wait_for(lambda: apps.read_namespaced_deployment("iris-production", namespace).spec.template.metadata
+                 .annotations["mloop.dev/package"] == "species-retrain-1", timeout=900, interval=0.5)
+        first_leader = leader(api_client)
+        core.delete_namespaced_pod(first_leader, "mloop-system")
+        promoted = wait_for(lambda: (o := get_object(api_client, namespace, "modelpackages", "species-retrain-1"))
+                            .get("status", {}).get("stage") == "Production"
+                            and (condition(o, "Serving") or {}).get("reason") == "Available" and o, timeout=300)
+        wait_for(lambda: (d := apps.read_namespaced_deployment("iris-production", namespace)).status.updated_replicas
+                 == d.status.ready_replicas == d.status.replicas == 1, timeout=300)
+        time.sleep(2)  # requests after the old pod is gone
+    finally:
+        stop.set()
+        asker.join(15)
+    assert codes and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
+    wait_for(lambda: leader(api_client) not in (first_leader, ""), timeout=60)
+
+    run = succeeded(api_client, namespace, "species-retrain-1", 60)
+    assert run["status"]["metrics"]["accuracy"] > first_run["status"]["metrics"]["accuracy"]
+    assert promoted["status"]["version"] == 2
+    wait_for(lambda: get_object(api_client, namespace, "modelpackages", "iris-1")["status"]["stage"] == "Archived",
+             timeout=120)
+    code, answer = post(f"http://{ip}/predict", {"instances": [instances[-1]]})
+    assert code == 200 and answer["version"] == 2
+    # Once per transition, across the restart: one retraining, one run and package for it, one rollout.
+    status = get_object(api_client, namespace, "requirements", "species")["status"]
+    assert [r["run"] for r in status["retrains"]] == ["species-retrain-1"]
+    custom = client.CustomObjectsApi(api_client)
+    runs = custom.list_namespaced_custom_object("mloop.dev", "v1alpha1", namespace, "trainingruns")["items"]
+    packages = custom.list_namespaced_custom_object("mloop.dev", "v1alpha1", namespace, "modelpackages")["items"]
+    assert sorted(o["metadata"]["name"] for o in runs) == ["species-retrain-1", "stump"]
+    assert sorted(o["metadata"]["name"] for o in packages) == ["iris-1", "species-retrain-1"]
+    sets = apps.list_namespaced_replica_set(namespace, label_selector="app.kubernetes.io/instance=iris-production")
+    assert len(sets.items) == 2, [s.metadata.annotations for s in sets.items]
+    triggered = [e for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=species").items
+                 if e.reason == "RetrainTriggered"]
+    assert len(triggered) == 1 and (triggered[0].count or 1) == 1, triggered

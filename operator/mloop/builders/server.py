@@ -60,6 +60,9 @@ def build_deployment(namespace: str, model: str, stage: str, package: str, uri: 
                           "periodSeconds": 10},
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # A pod being replaced stays in the Service's rules a moment after it is told to stop: it keeps answering
+        # until kube-proxy has dropped it (without this, a rollout on a real node failed 3 of 208 requests).
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
     }
     if resources:
         container["resources"] = dict(resources)
