@@ -307,3 +307,14 @@ def test_unique_on_a_column_that_is_not_ascending_is_exact_in_bounded_memory(bud
             continue
         shown = ", ".join(str(r) for r in repeated[:5])
         assert found[name] == f"column {name!r} repeats values at rows {shown} and {repeated.size - 5} more"
+
+
+def test_a_small_csv_with_the_wrong_delimiter_names_it(tmp_path: Path) -> None:
+    """The file is shorter than one batch: the last (only) batch still gets the first batch's checks."""
+    from mloop.data.errors import DataError
+
+    data = b"a;b;c\n1;2;3\n4;5;6\n"
+    with pytest.raises(DataError) as err:
+        run(lambda forced: format_batches("csv", lambda: io.BytesIO(data), "semicolons.csv", None, 1 << 22, forced,
+                                          {}), tmp_path)  # 4 parse blocks a batch
+    assert err.value.reason == "WrongDelimiter" and "delimiter" in err.value.message

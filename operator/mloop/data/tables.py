@@ -185,16 +185,16 @@ def csv_batches(opener: Callable[[], Any], key: str, delimiter: str | None, bloc
     names = reader.schema.names
     per_batch = max(1, block_size // parse)
     pending: list[pa.RecordBatch] = []
-    first = True
-    while True:
+    first, done = True, False
+    while not done:
         try:
             pending.append(reader.read_next_batch())
             if len(pending) < per_batch:
                 continue
         except StopIteration:
-            if pending:
-                yield pa.concat_batches(pending)
-            return
+            if not pending:
+                return
+            done = True  # the last, shorter batch goes through the same checks
         except pa.ArrowInvalid as err:
             found = re.search(r"CSV column #(\d+)", str(err))
             if found and int(found.group(1)) < len(names):
