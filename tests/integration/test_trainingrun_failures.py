@@ -47,3 +47,27 @@ def test_a_run_that_loses_storage_while_training_is_retried_and_succeeds(kubectl
                      "-o", "jsonpath={.items[*].reason}").stdout.split()
     assert {"RunStarted", "StorageUnavailable", "TaskRetried", "RunSucceeded"} <= set(events)
     assert events.count("RunStarted") == 1
+
+
+def test_a_run_applied_while_storage_is_down_waits_and_starts_once_it_answers(kubectl, api_client, namespace,
+                                                                              operator, stack, s3) -> None:
+    """No ping asks S3 before a start: the spec's write is the first S3 call, and its failure is decided on as an
+    outage (StorageUnavailable, nothing submitted), not raised as an error."""
+    apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
+    dataset_ready(api_client, namespace, "iris")
+    stack.stop_s3()
+    try:
+        apply_object(kubectl, namespace, "TrainingRun", "early", IRIS_RUN)
+        waiting = wait_for(lambda: (c := condition(get_object(api_client, namespace, "trainingruns", "early"),
+                                                   "Succeeded")) and c["reason"] == "StorageUnavailable" and c,
+                           timeout=60)
+        assert "the run starts once it answers" in waiting["message"]
+        status = get_object(api_client, namespace, "trainingruns", "early")["status"]
+        assert not status.get("task") and local_tasks(namespace, "early") == []
+    finally:
+        stack.start_s3()
+    obj = succeeded(api_client, namespace, "early", timeout=180)
+    assert len(local_tasks(namespace, "early")) == 1 and obj["status"]["metrics"]["accuracy"] > 0.85
+    events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=early",
+                     "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert events.count("RunStarted") == 1 and "StorageUnavailable" in events
