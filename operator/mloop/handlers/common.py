@@ -19,6 +19,8 @@ the re-post is refused by name.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import logging
 import socket
@@ -27,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -263,3 +266,24 @@ def post_event(obj: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
     except ApiException as err:
         if err.status != 409:
             raise
+
+
+def pinned(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a handler on a copy of its body taken once, as the object was when the pass began.
+
+    Once an object has a timer, kopf hands all its handlers one live body that each watch event swaps in place
+    (kopf's processing.py, live_fresh_body). A pass that decided on one resourceVersion then read a newer one for
+    its conditional write, won it, and repeated its step (seen: ErasureStarted posted twice)."""
+
+    @functools.wraps(fn)
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        live = kwargs.get("body")
+        if live is not None:
+            body = kopf.Body(copy.deepcopy(dict(getattr(live, "_src", live))))  # the view's dict, read once
+            kwargs["body"] = body
+            for part in ("spec", "meta", "status"):
+                if part in kwargs:
+                    kwargs[part] = getattr(body, part)
+        return fn(*args, **kwargs)
+
+    return handler

@@ -16,7 +16,7 @@ from mloop.config import get_settings
 from mloop.api.tasks import IngestResult, IngestTaskSpec, ParentPin, Task, task_name
 from mloop.data.erasure import load_filters, without_erased_rows
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import commit
+from mloop.handlers.common import commit, pinned
 from mloop.handlers.erasure import expire
 from mloop.handlers.metrics import measured
 from mloop.reconcile import dataset as decide
@@ -158,16 +158,19 @@ def derived_by_parent(namespace: str, body: kopf.Body, spec: kopf.Spec, **_: Any
 @kopf.on.create(GROUP, VERSION, "datasets")
 @kopf.on.update(GROUP, VERSION, "datasets", field="spec")
 @kopf.on.resume(GROUP, VERSION, "datasets")
+@pinned
 def dataset_changed(body: kopf.Body, datasets_by_name: kopf.Index, **kwargs: Any) -> None:
     reconcile_dataset(body, datasets_by_name, kwargs)
 
 
 @kopf.timer(GROUP, VERSION, "datasets", interval=get_settings().poll_interval, sharp=False, when=_in_flight)
+@pinned
 def dataset_tick(body: kopf.Body, datasets_by_name: kopf.Index, **kwargs: Any) -> None:
     reconcile_dataset(body, datasets_by_name, kwargs)
 
 
 @kopf.on.event(GROUP, VERSION, "datasets")
+@pinned
 def parent_moved(type: str, body: kopf.Body, namespace: str, name: str, status: kopf.Status,
                  derived_by_parent: kopf.Index, datasets_by_name: kopf.Index, **_: Any) -> None:
     """Derived Datasets take up their parents' new versions from watch events, never a poll: on a parent's event

@@ -30,7 +30,7 @@ from mloop.builders.server import APPLIED, build_deployment, build_service, clus
 from mloop.config import get_settings
 from mloop.constants import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGER
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import commit
+from mloop.handlers.common import commit, pinned
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import api_client
 from mloop.procs import alive
@@ -538,12 +538,14 @@ def _local_lock() -> Iterator[LocalServers]:
 @kopf.on.create(GROUP, VERSION, "modelpackages")
 @kopf.on.update(GROUP, VERSION, "modelpackages", field="spec")
 @kopf.on.resume(GROUP, VERSION, "modelpackages")
+@pinned
 def package_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     reconcile_package(body, patch, Indexes.of(kwargs))
 
 
 @kopf.timer(GROUP, VERSION, "modelpackages", interval=get_settings().poll_interval, sharp=False,
             when=lambda status, **_: decide.in_flight(status))
+@pinned
 def package_tick(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     reconcile_package(body, patch, Indexes.of(kwargs))
 
@@ -581,6 +583,7 @@ def requirement_edited(namespace: str, name: str, packages_by_requirement: kopf.
 
 
 @kopf.on.event(GROUP, VERSION, "modelpackages")
+@pinned
 def package_event(body: kopf.Body, namespace: str, spec: kopf.Spec, status: kopf.Status, **kwargs: Any) -> None:
     """A packaged package's own write brings one more pass on the fresh body: a pass woken by another object
     (its Deployment, a sibling) on an index body that was already behind lost its write and left its step here.

@@ -16,7 +16,7 @@ from mloop.api.dataset import DatasetStatus
 from mloop.api.kinds import GROUP, VERSION
 from mloop.api.requirement import RequirementSpec, RequirementStatus
 from mloop.config import get_settings
-from mloop.handlers.common import commit
+from mloop.handlers.common import commit, pinned
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import custom_objects, get_object
 from mloop.reconcile.outcome import Event, Outcome
@@ -141,12 +141,14 @@ def _freshness(spec: kopf.Spec, **_: Any) -> bool:
 @kopf.on.create(GROUP, VERSION, "requirements")
 @kopf.on.update(GROUP, VERSION, "requirements", field="spec")
 @kopf.on.resume(GROUP, VERSION, "requirements")
+@pinned
 def requirement_changed(body: kopf.Body, **kwargs: Any) -> None:
     evaluate(body, _indexes(kwargs))
 
 
 @kopf.timer(GROUP, VERSION, "requirements", interval=max(get_settings().poll_interval, 60.0), sharp=False,
             when=_freshness)
+@pinned
 def requirement_tick(body: kopf.Body, **kwargs: Any) -> None:
     """Freshness is judged against the clock: re-evaluate now and then, only where a maxAge is set."""
     evaluate(body, _indexes(kwargs))

@@ -32,7 +32,7 @@ from mloop.api.tasks import TrainResult
 from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import commit, known_stale
+from mloop.handlers.common import commit, known_stale, pinned
 from mloop.handlers.metrics import measured
 from mloop.integrations import mlflow_export
 from mloop.reconcile import trainingrun as decide
@@ -323,6 +323,7 @@ def _left_to_the_watch(type: str, body: kopf.Body, status: kopf.Status, **_: Any
 
 
 @kopf.on.event(GROUP, VERSION, "trainingruns", when=_left_to_the_watch)
+@pinned
 def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
                         requirements_for_runs: kopf.Index, **_: Any) -> None:
     """A run no timer visits: on every change, and once at start-up (kopf's initial listing) to send what its
@@ -333,6 +334,7 @@ def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: k
 
 @_without_finalizer
 @kopf.timer(GROUP, VERSION, "trainingruns", interval=get_settings().poll_interval, sharp=False, when=_timer_visits)
+@pinned
 def trainingrun_tick(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
                      requirements_for_runs: kopf.Index, **_: Any) -> None:
     reconcile_run(body, patch, datasets_for_runs, requirements_for_runs)
