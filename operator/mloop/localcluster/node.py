@@ -32,6 +32,8 @@ CNI_BIN = Path("/usr/lib/cni")
 NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy", "runc")
 # The rules this module adds, exactly as `iptables -C/-D` take them.
 FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP"]
+# FORWARD_RULE is also put in the mangle table, which runs before filter: kube-proxy puts its jumps (whose
+# KUBE-FORWARD accepts service traffic it marked) above ours in filter's FORWARD.
 # Only pods and this machine itself may reach the gateway's servers (the host's own traffic comes from a local address).
 INPUT_RULE = ["INPUT", "-d", CLUSTER_CIDR, "!", "-i", BRIDGE, "-m", "addrtype", "!", "--src-type", "LOCAL",
               "-j", "DROP"]
@@ -239,12 +241,17 @@ def network_up(directory: Path) -> None:
     _run("ip", "route", "add", SERVICE_CIDR, "dev", BRIDGE)
     for table_rule in (FORWARD_RULE, INPUT_RULE):
         _run("iptables", "-I", *table_rule)
+    _run("iptables", "-t", "mangle", "-I", *FORWARD_RULE)
+    # A pod reaching a Service whose endpoint is another pod is routed back onto the bridge by the host. Forwarding
+    # is switched on for packets that arrive on the bridge only (ip_forward stays 0; the drops above keep them on
+    # it); the setting goes with the bridge. Without it the operator's pod never reached the S3 Service.
+    Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding").write_text("1")
 
 
 def network_down() -> None:
-    for table_rule in (FORWARD_RULE, INPUT_RULE):
-        while _run("iptables", "-C", *table_rule, check=False).returncode == 0:
-            _run("iptables", "-D", *table_rule, check=False)
+    for table, table_rule in (("filter", FORWARD_RULE), ("filter", INPUT_RULE), ("mangle", FORWARD_RULE)):
+        while _run("iptables", "-t", table, "-C", *table_rule, check=False).returncode == 0:
+            _run("iptables", "-t", table, "-D", *table_rule, check=False)
     _run("ip", "route", "del", SERVICE_CIDR, "dev", BRIDGE, check=False)
     _run("ip", "link", "del", BRIDGE, check=False)
 
