@@ -95,3 +95,17 @@ def test_service_answers_the_host_through_kube_proxy(kubectl: Any, api_client: A
 
     body = wait_for(get, 60)
     assert body.startswith("served-by-web-")
+
+    # Another pod reaches it through the same ClusterIP: the host routes it back onto the bridge.
+    _apply(kubectl, namespace, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "client"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "securityContext": RESTRICTED_POD,
+            "containers": [{"name": "main", "image": PAUSE_IMAGE, "imagePullPolicy": "IfNotPresent",
+                            "command": ["wget", "-q", "-O", "-", f"http://{ip}/index.html"],
+                            "securityContext": RESTRICTED_CONTAINER}]}}},
+    })
+    batch = client.BatchV1Api(api_client)
+    job = wait_for(lambda: (j := batch.read_namespaced_job("client", namespace)).status.conditions and j, 120)
+    assert [(c.type, c.status) for c in job.status.conditions if c.type in ("Complete", "Failed")] == [("Complete", "True")]
+    assert kubectl("logs", "-n", namespace, "job/client", check=True).stdout.startswith("served-by-web-")
