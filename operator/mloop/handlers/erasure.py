@@ -7,7 +7,6 @@ dropped: they never reach status, events, logs or the task (which gets the hashe
 from __future__ import annotations
 
 import base64
-import copy
 import logging
 import re
 import secrets
@@ -28,7 +27,7 @@ from mloop.api.tasks import Task, task_name
 from mloop.config import get_settings
 from mloop.data.erasure import bury, parse_keys, subject_hash
 from mloop.executors.factory import executor_for
-from mloop.handlers.common import commit
+from mloop.handlers.common import commit, pinned
 from mloop.handlers.requirement import start_retrain
 from mloop.k8s.client import api_client, get_object
 from mloop.reconcile import erasure as decide
@@ -385,13 +384,6 @@ def expire(body: Mapping[str, Any], status: DatasetStatus, expired: list[Dataset
     return decide.retention_outcome(status, deleted, held, holds, days, meta.get("generation"), now)
 
 
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    """The body as this pass saw it. kopf hands timers, and every handler of an object that has one, a live body
-    that each watch event replaces in place: a pass that decided on Pending and then read the resourceVersion for
-    its write took the newer one written by another pass, won the write, and posted ErasureStarted twice."""
-    return copy.deepcopy(dict(body))
-
-
 def _in_flight(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in ("Complete", "Failed") or bool(status.get("outbox"))
 
@@ -424,12 +416,14 @@ def erasure_packages(namespace: str, name: str, spec: kopf.Spec, status: kopf.St
 
 @kopf.on.create(GROUP, VERSION, "erasurerequests")
 @kopf.on.resume(GROUP, VERSION, "erasurerequests")
+@pinned
 def erasure_created(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
                     erasure_packages: kopf.Index, **_: Any) -> None:
-    reconcile_erasure(_snapshot(body), erasure_datasets, erasure_runs, erasure_packages)
+    reconcile_erasure(dict(body), erasure_datasets, erasure_runs, erasure_packages)
 
 
 @kopf.timer(GROUP, VERSION, "erasurerequests", interval=get_settings().poll_interval, sharp=False, when=_in_flight)
+@pinned
 def erasure_tick(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
                  erasure_packages: kopf.Index, **_: Any) -> None:
-    reconcile_erasure(_snapshot(body), erasure_datasets, erasure_runs, erasure_packages)
+    reconcile_erasure(dict(body), erasure_datasets, erasure_runs, erasure_packages)
