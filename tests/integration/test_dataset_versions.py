@@ -15,24 +15,25 @@ from tests.helpers import apply_object, get_object, wait_for
 from tests.integration.test_dataset_sources import iris_frame, put, ready
 
 
-def _task_processes(task: str) -> list[int]:
-    """The local executor's processes running one task (its supervisor and the workload)."""
-    pids = []
+def _workloads(namespace: str) -> list[int]:
+    """The workload processes the local executor's supervisors started for a namespace's tasks. A supervisor starts
+    its workload only after it has claimed the task, so stopping a workload never holds up the operator's submit."""
+    supervisors, workloads = set(), []
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if proc.name.isdigit() and b"mloop.executors.localrun" in cmdline and task.encode() in cmdline:
-            pids.append(int(proc.name))
-    for proc in Path("/proc").iterdir():  # and the workload each supervisor started
+        if proc.name.isdigit() and b"mloop.executors.localrun" in cmdline and namespace.encode() in cmdline:
+            supervisors.add(int(proc.name))
+    for proc in Path("/proc").iterdir():
         try:
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid in pids:
-            pids.append(int(proc.name))
-    return pids
+        if ppid in supervisors:
+            workloads.append(int(proc.name))
+    return workloads
 
 
 def tasks_for(dataset: str, namespace: str) -> list[str]:
@@ -89,12 +90,12 @@ def test_operator_restart_mid_ingestion_converges_without_duplicates(kubectl, ap
     args = ["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"]
     with KopfRunner(args, timeout=120) as first:
         apply_object(kubectl, namespace, "Dataset", "big", {"source": {"s3": {"uri": uri}}})
-        task = wait_for(lambda: get_object(api_client, namespace, "datasets", "big").get("status", {}).get("task"))
-        # Hold the task still while the first operator stops, so it is surely mid-ingestion whatever the speed.
-        held = wait_for(lambda: _task_processes(task))
+        # Stop the workload the moment it exists: it spends its first half second importing, so the first operator
+        # surely stops mid-ingestion however fast ingestion is (600k rows take about a second).
+        held = wait_for(lambda: _workloads(namespace), timeout=60, interval=0.005)
         for pid in held:
-            with contextlib.suppress(ProcessLookupError):  # a short-lived helper may have ended already
-                os.kill(pid, signal.SIGSTOP)
+            os.kill(pid, signal.SIGSTOP)
+        task = wait_for(lambda: get_object(api_client, namespace, "datasets", "big").get("status", {}).get("task"))
     try:
         assert first.exit_code == 0
         assert get_object(api_client, namespace, "datasets", "big")["status"].get("phase") == "Ingesting"
