@@ -3,6 +3,7 @@ the mloop image under containerd, and the model server is a Deployment reached t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -82,6 +83,26 @@ def post(url: str, body: object) -> tuple[int, dict]:
         return 0, {}  # kube-proxy writes the rules a moment after the EndpointSlice
 
 
+@contextlib.contextmanager
+def asking(ip: str) -> Iterator[list[int]]:
+    """Ask the Service for a prediction every 50 ms while the block runs; the answers' status codes."""
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            codes.append(post(f"http://{ip}/predict", {"instances": [ROW]})[0])
+            time.sleep(0.05)
+
+    asker = threading.Thread(target=keep_asking, daemon=True)
+    asker.start()
+    try:
+        yield codes
+    finally:
+        stop.set()
+        asker.join(15)
+
+
 def test_iris_on_the_node_to_a_served_prediction(kubectl, api_client, namespace, node_operator, s3_secret) -> None:
     """Ingest Job, grid search as an Indexed Job, fit and packaging Jobs, then the server Deployment (probes) and
     its Service, answering the host through kube-proxy."""
@@ -111,17 +132,7 @@ def test_iris_on_the_node_to_a_served_prediction(kubectl, api_client, namespace,
 
 
     # A second package takes Production: the Deployment rolls to it while requests keep coming, none failing.
-    codes: list[int] = []
-    stop = threading.Event()
-
-    def keep_asking() -> None:
-        while not stop.is_set():
-            codes.append(post(f"http://{ip}/predict", {"instances": [ROW]})[0])
-            time.sleep(0.05)
-
-    asker = threading.Thread(target=keep_asking, daemon=True)
-    asker.start()
-    try:
+    with asking(ip) as codes:
         apply_object(kubectl, namespace, "ModelPackage", "iris-2", {
             "model": "iris", "trainingRunRef": {"name": "grid"}, "stage": "Production",
             "serve": {"replicas": 1, "resources": {"limits": {"memory": "512Mi"}}}})
@@ -131,9 +142,6 @@ def test_iris_on_the_node_to_a_served_prediction(kubectl, api_client, namespace,
                  .spec.template.metadata.annotations["mloop.dev/package-digest"] == second["status"]["digest"]
                  and d.status.updated_replicas == d.status.ready_replicas == d.status.replicas == 1, timeout=300)
         time.sleep(2)  # requests after the old pod is gone
-    finally:
-        stop.set()
-        asker.join(15)
     assert codes and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
 
     # Scaled by hand on a real node: the operator puts the package's replicas back.
@@ -248,17 +256,7 @@ def test_operator_in_cluster_runs_the_loop_and_survives_a_restart_mid_rollout(
 
     # The retrained package is promoted; the moment its Deployment starts rolling, the leading operator pod is
     # deleted. The standby takes over; requests keep being answered.
-    codes: list[int] = []
-    stop = threading.Event()
-
-    def keep_asking() -> None:
-        while not stop.is_set():
-            codes.append(post(f"http://{ip}/predict", {"instances": [ROW]})[0])
-            time.sleep(0.05)
-
-    asker = threading.Thread(target=keep_asking, daemon=True)
-    asker.start()
-    try:
+    with asking(ip) as codes:
         wait_for(lambda: apps.read_namespaced_deployment("iris-production", namespace).spec.template.metadata
                  .annotations["mloop.dev/package"] == "species-retrain-1", timeout=900, interval=0.5)
         first_leader = leader(api_client)
@@ -269,9 +267,6 @@ def test_operator_in_cluster_runs_the_loop_and_survives_a_restart_mid_rollout(
         wait_for(lambda: (d := apps.read_namespaced_deployment("iris-production", namespace)).status.updated_replicas
                  == d.status.ready_replicas == d.status.replicas == 1, timeout=300)
         time.sleep(2)  # requests after the old pod is gone
-    finally:
-        stop.set()
-        asker.join(15)
     assert codes and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
     wait_for(lambda: leader(api_client) not in (first_leader, ""), timeout=60)
 
