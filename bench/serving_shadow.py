@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import BODY, CEILING, ensure_wrk, fit_model, publish_package, stop, wait_ready, wrk  # noqa: E402
+from serving import BODY, CEILING, ensure_wrk, fit_model, pace, publish_package, stop, wait_ready, wrk  # noqa: E402
 
 
 def shadow_counts(endpoint: str) -> dict[str, float]:
@@ -108,8 +108,8 @@ def main() -> None:
                         try:
                             wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)
                             runs[prefix + "full"].append(wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns))
-                            runs[prefix + "half"].append(wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns,
-                                                             half))
+                            url = f"{endpoint}/v2/models/iris/infer"
+                            runs[prefix + "half"].append(wrk(exe, url, BODY, secs, conns, pace(exe, url, BODY, conns, half)))
                             if extra:
                                 counts = shadow_counts(endpoint)
                         finally:
