@@ -1,6 +1,6 @@
 """Benchmark: the iris pipeline served by mloop and by MLServer, load from wrk (C, Lua body script), 127.0.0.1 only.
 
-    slot --all .venv/bin/python bench/serving.py [--seconds 10] [--connections 8] [--repeat 3] [--outage 60]
+    slot --all .venv/bin/python bench/serving.py [--seconds 10] [--connections 8] [--repeat 3] [--outage 60] [--flush-seconds 5]
 
 One run measures, one server at a time, each with the same OIP v2 body (four FP64 column tensors, one row):
 - mloop with collection on (sampling 1.0, to S3) and off, its runtime as packaged (ONNX when parity is exact);
@@ -233,6 +233,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the table shows their median")
     parser.add_argument("--outage", type=float, default=60, help="seconds S3 stays frozen under half load")
+    parser.add_argument("--flush-seconds", type=float, default=5,
+                        help="the collector's flush interval (5: the server's default; 1 flushes smaller batches)")
     args = parser.parse_args()
     import joblib
 
@@ -259,7 +261,7 @@ def main() -> None:
         def mloop_server(rate: str) -> tuple[subprocess.Popen, str]:
             port = free_port()
             proc = subprocess.Popen([sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest,
-                                     "--port", str(port), "--sampling-rate", rate, "--flush-seconds", "1",
+                                     "--port", str(port), "--sampling-rate", rate, "--flush-seconds", str(args.flush_seconds),
                                      "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     env=env)
             wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
@@ -352,7 +354,7 @@ def main() -> None:
     print(f"\nServing benchmark: iris LogisticRegression pipeline, OIP v2 body of four FP64 tensors (one row); "
           f"wrk 1 thread, {conns} connections, {secs:g} s per run, median of {args.repeat} runs; {os.cpu_count()} cores "
           f"shared by wrk and the server; mloop and the ceiling with {workers} worker(s); ONNX parity {parity}; "
-          f"load average before the run {load_before}\n")
+          f"collection flushed every {args.flush_seconds:g} s; load average before the run {load_before}\n")
     print(f"| server | runtime | requests/s | p50 ms | p99 ms | p99 ms at {half:,.0f} req/s (achieved; each run) | errors |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
