@@ -22,6 +22,7 @@ from kubernetes import client
 
 from tests.conftest import stop_local_servers
 from tests.helpers import apply_object, condition, get_object, operator_settings, wait_for
+from tests.integration.test_loop import loop_traffic
 from tests.integration.test_modelpackage import IRIS_DS, packaged
 from tests.integration.test_trainingrun import IRIS_RUN, finished, succeeded
 
@@ -210,8 +211,6 @@ def leader(api_client: Any) -> str:
 @pytest.mark.timeout(1500)
 def test_operator_in_cluster_runs_the_loop_and_survives_a_restart_mid_rollout(
         kubectl, api_client, namespace, in_cluster_operator) -> None:
-    from sklearn.datasets import load_iris
-
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
     # Least privilege, asked of the API server: no Secrets but the erasure keys' name, no Nodes.
     assert not can_i(kubectl, "get", "secrets", "-n", namespace)
@@ -245,11 +244,7 @@ def test_operator_in_cluster_runs_the_loop_and_survives_a_restart_mid_rollout(
         "model": "iris", "stage": "Production", "minNewRows": 40, "interval": "1s"}}})
 
     # Predictions through kube-proxy, then the true labels for them.
-    iris = load_iris(as_frame=True)
-    frame = iris.frame.iloc[list(range(0, 30)) + list(range(50, 80))]
-    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    instances = [dict(zip(columns, map(float, row))) for row in frame.iloc[:, :4].itertuples(index=False)]
-    truth = [str(iris.target_names[t]) for t in frame["target"]]
+    instances, truth = loop_traffic()
     code, answer = wait_for(lambda: (r := post(f"http://{ip}/predict", {"instances": instances}))[0] == 200 and r, 60)
     code, _ = post(f"http://{ip}/feedback", {"feedback": [{"id": i, "label": t} for i, t in zip(answer["ids"], truth)]})
     assert code == 202

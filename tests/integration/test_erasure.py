@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -53,19 +54,18 @@ def subject_rows(data: bytes) -> int:
     return int(frame.isin(SUBJECTS).to_numpy().sum())
 
 
-def objects_holding_subjects(s3, namespace: str) -> list[str]:
-    """Every object of the namespace in the bucket (other tests share it): a Parquet cell, or the text, that is a
-    subject key."""
-    found = []
+def namespace_objects(s3, namespace: str) -> Iterator[tuple[str, bytes]]:
+    """(key, content) of every object of the namespace in the bucket (other tests share it)."""
     for page in s3.client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket):
         for item in page.get("Contents", []):
-            key = item["Key"]
-            if key.split("/")[1:2] != [namespace]:
-                continue
-            data = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
-            if key.endswith(".parquet") and subject_rows(data) or any(s.encode() in data for s in SUBJECTS):
-                found.append(key)
-    return found
+            if item["Key"].split("/")[1:2] == [namespace]:
+                yield item["Key"], s3.client.get_object(Bucket=s3.bucket, Key=item["Key"])["Body"].read()
+
+
+def objects_holding_subjects(s3, namespace: str) -> list[str]:
+    """Every object of the namespace with a Parquet cell, or the text, that is a subject key."""
+    return [key for key, data in namespace_objects(s3, namespace)
+            if key.endswith(".parquet") and subject_rows(data) or any(s.encode() in data for s in SUBJECTS)]
 
 
 def chain(kubectl, api_client, namespace: str) -> dict:
@@ -270,22 +270,17 @@ def objects_holding(s3, namespace: str, subjects: list[str]) -> list[str]:
     object equal to a subject key (as an integer or its float text)."""
     wanted = set(subjects) | {f"{s}.0" for s in subjects}
     found = []
-    for page in s3.client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket):
-        for item in page.get("Contents", []):
-            key = item["Key"]
-            if key.split("/")[1:2] != [namespace]:
-                continue
-            data = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
-            if key.endswith(".parquet"):
-                frame = pq.read_table(io.BytesIO(data)).to_pandas()
-                cells = {str(v) for column in frame.columns for v in frame[column].tolist()}
-                if "inputs" in frame.columns:
-                    cells |= {str(v) for row in frame["inputs"] for v in json.loads(row).values()}
-                held = bool(cells & wanted)
-            else:
-                held = bool({w.decode() for w in re.findall(rb"[A-Za-z0-9_.-]+", data)} & wanted)
-            if held:
-                found.append(key)
+    for key, data in namespace_objects(s3, namespace):
+        if key.endswith(".parquet"):
+            frame = pq.read_table(io.BytesIO(data)).to_pandas()
+            cells = {str(v) for column in frame.columns for v in frame[column].tolist()}
+            if "inputs" in frame.columns:
+                cells |= {str(v) for row in frame["inputs"] for v in json.loads(row).values()}
+            held = bool(cells & wanted)
+        else:
+            held = bool({w.decode() for w in re.findall(rb"[A-Za-z0-9_.-]+", data)} & wanted)
+        if held:
+            found.append(key)
     return found
 
 

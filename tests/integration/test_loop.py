@@ -14,6 +14,15 @@ from tests.integration.test_serving import get, post
 from tests.integration.test_trainingrun import IRIS_RUN, succeeded
 
 
+def loop_traffic() -> tuple[list[dict[str, float]], list[str]]:
+    """60 requests a weak first model half gets wrong (30 setosa, then 30 versicolor) and their true labels."""
+    iris = load_iris(as_frame=True)
+    frame = iris.frame.iloc[list(range(0, 30)) + list(range(50, 80))]
+    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    instances = [dict(zip(columns, map(float, row))) for row in frame.iloc[:, :4].itertuples(index=False)]
+    return instances, [str(iris.target_names[t]) for t in frame["target"]]
+
+
 def test_full_loop(kubectl, api_client, namespace, cloudevents_sink, operator, kubeconfig) -> None:
     apply_object(kubectl, namespace, "Dataset", "iris", IRIS_DS)
     apply_object(kubectl, namespace, "Requirement", "species", {
@@ -34,11 +43,7 @@ def test_full_loop(kubectl, api_client, namespace, cloudevents_sink, operator, k
         "model": "iris", "stage": "Production", "minNewRows": 40, "interval": "1s"}}})
 
     # Real traffic: setosa and versicolor flowers, then the true labels for each prediction.
-    iris = load_iris(as_frame=True)
-    frame = iris.frame.iloc[list(range(0, 30)) + list(range(50, 80))]
-    columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    instances = [dict(zip(columns, map(float, row))) for row in frame.iloc[:, :4].itertuples(index=False)]
-    truth = [str(iris.target_names[t]) for t in frame["target"]]
+    instances, truth = loop_traffic()
     code, answer = post(f"{endpoint}/predict", {"instances": instances[:20]})
     assert code == 200
     assert post(f"{endpoint}/feedback", {"feedback": [{"id": i, "label": t} for i, t in zip(answer["ids"], truth)]})[0] == 202
