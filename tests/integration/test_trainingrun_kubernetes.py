@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import math
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 
+import kopf
 import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
 
 from mloop.training.numeric import METRIC_ATOL, METRIC_RTOL, OVERRIDES
-from tests.helpers import apply_object, get_object, wait_for
+from tests.helpers import apply_object, get_object, k8s_events, wait_for
 from tests.integration.test_dataset_sources import ready as dataset_ready
 from tests.integration.test_trainingrun import IRIS_RUN, run_json, succeeded
 from tests.integration.test_trainingrun_admission import local_tasks
@@ -86,6 +90,50 @@ def test_operator_restart_mid_run_creates_no_second_job(kubectl, api_client, nam
     names = [j.metadata.name for j in jobs(api_client, namespace)]
     assert names == [task]
     assert obj["status"]["metrics"]["accuracy"] > 0.85
+
+
+@contextmanager
+def timer_silenced() -> Iterator[None]:
+    """The TrainingRun timer made to come only after an hour, so what folds a run can only be the jobs watch."""
+    from mloop.handlers.trainingrun import trainingrun_tick
+
+    spawning = kopf.get_default_registry()._spawning
+    saved = list(spawning._handlers)
+    spawning._handlers = [replace(h, interval=3600.0, initial_delay=3600.0) if h.fn is trainingrun_tick else h
+                          for h in saved]
+    try:
+        yield
+    finally:
+        spawning._handlers = saved
+
+
+def test_a_job_finished_while_the_operator_was_down_is_folded_by_the_watch(kubectl, api_client, namespace, stack,
+                                                                          pod_runner, s3_secret) -> None:
+    """The Job finishes with no operator running; the next operator, whose timer would come only after an hour, sees
+    the finished Job in its initial listing and folds the run once (issue 12: nothing polls a Job)."""
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"]
+    with KopfRunner(args, timeout=120) as first:
+        apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}, "executor": "local"})
+        dataset_ready(api_client, namespace, "iris")
+        apply_object(kubectl, namespace, "TrainingRun", "unwatched", {**IRIS_RUN, "executor": "kubernetes"})
+        task = wait_for(lambda: get_object(api_client, namespace, "trainingruns", "unwatched").get("status", {}).get("task"))
+    assert first.exit_code == 0
+    batch = client.BatchV1Api(api_client)
+    wait_for(lambda: any(c.type == "Complete" and c.status == "True"
+                         for c in batch.read_namespaced_job(task, namespace).status.conditions or []), 120)
+    assert get_object(api_client, namespace, "trainingruns", "unwatched")["status"]["phase"] in ("Pending", "Running")
+    with timer_silenced(), KopfRunner(args, timeout=120) as second:
+        obj = succeeded(api_client, namespace, "unwatched", 60)
+        wait_for(lambda: not obj_outbox(api_client, namespace, "unwatched"))
+    assert second.exit_code == 0
+    assert obj["status"]["metrics"]["accuracy"] > 0.85
+    assert [j.metadata.name for j in jobs(api_client, namespace)] == [task]
+    reasons = [reason for reason, _ in k8s_events(api_client, namespace, "unwatched")]
+    assert reasons.count("RunStarted") == 1 and reasons.count("RunSucceeded") == 1, reasons
+
+
+def obj_outbox(api_client, namespace: str, name: str) -> list:
+    return get_object(api_client, namespace, "trainingruns", name).get("status", {}).get("outbox") or []
 
 
 def test_local_restart_mid_run_starts_no_second_process(kubectl, api_client, namespace, stack) -> None:

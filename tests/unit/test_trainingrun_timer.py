@@ -1,4 +1,5 @@
-"""The TrainingRun timer holds no finalizer: it stops when the run leaves the runs_in_flight index (deletion)."""
+"""The TrainingRun timer holds no finalizer: it stops when the run leaves the runs_in_flight index (deletion); it
+leaves a run whose Job is in flight to the jobs watch."""
 
 from __future__ import annotations
 
@@ -16,8 +17,38 @@ def test_the_timer_is_registered_without_a_finalizer() -> None:
 def test_the_timer_visits_runs_in_flight_that_are_still_indexed() -> None:
     from mloop.handlers.trainingrun import _timer_visits
 
-    assert _timer_visits(uid="u", status={"phase": "Pending"}, runs_in_flight={"u": [True]})
-    assert not _timer_visits(uid="u", status={"phase": "Pending"}, runs_in_flight={})  # deleted: out of the index
-    assert not _timer_visits(uid="u", status={"phase": "Succeeded"}, runs_in_flight={"u": [True]})
-    assert _timer_visits(uid="u", status={"phase": "Succeeded", "mlflow": {"state": "Pending"}},
-                         runs_in_flight={"u": [True]})
+    def visits(status: dict, indexed: bool = True, jobs: dict | None = None) -> bool:
+        return _timer_visits(uid="u", namespace="ns", status=status, runs_in_flight={"u": [True]} if indexed else {},
+                             task_jobs=jobs or {})
+
+    assert visits({"phase": "Pending"})
+    assert not visits({"phase": "Pending"}, indexed=False)  # deleted: out of the index
+    assert not visits({"phase": "Succeeded"})
+    assert visits({"phase": "Succeeded", "mlflow": {"state": "Pending"}})
+
+
+def test_a_run_on_a_job_in_flight_is_left_to_the_jobs_watch() -> None:
+    """No timer GETs a Job the watch shows running; the timer still comes when the watch shows no Job (just
+    created, or gone) or a finished one (a result S3 could not give yet)."""
+    from mloop.api.tasks import TaskState
+    from mloop.handlers.trainingrun import _news_for_its_run, _timer_visits
+
+    def visits(job: TaskState | None) -> bool:
+        jobs = {("ns", "train-a-1"): [job]} if job else {}
+        return _timer_visits(uid="u", namespace="ns", status={"phase": "Running", "task": "train-a-1"},
+                             runs_in_flight={"u": [True]}, task_jobs=jobs)
+
+    assert not visits(TaskState("Pending")) and not visits(TaskState("Running"))
+    assert visits(None) and visits(TaskState("Succeeded")) and visits(TaskState("Failed"))
+
+    def news(job: TaskState | None, run_phase: str = "Pending", type: str = "MODIFIED") -> bool:
+        runs = {("ns", "train-a-1"): [{"status": {"phase": run_phase, "task": "train-a-1"}}]}
+        return _news_for_its_run(type=type, namespace="ns", name="train-a-1", runs_by_task=runs,
+                                 task_jobs={("ns", "train-a-1"): [job]} if job else {})
+
+    assert news(TaskState("Running")) and not news(TaskState("Running"), run_phase="Running")
+    assert not news(TaskState("Pending"))
+    assert news(TaskState("Succeeded"), run_phase="Running") and news(TaskState("Failed"))
+    assert news(None, type="DELETED")
+    assert not _news_for_its_run(type="MODIFIED", namespace="ns", name="other", runs_by_task={},
+                                 task_jobs={("ns", "other"): [TaskState("Succeeded")]})  # no run follows it

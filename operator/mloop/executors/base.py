@@ -15,5 +15,5 @@ class Executor(Protocol):
     def submit(self, task: Task) -> None:
         """Start the task unless a task of that name exists already (idempotent)."""
 
-    def state(self, task: Task) -> TaskState:
-        """Where the task is now."""
+    def state(self, task: Task, seen: TaskState | None = None) -> TaskState:
+        """Where the task is now. seen: what a watch last showed of it, if the executor has one to use."""

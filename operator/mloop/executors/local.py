@@ -81,7 +81,8 @@ class LocalExecutor:
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=task_env(self.settings), start_new_session=True)
 
-    def state(self, task: Task) -> TaskState:
+    def state(self, task: Task, seen: TaskState | None = None) -> TaskState:
+        """From the task's files; seen is unused (nothing watches a process)."""
         record, exit_file, log_file = self._paths(task)
         if exit_file.exists():
             text = exit_file.read_text().strip()

@@ -18,6 +18,7 @@ from mloop.data.erasure import load_filters, without_erased_rows
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, pinned
 from mloop.handlers.erasure import expire
+from mloop.handlers.jobs import TASK_JOBS, job_in_flight, seen_job, task_state
 from mloop.handlers.metrics import measured
 from mloop.reconcile import dataset as decide
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
@@ -80,7 +81,7 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index,
     try:
         if status.task:
             task = ingest_task(namespace, name, uid, status.task, spec)
-            state = executor.state(task)
+            state = task_state(executor, task, (indexes or {}).get("task_jobs") or {})
             if not state.finished and state.phase != "Missing":
                 return dict(body)
             raw = store.get_json_or_none(task.prefix + "result.json")
@@ -128,17 +129,20 @@ def reconcile_dataset(body: Mapping[str, Any], datasets: kopf.Index,
         return commit(body, decide.waiting(status, "StorageUnavailable", f"{err}; retrying", generation, now))
 
 
-def _in_flight(spec: kopf.Spec, status: kopf.Status, namespace: str, datasets_by_name: kopf.Index, **_: Any) -> bool:
+def _in_flight(spec: kopf.Spec, status: kopf.Status, namespace: str, datasets_by_name: kopf.Index,
+               task_jobs: kopf.Index, **_: Any) -> bool:
     """What needs a timer: a task running, a wait on something outside (storage, a parent), a schedule (refresh,
     collection, retention), or parents holding versions a derived Dataset has not tried yet. A Dataset at rest has
-    no timer, and so no finalizer.
+    no timer, and so no finalizer. A task Job the watch shows in flight needs none: its events wake the Dataset.
 
     The last keeps the timer through a fold when a parent moved during the task: kopf does not start a timer again
     while the one it was asked to stop is still finishing its pass, so a task started by the fold's own event
     would be left with no timer to fold it (seen once in nine runs of two parents moving back to back)."""
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     source = spec.get("source") or {}
-    return bool(status.get("task") or status.get("outbox") or ready.get("status", "Unknown") == "Unknown"
+    task = status.get("task")
+    waiting = ready.get("status", "Unknown") == "Unknown" and not (task and ready.get("reason") == "Ingesting")
+    return bool((task and not job_in_flight(task_jobs, namespace, task)) or status.get("outbox") or waiting
                 or ("s3" in source and spec.get("refresh")) or "collection" in source
                 or (spec.get("governance") or {}).get("retentionDays")
                 or ("derived" in source and _untried(spec, status, namespace, datasets_by_name)))
@@ -168,6 +172,26 @@ def derived_by_parent(namespace: str, body: kopf.Body, spec: kopf.Spec, **_: Any
             + [r for r in ((derived.get("join") or {}).get(side) for side in ("left", "right")) if r])
     keys = {(ref.get("namespace") or namespace, ref["name"]) for ref in refs if not ref.get("version")}
     return {key: copy.deepcopy(dict(body)) for key in keys} or None
+
+
+@kopf.index(GROUP, VERSION, "datasets")
+async def datasets_by_task(namespace: str, body: kopf.Body, status: kopf.Status, **_: Any) -> dict | None:
+    """Datasets with an ingest task, by its name, with their whole body: what that task's Job events wake."""
+    return {(namespace, status["task"]): copy.deepcopy(dict(body))} if status.get("task") else None
+
+
+def _dataset_job_news(type: str, namespace: str, name: str, datasets_by_task: kopf.Index, task_jobs: kopf.Index,
+                      **_: Any) -> bool:
+    seen = seen_job(task_jobs, namespace, name)
+    return bool(datasets_by_task.get((namespace, name))) and (type == "DELETED" or seen is None or seen.finished)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={**TASK_JOBS, "mloop.dev/dataset": kopf.PRESENT}, when=_dataset_job_news)
+def dataset_job_changed(namespace: str, name: str, datasets_by_task: kopf.Index, datasets_by_name: kopf.Index,
+                        **kwargs: Any) -> None:
+    """An ingest Job finished or went away: the Dataset's pass folds it (no timer reads the Job)."""
+    for body in datasets_by_task.get((namespace, name), []):
+        reconcile_dataset(copy.deepcopy(body), datasets_by_name, {**kwargs, "datasets_by_task": datasets_by_task})
 
 
 @kopf.on.create(GROUP, VERSION, "datasets")

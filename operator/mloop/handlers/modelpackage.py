@@ -31,6 +31,7 @@ from mloop.config import get_settings
 from mloop.constants import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGER
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, pinned
+from mloop.handlers.jobs import TASK_JOBS, job_in_flight, seen_job, task_state
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import api_client
 from mloop.procs import alive
@@ -125,6 +126,7 @@ class Indexes:
     datasets_by_name: Any  # declared in handlers/requirement.py: each Dataset's status
     dataset_specs_by_name: Any
     model_servers: Any
+    task_jobs: Any  # declared in handlers/jobs.py
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
@@ -178,7 +180,7 @@ def _gather(me: decide.PackageId, spec: ModelPackageSpec, status: ModelPackageSt
         if found is not None:
             world = replace(world, dataset=_pinned_dataset(idx, found, [r for r in requirements.values() if r], store))
         if status.task:
-            world = _task_outcome(world, status.task, store)
+            world = _task_outcome(world, status.task, store, idx.task_jobs)
     except StorageUnavailable:
         world = replace(world, storage_ok=False)
     digest = status.digest or (world.result.digest if world.result else None)  # packaged in this very pass
@@ -220,9 +222,9 @@ def _task(me: decide.PackageId, name: str) -> Task:
                 deadline_seconds=900)
 
 
-def _task_outcome(world: decide.World, name: str, store: Store) -> decide.World:
+def _task_outcome(world: decide.World, name: str, store: Store, jobs: Any) -> decide.World:
     task = _task(world.package, name)
-    state = executor_for(world.executor).state(task)
+    state = task_state(executor_for(world.executor), task, jobs)
     if not state.finished and state.phase != "Missing":
         return replace(world, task=state)
     try:
@@ -543,8 +545,20 @@ def package_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     reconcile_package(body, patch, Indexes.of(kwargs))
 
 
-@kopf.timer(GROUP, VERSION, "modelpackages", interval=get_settings().poll_interval, sharp=False,
-            when=lambda status, **_: decide.in_flight(status))
+@kopf.index(GROUP, VERSION, "modelpackages")
+async def packages_by_task(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict | None:
+    """Packages with a packaging task, by its name: what that task's Job events wake. Async: pure dict work."""
+    return {(namespace, status["task"]): {"name": name, "model": spec.get("model")}} if status.get("task") else None
+
+
+def _ticks(namespace: str, status: kopf.Status, task_jobs: kopf.Index, **_: Any) -> bool:
+    """In flight (decide.in_flight), but a packaging Job the watch shows in flight is left to its events."""
+    if status.get("task") and job_in_flight(task_jobs, namespace, status["task"]):
+        return decide.in_flight({**status, "task": None})
+    return decide.in_flight(status)
+
+
+@kopf.timer(GROUP, VERSION, "modelpackages", interval=get_settings().poll_interval, sharp=False, when=_ticks)
 @pinned
 def package_tick(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     reconcile_package(body, patch, Indexes.of(kwargs))
@@ -559,6 +573,23 @@ def run_event(namespace: str, name: str, status: kopf.Status, **kwargs: Any) -> 
     for ref in idx.packages_by_run.get((namespace, name), []):
         body = idx.package(namespace, ref["model"], ref["name"])
         if body is not None and body["status"].get("phase") in (None, "Pending"):
+            reconcile_package(body, kopf.Patch(), idx)
+
+
+def _package_job_news(type: str, namespace: str, name: str, packages_by_task: kopf.Index, task_jobs: kopf.Index,
+                      **_: Any) -> bool:
+    seen = seen_job(task_jobs, namespace, name)
+    return bool(packages_by_task.get((namespace, name))) and (type == "DELETED" or seen is None or seen.finished)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={**TASK_JOBS, "mloop.dev/modelpackage": kopf.PRESENT},
+               when=_package_job_news)
+def package_job_changed(namespace: str, name: str, packages_by_task: kopf.Index, **kwargs: Any) -> None:
+    """A packaging Job finished or went away: its package's pass folds it (no timer reads the Job)."""
+    idx = Indexes.of(kwargs)
+    for ref in packages_by_task.get((namespace, name), []):
+        body = idx.package(namespace, ref["model"], ref["name"])
+        if body is not None and body["status"].get("task") == name:
             reconcile_package(body, kopf.Patch(), idx)
 
 

@@ -33,6 +33,7 @@ from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, known_stale, pinned
+from mloop.handlers.jobs import TASK_JOBS, job_in_flight, seen_job, task_state
 from mloop.handlers.metrics import measured
 from mloop.integrations import mlflow_export
 from mloop.reconcile import trainingrun as decide
@@ -126,7 +127,7 @@ def _estimator_error(spec: TrainingRunSpec) -> str | None:
 
 
 def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datasets: kopf.Index,
-           requirements: kopf.Index, store: Store, executor: Any) -> World:
+           requirements: kopf.Index, store: Store, executor: Any, jobs: kopf.Index) -> World:
     """Everything the decision needs, from indexes first; S3 and the executor only for what this step needs."""
     ref = spec.dataset_ref
     ds_namespace = ref.namespace or run.namespace
@@ -148,7 +149,7 @@ def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datase
 
     if status.task:
         kind = decide.task_kind(status.task)
-        state = executor.state(decide.build_task(spec, run, kind, status.task, base["trial_count"]))
+        state = task_state(executor, decide.build_task(spec, run, kind, status.task, base["trial_count"]), jobs)
         if not state.finished and state.phase != "Missing":
             return World(**base, task=state)
         result, pinned, key, storage_ok = None, None, None, True
@@ -210,7 +211,8 @@ def act_before(decision: decide.Decision, namespace: str, store: Store, executor
 
 
 @measured("TrainingRun")
-def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requirements: kopf.Index) -> None:
+def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requirements: kopf.Index,
+                  jobs: kopf.Index) -> None:
     meta = body["metadata"]
     if known_stale(body):
         return  # the watch brings the newer body, and a pass on it
@@ -233,7 +235,7 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requ
         commit(body, refused.outcome(), _needs_visit)
         return
     store, executor = operator_store(), executor_for(spec.executor)
-    world = gather(spec, status, run, datasets, requirements, store, executor)
+    world = gather(spec, status, run, datasets, requirements, store, executor, jobs)
     decision = decide.decide(spec, status, world, now)
     try:
         act_before(decision, run.namespace, store, executor)
@@ -301,8 +303,30 @@ async def runs_in_flight(uid: str, status: kopf.Status, **_: Any) -> dict | None
     return {uid: True} if _needs_visit(status) else None
 
 
-def _timer_visits(uid: str, status: kopf.Status, runs_in_flight: kopf.Index, **_: Any) -> bool:
-    return _needs_visit(status) and uid in runs_in_flight
+@kopf.index(GROUP, VERSION, "trainingruns")
+async def runs_by_task(body: kopf.Body, namespace: str, status: kopf.Status, **_: Any) -> dict | None:
+    """Each run with a task in flight, by its task's name: what a Job event wakes. Enough of the body for a pass
+    and its conditional status write; at most one entry per run in flight."""
+    if not status.get("task") or status.get("phase") in FINISHED:
+        return None
+    meta = body["metadata"]
+    trimmed = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+               "metadata": {k: copy.deepcopy(meta.get(k)) for k in
+                            ("name", "namespace", "uid", "resourceVersion", "generation", "labels")},
+               "spec": copy.deepcopy(dict(body.get("spec") or {})), "status": copy.deepcopy(dict(status))}
+    return {(namespace, status["task"]): trimmed}
+
+
+def _on_its_job(namespace: str, status: kopf.Status, task_jobs: kopf.Index) -> bool:
+    """A run whose task is a Job the watch shows in flight: the Job's events wake it, no timer visits it."""
+    return status.get("phase") not in FINISHED and job_in_flight(task_jobs, namespace, status.get("task"))
+
+
+def _timer_visits(uid: str, namespace: str, status: kopf.Status, runs_in_flight: kopf.Index, task_jobs: kopf.Index,
+                  **_: Any) -> bool:
+    """In flight and still indexed, and not following a Job in flight. The timer still comes for a run whose Job
+    the watch does not show (just created, or gone), a run waiting for a Dataset or for S3, a local process."""
+    return _needs_visit(status) and uid in runs_in_flight and not _on_its_job(namespace, status, task_jobs)
 
 
 def _without_finalizer(fn: Any) -> Any:
@@ -316,25 +340,61 @@ def _without_finalizer(fn: Any) -> Any:
     return fn
 
 
-def _left_to_the_watch(type: str, body: kopf.Body, status: kopf.Status, **_: Any) -> bool:
+def _started_unseen(status: kopf.Status, namespace: str, task_jobs: kopf.Index) -> bool:
+    """Its Job runs but the run says Pending: the Job's event came before the run's task was written (no pass took
+    it then), so the run's own event takes it now."""
+    seen = seen_job(task_jobs, namespace, status.get("task") or "") if status.get("task") else None
+    return status.get("phase") == "Pending" and seen is not None and seen.phase == "Running"
+
+
+def _left_to_the_watch(type: str, body: kopf.Body, namespace: str, status: kopf.Status, task_jobs: kopf.Index,
+                       **_: Any) -> bool:
     """Not a run the timer visits (two handlers passing on one body would race to each step), nor a deleted one.
     A filter, so that a run in flight costs its watch events no handler thread."""
-    return type != "DELETED" and not body.get("metadata", {}).get("deletionTimestamp") and not _needs_visit(status)
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    return not _needs_visit(status) or _started_unseen(status, namespace, task_jobs)
 
 
 @kopf.on.event(GROUP, VERSION, "trainingruns", when=_left_to_the_watch)
 @pinned
 def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
-                        requirements_for_runs: kopf.Index, **_: Any) -> None:
+                        requirements_for_runs: kopf.Index, task_jobs: kopf.Index, **_: Any) -> None:
     """A run no timer visits: on every change, and once at start-up (kopf's initial listing) to send what its
     outbox still owes. A watch handler, not on.create/on.resume: kopf then writes no progress or diffbase
     annotations, whose PATCHes doubled the writes per run and moved the resourceVersion under our status write."""
-    reconcile_run(body, patch, datasets_for_runs, requirements_for_runs)
+    reconcile_run(body, patch, datasets_for_runs, requirements_for_runs, task_jobs)
+
+
+def _news_for_its_run(type: str, namespace: str, name: str, runs_by_task: kopf.Index, task_jobs: kopf.Index,
+                      **_: Any) -> bool:
+    """A Job's change its run has not taken: it started while the run says Pending, it finished, or it is gone."""
+    run = next(iter(runs_by_task.get((namespace, name), [])), None)
+    if run is None:
+        return False
+    seen = seen_job(task_jobs, namespace, name)
+    if type == "DELETED" or seen is None or seen.finished:
+        return True
+    return seen.phase == "Running" and run["status"].get("phase") == "Pending"
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={**TASK_JOBS, "mloop.dev/trainingrun": kopf.PRESENT},
+               when=_news_for_its_run)
+def run_job_changed(namespace: str, name: str, runs_by_task: kopf.Index, datasets_for_runs: kopf.Index,
+                    requirements_for_runs: kopf.Index, task_jobs: kopf.Index, **_: Any) -> None:
+    """A run's Job moved: the run's pass follows it, on the run as last watched (its write is conditional on that
+    resourceVersion, so a second sight of the same change, or a pass racing the timer, changes nothing twice)."""
+    for run in runs_by_task.get((namespace, name), []):
+        reconcile_run(kopf.Body(copy.deepcopy(run)), kopf.Patch(), datasets_for_runs, requirements_for_runs,
+                      task_jobs)
 
 
 @_without_finalizer
 @kopf.timer(GROUP, VERSION, "trainingruns", interval=get_settings().poll_interval, sharp=False, when=_timer_visits)
 @pinned
-def trainingrun_tick(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: kopf.Index,
-                     requirements_for_runs: kopf.Index, **_: Any) -> None:
-    reconcile_run(body, patch, datasets_for_runs, requirements_for_runs)
+def trainingrun_tick(body: kopf.Body, patch: kopf.Patch, namespace: str, status: kopf.Status,
+                     datasets_for_runs: kopf.Index, requirements_for_runs: kopf.Index, task_jobs: kopf.Index,
+                     **_: Any) -> None:
+    if _on_its_job(namespace, status, task_jobs):
+        return  # the watch showed the Job after the timer started: its events wake the run from here on
+    reconcile_run(body, patch, datasets_for_runs, requirements_for_runs, task_jobs)
