@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from mloop.api.dataset import BuiltinSource, SchemaSpec, ValidationRules
@@ -77,6 +78,38 @@ def test_declared_types_cast_and_report_offending_rows() -> None:
     failures = {c.column: c.message for c in result.checks if not c.passed}
     assert failures["n"] == "column 'n' is declared integer but rows 2, 3 hold ['x', '4.5']"
     assert failures["flag"].startswith("column 'flag' is declared boolean but rows 2 hold")
+
+
+ALLOWED = ["red", "greenish", "", "blåbær", "a longer label"]  # 8 bytes, empty, multi-byte, longer (Arrow's lookup)
+
+
+@pytest.mark.parametrize("storage", ["str", "object", "chunked", "sliced", "long"])
+def test_allowed_values_name_the_first_rows_outside(storage: str) -> None:
+    """Each way a text column reaches the check names the same rows as pandas' isin over the whole column."""
+    rng = np.random.default_rng(1)
+    values = rng.choice(ALLOWED[:4] + ["green", "red ", "re", "blåbæ", "greenis!", "reddish!"], 5000,
+                        p=[0.22] * 4 + [0.02] * 6).astype(object)
+    values[rng.integers(0, 5000, 50)] = None
+    allowed = ALLOWED if storage == "long" else ALLOWED[:4]
+    column = pd.Series(values, dtype="str")
+    if storage == "object":
+        column = pd.Series(values, dtype=object)
+    elif storage == "chunked":  # a frame from several record batches holds chunked Arrow strings
+        table = pa.Table.from_batches([pa.record_batch({"c": pa.array(values[i:i + 999], pa.string())})
+                                       for i in range(0, 5000, 999)])
+        column = table.to_pandas()["c"]
+    elif storage == "sliced":
+        column = pd.Series(np.concatenate([values[:7], values]), dtype="str").iloc[7:].reset_index(drop=True)
+    schema = SchemaSpec.model_validate({"columns": [{"name": "c", "type": "category", "allowedValues": allowed}]})
+    check = next(c for c in apply_schema(pd.DataFrame({"c": column}), schema).checks if c.rule == "allowedValues")
+    outside = pd.Series(values).notna() & ~pd.Series(values).isin(allowed)
+    rows = np.flatnonzero(outside.to_numpy())
+    assert rows.size > 5 and not check.passed
+    assert check.message == (f"column 'c' has values outside {sorted(allowed)[:10]} at rows "
+                             f"{', '.join(str(r) for r in rows[:5])} and {rows.size - 5} more: "
+                             f"{[values[r] for r in rows[:3]]!r}")
+    inside = pd.DataFrame({"c": column.where(~outside.to_numpy(), allowed[1])})
+    assert all(c.passed for c in apply_schema(inside, schema).checks)
 
 
 def test_rules_report_each_result() -> None:

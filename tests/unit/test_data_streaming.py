@@ -309,6 +309,20 @@ def test_unique_on_a_column_that_is_not_ascending_is_exact_in_bounded_memory(bud
         assert found[name] == f"column {name!r} repeats values at rows {shown} and {repeated.size - 5} more"
 
 
+def test_unique_on_a_column_that_ascends_then_turns_back_names_its_repeats() -> None:
+    """An ascending start is held as values and hashed only when the column turns back over them."""
+    from mloop.data import validate
+
+    frame = pd.DataFrame({"id": np.concatenate([np.arange(250_000), np.arange(50_000)[::-1] * 3])})
+    checker = validate.RuleChecker(ValidationRules(unique=["id"]))
+    for start in range(0, len(frame), 7777):
+        checker.feed(frame.iloc[start:start + 7777], start)
+    found = next(c for c in checker.finish() if c.rule == "unique")
+    repeated = np.flatnonzero(frame["id"].duplicated(keep="first").to_numpy())
+    shown = ", ".join(str(r) for r in repeated[:5])
+    assert found.message == f"column 'id' repeats values at rows {shown} and {repeated.size - 5} more"
+
+
 def test_a_small_csv_with_the_wrong_delimiter_names_it(tmp_path: Path) -> None:
     """The file is shorter than one batch: the last (only) batch still gets the first batch's checks."""
     from mloop.data.errors import DataError

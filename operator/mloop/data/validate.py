@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mloop.api.dataset import ColumnSpec, ColumnStatus, SchemaSpec, ValidationRules
 from mloop.data.profile import Distinct
@@ -100,13 +101,23 @@ def _cast(series: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray | 
     return _as_text(series), None
 
 
-def _outside_range(values: pd.Series, low: float | None, high: float | None) -> np.ndarray | None:
+def _plain(values: pd.Series) -> bool:
+    return values.dtype.kind in "iuf" and isinstance(values.dtype, np.dtype)
+
+
+def _extremes(array: np.ndarray) -> tuple[Any, Any]:
+    """Min and max of a non-empty plain numeric array, NaN when it holds one (min and max carry it)."""
+    return array.min(), array.max()
+
+
+def _outside_range(values: pd.Series, low: float | None, high: float | None,
+                   extremes: tuple[Any, Any] | None = None) -> np.ndarray | None:
     """Rows outside [low, high]; two reductions decide the common all-inside case without a mask."""
-    plain = values.dtype.kind in "iuf" and isinstance(values.dtype, np.dtype)
+    plain = _plain(values)
     array = values.to_numpy() if plain else values.to_numpy(dtype="float64", na_value=np.nan)
     if array.size == 0:
         return None
-    lo, hi = array.min(), array.max()
+    lo, hi = extremes if extremes is not None and plain else _extremes(array)
     if array.dtype.kind == "f" and (np.isnan(lo) or np.isnan(hi)):  # min and max carry NaN: only then mask it
         present = array[~np.isnan(array)]
         if present.size == 0:
@@ -121,6 +132,111 @@ def _outside_range(values: pd.Series, low: float | None, high: float | None) -> 
         if high is not None:
             mask |= array > high
     return mask
+
+
+def _nulls(values: pd.Series, extremes: tuple[Any, Any] | None) -> np.ndarray | None:
+    """The null rows, or None when the type or the extremes already tell there are none (no pass)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iub":
+        return None
+    if extremes is not None and not (np.isnan(extremes[0]) or np.isnan(extremes[1])):
+        return None
+    return values.isna().to_numpy()
+
+
+WORD = 8  # bytes of a text value held in one 64-bit word by _AllowedText
+BLOCK_ROWS = 1 << 16  # rows per step of _AllowedText's numpy passes: their temporaries stay in cache
+KEEP = np.array([(1 << (8 * n)) - 1 for n in range(WORD + 1)], np.uint64)  # the low n bytes of a word
+
+
+class _AllowedText:
+    """Membership in allowedValues without hashing each row's text. When every allowed value fits in 8 bytes
+    (category labels mostly do), each row's bytes are read as one 64-bit word straight from the Arrow
+    buffers, a multiplier chosen here sends each allowed word to its own slot of a small table, and a row is
+    allowed only if its word and byte length equal its slot's: exact, about a third of Arrow's hash set
+    lookup (`is_in`), which stays the path for longer values and non-Arrow columns."""
+
+    def __init__(self, values: list[str]) -> None:
+        self.values = values
+        self.value_set = pa.array(values, pa.large_string())
+        self.table = _word_table(values)
+
+    def outside(self, text: pd.Series) -> np.ndarray:
+        """Rows holding a value (not a null) that is not allowed."""
+        if not isinstance(text.array, (pd.arrays.ArrowStringArray, pd.arrays.ArrowExtensionArray)):
+            return (text.notna() & ~text.isin(self.values)).to_numpy()
+        arrow = pa.array(text)
+        chunks = arrow.chunks if isinstance(arrow, pa.ChunkedArray) else [arrow]
+        masks = []
+        for chunk in chunks:
+            if self.table is not None and (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+                mask = _outside_words(chunk, *self.table)
+            else:
+                found = pc.is_in(chunk, value_set=self.value_set.cast(chunk.type))
+                mask = ~found.to_numpy(zero_copy_only=False)
+            if chunk.null_count:
+                mask &= chunk.is_valid().to_numpy(zero_copy_only=False)
+            masks.append(mask)
+        return masks[0] if len(masks) == 1 else np.concatenate(masks) if masks else np.zeros(0, bool)
+
+
+def _word_table(values: list[str]) -> tuple[np.uint64, np.uint64, np.ndarray, np.ndarray] | None:
+    """(multiplier, shift, slot words, slot lengths) placing each allowed value in a slot of its own, or None
+    when a value is longer than WORD bytes or no multiplier separates them. Empty slots hold word 1 with
+    length -1, which no row has."""
+    encoded = [v.encode() for v in dict.fromkeys(values)]
+    if not encoded or any(len(b) > WORD for b in encoded):
+        return None
+    words = np.array([int.from_bytes(b, "little") for b in encoded], np.uint64)
+    lengths = np.array([len(b) for b in encoded], np.int64)
+    bits = max(2, (len(words) - 1).bit_length() + 2)
+    rng = np.random.default_rng(0)  # fixed: the same table in every process
+    for _ in range(64):
+        multiplier = np.uint64(int(rng.integers(0, 1 << 62)) * 2 + 1)
+        with np.errstate(over="ignore"):
+            slots = (words * multiplier) >> np.uint64(64 - bits)
+        if np.unique(slots).size == words.size:
+            slot_words = np.ones(1 << bits, np.uint64)
+            slot_lengths = np.full(1 << bits, -1, np.int64)
+            slot_words[slots], slot_lengths[slots] = words, lengths
+            return multiplier, np.uint64(64 - bits), slot_words, slot_lengths
+    return None
+
+
+def _outside_words(chunk: pa.Array, multiplier: np.uint64, shift: np.uint64, slot_words: np.ndarray,
+                   slot_lengths: np.ndarray) -> np.ndarray:
+    """_AllowedText's word lookup over one Arrow string array; null slots come out as outside."""
+    buffers = chunk.buffers()
+    offsets = np.frombuffer(buffers[1], np.int64 if pa.types.is_large_string(chunk.type) else np.int32)
+    offsets = offsets[chunk.offset:chunk.offset + len(chunk) + 1].astype(np.int64, copy=False)
+    data = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    # aligned words with one to spare: a row's 8 bytes are two aligned words shifted together
+    padded = np.zeros((data.size // WORD + 2) * WORD, np.uint8)
+    padded[:data.size] = data
+    aligned = padded.view(np.uint64)
+    outside = np.empty(len(chunk), bool)
+    with np.errstate(over="ignore"):
+        for start in range(0, len(chunk), BLOCK_ROWS):
+            bounds = offsets[start:start + BLOCK_ROWS + 1]
+            first = bounds[:-1]
+            lengths = bounds[1:] - first
+            index = first >> 3
+            word = aligned.take(index)
+            index += 1
+            high = aligned.take(index)
+            bit = (first & 7).view(np.uint64)
+            bit <<= np.uint64(3)
+            word >>= bit
+            np.subtract(np.uint64(64), bit, out=bit)
+            high <<= bit  # numpy shifts by 64 to 0, as it must be when the row starts on a word
+            word |= high
+            word &= KEEP.take(lengths, mode="clip")  # the row's own bytes, not the next rows'
+            slot = word * multiplier
+            slot >>= shift
+            slot = slot.view(np.int64)
+            allowed = slot_words.take(slot) == word
+            allowed &= slot_lengths.take(slot) == lengths
+            np.logical_not(allowed, out=outside[start:start + len(first)])
+    return outside
 
 
 class _Hits:
@@ -172,18 +288,40 @@ class Unique:
         self.ascending = True
         self.last: object = None
         self.spill = tempfile.TemporaryFile(prefix="mloop-unique-")
+        # an ascending prefix of plain numbers is spilled as its values, hashed only if the column stops
+        # ascending (an id column never does, and its hashes would never be read)
+        self.held: list[tuple[np.dtype, int]] = []
+        self.raw: Any = None
 
     def add(self, series: pd.Series) -> None:
         if len(series) == 0:
             return
+        if self.ascending:
+            if series.isna().any() or not _strictly_increasing(series) or (
+                    self.last is not None and not series.iloc[0] > self.last):
+                self.ascending = False
+            else:
+                self.last = series.iloc[-1]
+                if _plain(series) and self.spill.tell() == 0:
+                    if self.raw is None:
+                        self.raw = tempfile.TemporaryFile(prefix="mloop-unique-")
+                    series.to_numpy().tofile(self.raw)
+                    self.held.append((series.dtype, len(series)))
+                    return
+        self._hash_held()
         pd.util.hash_pandas_object(series, index=False).to_numpy().tofile(self.spill)
-        if not self.ascending:
+
+    def _hash_held(self) -> None:
+        """Hash the held prefix, a batch at a time, into the spill ahead of the rows that follow it."""
+        if not self.held:
             return
-        if series.isna().any() or not _strictly_increasing(series) or (
-                self.last is not None and not series.iloc[0] > self.last):
-            self.ascending = False
-            return
-        self.last = series.iloc[-1]
+        self.raw.seek(0)
+        for dtype, count in self.held:
+            values = pd.Series(np.fromfile(self.raw, dtype=dtype, count=count), copy=False)
+            pd.util.hash_pandas_object(values, index=False).to_numpy().tofile(self.spill)
+        self.held = []
+        self.raw.close()
+        self.raw = None
 
     def duplicates(self) -> _Hits:
         hits = _Hits()
@@ -198,6 +336,8 @@ class Unique:
                     _repeats(path, scratch, PARTITION_BITS, hits, shown)
         finally:
             self.spill.close()
+            if self.raw is not None:
+                self.raw.close()
         hits.rows = sorted(int(r) for part in shown for r in part)[:SHOWN_ROWS] if hits.count else []
         return hits
 
@@ -329,25 +469,30 @@ def infer_column(name: str, series: pd.Series) -> ColumnStatus:
     return inference.status()
 
 
-def _check_column(series: pd.Series, spec: ColumnSpec, offset: int, hits: dict[str, _Hits]) -> pd.Series | None:
+def _check_column(series: pd.Series, spec: ColumnSpec, offset: int, hits: dict[str, _Hits],
+                  allowed: _AllowedText | None = None) -> pd.Series | None:
     """One batch of one declared column: record offending rows, return the values cast to the declared type."""
     cast, bad = _cast(series, spec)
     if bad is not None:
         hits["type"].add(bad, offset, series)
+    # one min and max of a float column answer both the range and (NaN or not) the nullable check
+    extremes = _extremes(cast.to_numpy()) if _plain(cast) and len(cast) and (
+        spec.min is not None or spec.max is not None or (not spec.nullable and cast.dtype.kind == "f")) else None
     if not spec.nullable:
-        nulls = cast.isna().to_numpy()
-        if bad is not None:
-            nulls &= ~bad
-        hits["nullable"].add(nulls, offset)
+        nulls = _nulls(cast, extremes)
+        if nulls is not None:
+            if bad is not None:
+                nulls &= ~bad
+            hits["nullable"].add(nulls, offset)
     if spec.allowed_values is not None:
         text = _as_text(cast)
-        outside = (text.notna() & ~text.isin(spec.allowed_values)).to_numpy()
+        outside = (allowed or _AllowedText(spec.allowed_values)).outside(text)
         if bad is not None:
             outside &= ~bad
         hits["allowedValues"].add(outside, offset, text)
     if spec.min is not None or spec.max is not None:
         mask = _outside_range(pd.to_numeric(cast, errors="coerce") if cast.dtype.kind not in "iuf" else cast,
-                              spec.min, spec.max)
+                              spec.min, spec.max, extremes)
         if mask is not None:
             hits["range"].add(mask, offset)
     return cast if cast is not series else None
@@ -361,6 +506,8 @@ class SchemaChecker:
         self.declared = {c.name: c for c in schema.columns} if schema else {}
         self.names: list[str] | None = None
         self.hits: dict[str, dict[str, _Hits]] = {}
+        self.allowed = {c.name: _AllowedText(c.allowed_values) for c in self.declared.values()
+                        if c.allowed_values is not None}
         self.inferred: dict[str, _Inference] = {}
         self.rows = 0
         self.cast_names: set[str] = set()  # the columns the last feed() replaced by their cast values
@@ -391,9 +538,11 @@ class SchemaChecker:
         self.cast_names = set()
         if not declared:
             return frame
-        # Columns are checked in parallel: numpy and Arrow release the GIL in the heavy parts.
-        results = list(self._pool.map(lambda c: _check_column(frame[c], self.declared[c], offset, self.hits[c]),
-                                      declared))
+        # Columns are checked in parallel: numpy and Arrow release the GIL in the heavy parts. Text lookups,
+        # the costliest, go first so the workers finish together.
+        declared.sort(key=lambda c: c not in self.allowed)
+        results = list(self._pool.map(
+            lambda c: _check_column(frame[c], self.declared[c], offset, self.hits[c], self.allowed.get(c)), declared))
         out = frame.copy(deep=False)  # copy-on-write: replacing a column never touches the caller's frame
         for name, cast in zip(declared, results):
             if cast is not None:
