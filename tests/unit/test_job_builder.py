@@ -36,3 +36,15 @@ def test_indexed_job_for_fan_out() -> None:
     job = build_job(replace(TASK, completions=6, parallelism=2), SETTINGS)
     assert job["spec"]["completionMode"] == "Indexed"
     assert (job["spec"]["completions"], job["spec"]["parallelism"], job["spec"]["backoffLimitPerIndex"]) == (6, 2, 2)
+
+
+def test_a_carried_spec_travels_in_the_env_and_a_task_without_one_reads_s3() -> None:
+    from dataclasses import replace
+
+    from mloop.api.tasks import TASK_SPEC_ENV
+
+    def env(task: Task) -> dict:
+        return {e["name"]: e.get("value") for e in build_job(task, SETTINGS)["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert env(replace(TASK, spec='{"uid":"u-1"}'))[TASK_SPEC_ENV] == '{"uid":"u-1"}'
+    assert TASK_SPEC_ENV not in env(TASK)

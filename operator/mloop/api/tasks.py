@@ -23,6 +23,11 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_STORAGE = 75  # EX_TEMPFAIL: nothing was written; the operator retries
 
+# spec.json's body when it travels with the task (a Job's env, a local process's env): the task writes it to S3
+# once, before anything else, for the tasks and readers after it. Larger specs go through S3 only.
+TASK_SPEC_ENV = "MLOOP_TASK_SPEC"
+TASK_SPEC_ENV_LIMIT = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Task:
@@ -40,6 +45,7 @@ class Task:
     completions: int | None = None  # an Indexed Job when set
     parallelism: int = 1
     labels: dict[str, str] = field(default_factory=dict)
+    spec: str | None = None  # spec.json carried with the task as JSON (TASK_SPEC_ENV), written once by the task
 
 
 @dataclass(frozen=True)

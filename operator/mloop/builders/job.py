@@ -7,7 +7,7 @@ from typing import Any
 from mloop.builders.security import container_security_context, pod_security_context
 from mloop.config import Settings
 from mloop.constants import LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PART_OF, MANAGER
-from mloop.api.tasks import Task
+from mloop.api.tasks import TASK_SPEC_ENV, Task
 
 
 def task_labels(task: Task) -> dict[str, str]:
@@ -47,7 +47,8 @@ def build_job(task: Task, settings: Settings) -> dict[str, Any]:
         "command": list(task.command),
         # The task sizes its batches from its own memory limit (data/pipeline.py), not from the data.
         "env": [*task_env(settings), {"name": "MLOOP_MEMORY_LIMIT",
-                                      "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}}],
+                                      "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+                *([{"name": TASK_SPEC_ENV, "value": task.spec}] if task.spec else [])],
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from mloop.config import Settings, get_settings
+from mloop.api.tasks import TASK_SPEC_ENV
 from mloop.executors.base import Task, TaskState
 from mloop.procs import alive
 
@@ -74,12 +75,19 @@ class LocalExecutor:
 
     def _spawn(self, task: Task) -> subprocess.Popen[bytes]:
         record, exit_file, log_file = self._paths(task)
+        env = task_env(self.settings)
+        if task.spec:
+            # Kept beside the record as a Job keeps its env: a retry after a storage outage takes it from here.
+            aside = record.with_suffix(f".spec.{os.getpid()}.tmp")
+            aside.write_text(task.spec)
+            os.replace(aside, record.with_suffix(".spec"))
+            env[TASK_SPEC_ENV] = task.spec
         argv = [sys.executable, "-m", "mloop.executors.localrun", str(record), str(exit_file),
                 str(task.deadline_seconds), str(task.completions or 1), str(task.parallelism),
                 "--", *self.command(task)]
         with open(log_file, "ab") as log:
             return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=task_env(self.settings), start_new_session=True)
+                                    env=env, start_new_session=True)
 
     def state(self, task: Task, seen: TaskState | None = None) -> TaskState:
         """From the task's files; seen is unused (nothing watches a process)."""
@@ -115,6 +123,13 @@ class LocalExecutor:
         if exit_file.exists():
             return self.state(task)
         return TaskState("Failed", "ProcessLost", "the task's process ended without recording an exit code")
+
+    def spec_of(self, task: Task) -> str | None:
+        """The spec.json a submitted task carried, if it carried one."""
+        try:
+            return self._paths(task)[0].with_suffix(".spec").read_text()
+        except OSError:
+            return None
 
     def log(self, task: Task) -> str:
         return _tail(self._paths(task)[2], lines=2000)

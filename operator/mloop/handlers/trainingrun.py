@@ -28,7 +28,7 @@ from mloop.api.common import GovernanceTags, get_condition, utcnow
 from mloop.api.dataset import ColumnProfile, ColumnStatus, DatasetStatus, DatasetVersion
 from mloop.api.kinds import GROUP, VERSION
 from mloop.api.requirement import RequirementSpec
-from mloop.api.tasks import TrainResult
+from mloop.api.tasks import TASK_SPEC_ENV_LIMIT, Task, TrainResult
 from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.factory import executor_for
@@ -192,15 +192,24 @@ def _cache_hit(store: Store, run: RunRef, key: str) -> CacheEntry | None:
     return CacheEntry(run=entry["run"], uid=entry["uid"], result=result)
 
 
-def act_before(decision: decide.Decision, namespace: str, store: Store, executor: Any) -> None:
-    """Idempotent steps, before the status that records them: write-once spec, deterministically named tasks."""
+def act_before(decision: decide.Decision, namespace: str, store: Store, executor: Any,
+               previous: Task | None = None) -> None:
+    """Idempotent steps, before the status that records them: the write-once spec, carried by the first task
+    (its Job is as write-once as an S3 object, and the operator spends no S3 write per run), and deterministically
+    named tasks."""
+    carried = None
     for write in decision.of(WriteSpec):
+        wire = json.dumps(write.body.to_wire(), separators=(",", ":"), sort_keys=True)
+        if len(wire) <= TASK_SPEC_ENV_LIMIT:
+            carried = wire
+            continue
         try:
             store.put_json(write.key, write.body.to_wire())
         except AlreadyExists:
             pass  # written by an earlier pass for this same uid: the run's inputs are immutable
     for submit in decision.of(SubmitTask):
-        executor.submit(submit.task)
+        task = replace(submit.task, spec=carried) if carried else _spec_passed_on(submit.task, store, executor, previous)
+        executor.submit(task)
     for record in decision.of(RecordCache):
         # Before the status that finishes the run: once that is written no pass comes back to record it, and the
         # entry (this run's own result, keyed by what it computed) is the same whichever pass writes it.
@@ -208,6 +217,14 @@ def act_before(decision: decide.Decision, namespace: str, store: Store, executor
             store.put_json(cache_entry(namespace, record.key), record.entry)
         except AlreadyExists:
             pass  # an earlier identical run is already the source
+
+
+def _spec_passed_on(task: Task, store: Store, executor: Any, previous: Task | None) -> Task:
+    """A later task of a run (the refit after its trials, a retry) reads the spec.json its first task wrote. A task
+    lost to a storage outage may not have written it: the next one carries what that one carried."""
+    if previous is None or store.exists(task.prefix + "spec.json"):
+        return task
+    return replace(task, spec=executor.spec_of(previous))
 
 
 @measured("TrainingRun")
@@ -238,7 +255,9 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requ
     world = gather(spec, status, run, datasets, requirements, store, executor, jobs)
     decision = decide.decide(spec, status, world, now)
     try:
-        act_before(decision, run.namespace, store, executor)
+        previous = decide.build_task(spec, run, decide.task_kind(status.task), status.task, world.trial_count) \
+            if status.task else None
+        act_before(decision, run.namespace, store, executor, previous)
     except StorageUnavailable:
         if not decision.of(WriteSpec):
             raise

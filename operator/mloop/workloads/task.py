@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
 import sys
 import traceback
 from typing import Any, Callable
 
 from mloop.api.common import iso, utcnow
-from mloop.api.tasks import EXIT_CRASH, EXIT_OK, EXIT_STORAGE
-from mloop.storage.artifacts import Store, StorageUnavailable
+from mloop.api.tasks import EXIT_CRASH, EXIT_OK, EXIT_STORAGE, TASK_SPEC_ENV
+from mloop.storage.artifacts import AlreadyExists, Store, StorageUnavailable
 
 
 def now_iso() -> str:
@@ -19,7 +21,10 @@ def now_iso() -> str:
 
 def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logging.Logger], dict[str, Any]],
              result_key: str = "result.json", log_key: str = "log.txt") -> int:
-    """Read spec.json under prefix, run body, write the result then the log. Returns the exit code."""
+    """Read spec.json under prefix, run body, write the result then the log. Returns the exit code.
+
+    A spec carried in the environment (TASK_SPEC_ENV) is written to spec.json first, once (write-once: racing
+    indexes of one Job, or a retry, find it there), so the tasks and readers after this one find it in S3."""
     buffer = io.StringIO()
     log = logging.getLogger(f"mloop.{name}")
     log.setLevel(logging.INFO)
@@ -28,7 +33,9 @@ def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logg
         log.addHandler(handler)
     store = Store.from_settings(retries=3)
     try:
-        spec = store.get_json(prefix + "spec.json")
+        spec = _carried_spec(store, prefix)
+        if spec is None:
+            spec = store.get_json(prefix + "spec.json")
         log.info("%s task started for %s/%s", name, spec.get("namespace"), spec.get("name"))
         result = body(spec, store, log)
         code = EXIT_OK
@@ -48,6 +55,18 @@ def run_task(name: str, prefix: str, body: Callable[[dict[str, Any], Store, logg
         return EXIT_STORAGE
     log.info("%s task finished: %s %s", name, result.get("status"), result.get("reason", ""))
     return code
+
+
+def _carried_spec(store: Store, prefix: str) -> dict[str, Any] | None:
+    carried = os.environ.get(TASK_SPEC_ENV)
+    if not carried:
+        return None
+    spec = json.loads(carried)
+    try:
+        store.put_json(prefix + "spec.json", spec)
+    except AlreadyExists:
+        pass  # the same spec, written by another index of this Job or by the task this one retries
+    return spec
 
 
 def main_for(name: str, body: Callable[[dict[str, Any], Store, logging.Logger], dict[str, Any]],
