@@ -1,15 +1,21 @@
 """Benchmark: what a shadow costs the Production server's callers. Extends bench/serving.py (same package, body,
 wrk pacing and servers); run it on an otherwise idle machine:
 
-    slot --all .venv/bin/python bench/serving_shadow.py [--seconds 8] [--connections 8] [--repeat 3]
+    slot --all .venv/bin/python bench/serving_shadow.py [--seconds 8] [--connections 8] [--repeat 3] [--only sink,...]
 
-mloop serves with collection on (sampling 1.0 to S3), once without a shadow and once sending every request to a
-shadow as well, the two alternating --repeat times so drift in the shared machine's load hits both alike. Shadows:
+mloop serves with collection on (sampling 1.0 to S3) and every request also sent to a shadow (sampling 1.0, as a
+user may set it). Each repeat runs every row once (no shadow first), so drift in the machine's load hits all alike.
+Shadows:
 - a do-nothing aiohttp sink: the cost of forwarding alone;
-- a real mloop candidate (one worker, collection off) on the same cores: in a cluster it has pods of its own,
-  here it takes CPU from the Production server, so this row is an upper bound;
+- a real mloop candidate (one worker, collection off);
 - a target that accepts and never answers: the bounded queue fills, copies are dropped and counted.
-It prints requests/s and p99 at N connections, p99 at half of the no-shadow maximum, and the shadow counters.
+The sink and the candidate run on the same 2 cores as Production, where in a cluster they have pods (a node) of
+their own. So each is measured twice: under SCHED_IDLE, it only gets the CPU Production leaves idle (as on a node of
+its own: what Production's callers would see), and at equal priority, taking CPU from Production at saturation (an
+upper bound). The copies sent / dropped show how many got through either way.
+It prints requests/s and p99 at N connections, p99 at half of the no-shadow maximum, and the CPU the Production
+server (parent and workers, utime + stime) and the target spent per Production request: the cost, which a busy
+machine's neighbours do not change the way they change wall-clock figures.
 """
 
 from __future__ import annotations
@@ -41,8 +47,44 @@ def shadow_counts(endpoint: str) -> dict[str, float]:
     return counts
 
 
+def tree(pid: int) -> list[int]:
+    """A process and its descendants (the server's workers are its forks)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
+            try:
+                pids += [int(p) for p in task.read_text().split()]
+            except OSError:
+                pass
+        i += 1
+    return pids
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process tree: its cost, whatever the neighbours do to wall-clock figures."""
+    total = 0
+    for p in tree(pid) if pid else []:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def set_idle(pid: int | None, idle: bool) -> None:
+    """SCHED_IDLE: the target gets only the CPU Production leaves idle, as on a node of its own."""
+    policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+    for p in tree(pid) if pid else []:
+        for task in Path(f"/proc/{p}/task").iterdir():
+            try:
+                os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
+            except OSError:
+                pass
+
+
 def median(runs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")} | {
+    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu", "target_cpu")} | {
         "errors": sum(r["errors"] for r in runs)}
 
 
@@ -52,6 +94,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="Production server workers; 0: as mloop serve picks")
+    parser.add_argument("--only", default="", help="comma-separated shadows to run (sink, candidate, hanging); "
+                                                   "default all")
     args = parser.parse_args()
     from mloop.localcluster import LocalStack
     from mloop.localcluster.hanging import HangingServer
@@ -65,9 +109,11 @@ def main() -> None:
     model, x_test = fit_model()
     workers = args.workers or worker_count()
     secs, conns = args.seconds, args.connections
+    only = set(filter(None, args.only.split(",")))
     stack = LocalStack()
     info = stack.start()
-    rows: dict[str, dict] = {}
+    runs: dict[str, dict[str, list[dict]]] = {}
+    counts: dict[str, dict[str, float]] = {}
     try:
         env = {**os.environ, **info.env()}
         store = Store(make_client(info.s3_endpoint, info.s3_access_key, info.s3_secret_key), info.bucket)
@@ -81,6 +127,14 @@ def main() -> None:
                                     stderr=subprocess.DEVNULL, env=env)
             wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
             return proc, f"http://127.0.0.1:{port}"
+
+        def measured(url: str, target: int | None, rate: float | None = None) -> dict:
+            """One wrk run with the CPU the Production server and the target spent, per Production request."""
+            before = cpu_seconds(proc.pid), cpu_seconds(target)
+            result = wrk(exe, url, BODY, secs, conns, rate)
+            requests = max(result["rps"] * secs, 1)
+            return result | {"cpu": (cpu_seconds(proc.pid) - before[0]) / requests * 1000,
+                             "target_cpu": (cpu_seconds(target) - before[1]) / requests * 1000}
 
         sink_port = free_port()
         sink = subprocess.Popen([sys.executable, "-c", CEILING.replace("/v2/models/iris/infer", "/predict"),
@@ -96,25 +150,35 @@ def main() -> None:
                 half = wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns)["rps"] / 2
             finally:
                 stop(proc)
-            targets = {"do-nothing sink": f"http://127.0.0.1:{sink_port}", "mloop candidate (same cores)": candidate_url,
-                       "hanging target": hanging.url}
-            for label, url in targets.items():
-                shadows = json.dumps([{"package": "candidate", "url": url, "samplingRate": 1.0}])
-                runs: dict[str, list[dict]] = {"full": [], "half": [], "base_full": [], "base_half": []}
-                counts: dict[str, float] = {}
-                for _ in range(args.repeat):
-                    for prefix, extra in (("base_", ()), ("", ("--shadows", shadows))):
-                        proc, endpoint = server("1.0", *extra)
-                        try:
-                            wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)
-                            runs[prefix + "full"].append(wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns))
-                            url = f"{endpoint}/v2/models/iris/infer"
-                            runs[prefix + "half"].append(wrk(exe, url, BODY, secs, conns, pace(exe, url, BODY, conns, half)))
-                            if extra:
-                                counts = shadow_counts(endpoint)
-                        finally:
-                            stop(proc)
-                rows[label] = {k: median(v) for k, v in runs.items()} | {"counts": counts}
+            # (label, url, target process, SCHED_IDLE); the hanging target is a thread of this process, it burns no CPU
+            configs = [("none", "", None, False)]
+            if not only or "sink" in only:
+                configs += [("do-nothing sink", f"http://127.0.0.1:{sink_port}", sink.pid, True),
+                            ("do-nothing sink", f"http://127.0.0.1:{sink_port}", sink.pid, False)]
+            if not only or "candidate" in only:
+                configs += [("mloop candidate", candidate_url, candidate.pid, True),
+                            ("mloop candidate", candidate_url, candidate.pid, False)]
+            if not only or "hanging" in only:
+                configs += [("hanging target", hanging.url, None, False)]
+            for _ in range(args.repeat):  # each repeat runs every config once, so drift hits all alike
+                for label, target_url, target, idle in configs:
+                    key = f"{label}|{idle}"
+                    extra: tuple[str, ...] = ()
+                    if target_url:
+                        extra = ("--shadows", json.dumps([{"package": "candidate", "url": target_url,
+                                                           "samplingRate": 1.0}]))
+                    set_idle(target, idle)
+                    proc, endpoint = server("1.0", *extra)
+                    try:
+                        url = f"{endpoint}/v2/models/iris/infer"
+                        wrk(exe, url, BODY, 2, conns)
+                        bucket = runs.setdefault(key, {"full": [], "half": []})
+                        bucket["full"].append(measured(url, target))
+                        bucket["half"].append(measured(url, target, pace(exe, url, BODY, conns, half)))
+                        if target_url:
+                            counts[key] = shadow_counts(endpoint)
+                    finally:
+                        stop(proc)
         finally:
             stop(candidate)
             os.killpg(sink.pid, 15)
@@ -127,17 +191,30 @@ def main() -> None:
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"\nShadow traffic: iris pipeline, OIP v2 body (one row); mloop with collection on, {workers} worker(s); every "
           f"request also sent to the shadow. wrk 1 thread, {conns} connections, {secs:g} s per run, medians of "
-          f"{args.repeat} alternating runs with and without; {os.cpu_count()} cores; load average {load_before} "
-          f"before, {load_after} after\n")
-    print(f"| shadow | requests/s with (without) | change | p99 ms with (without) | p99 ms at {half:,.0f} req/s with "
-          f"(without) | shadow copies sent / failed / dropped (last run) | copies per POST | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, r in rows.items():
-        f, bf, h, bh, c = r["full"], r["base_full"], r["half"], r["base_half"], r["counts"]
-        print(f"| {label} | {f['rps']:,.0f} ({bf['rps']:,.0f}) | {(f['rps'] / bf['rps'] - 1) * 100:+.1f}% | "
-              f"{f['p99']:.2f} ({bf['p99']:.2f}) | {h['p99']:.2f} ({bh['p99']:.2f}) | "
+          f"{args.repeat} runs, each repeat running every row once; {os.cpu_count()} cores; load average "
+          f"{load_before} before, {load_after} after. The target runs on the same cores: under SCHED_IDLE it gets "
+          f"only the CPU Production leaves idle (as on a node of its own); at equal priority it competes (an upper "
+          f"bound on the cost).\n")
+    base = {k: median(v) for k, v in runs.pop("none|False").items()}
+    bf, bh = base["full"], base["half"]
+    print(f"| shadow | target priority | requests/s | change | p99 ms at {conns} conns | change | p99 ms at "
+          f"{half:,.0f} req/s | change | Production CPU ms/request (full, half) | target CPU ms per Production "
+          f"request | copies sent / failed / dropped (last run) | copies per POST | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| none | | {bf['rps']:,.0f} | | {bf['p99']:.2f} | | {bh['p99']:.2f} | | {bf['cpu']:.3f}, {bh['cpu']:.3f} "
+          f"| | | | {bf['errors'] + bh['errors']} |")
+    for key, r in runs.items():
+        label, idle = key.split("|")
+        f, h = median(r["full"]), median(r["half"])
+        c = counts.get(key, {})
+        priority = "" if label == "hanging target" else ("SCHED_IDLE" if idle == "True" else "equal")
+        target_cpu = "" if label == "hanging target" else f"{f['target_cpu']:.3f}, {h['target_cpu']:.3f}"
+        print(f"| {label} | {priority} | {f['rps']:,.0f} | {(f['rps'] / bf['rps'] - 1) * 100:+.1f}% | {f['p99']:.2f} | "
+              f"{(f['p99'] / bf['p99'] - 1) * 100:+.1f}% | {h['p99']:.2f} | {(h['p99'] / bh['p99'] - 1) * 100:+.1f}% | "
+              f"{f['cpu']:.3f}, {h['cpu']:.3f} | {target_cpu} | "
               f"{c.get('sent', 0):,.0f} / {c.get('failed', 0):,.0f} / {c.get('dropped', 0):,.0f} | "
-              f"{(c.get('sent', 0) + c.get('failed', 0)) / max(c.get('posts', 0), 1):.1f} | {f['errors'] + h['errors']} |")
+              f"{(c.get('sent', 0) + c.get('failed', 0)) / max(c.get('posts', 0), 1):.1f} | "
+              f"{f['errors'] + h['errors']} |")
     print("\nTarget: requests/s and p99 within 5% of no shadow.")
 
 

@@ -238,3 +238,44 @@ def test_the_shadow_sender_batches_what_waits_and_forwards_only_the_targets_colu
 
     assert [(g["ids"], g["inputs"]) for g in asyncio.run(run())] == [
         (["r-0", "r-1", "r-2", "r-3-0", "r-3-1"], {"b": [10.0, 11.0, 12.0, 13.0, 13.5]})]
+
+
+def test_a_whole_batch_of_shadow_copies_is_sent_without_waiting_out_the_linger() -> None:
+    """Copies wait for a batch to gather, but a full batch goes at once: at a high rate the bounded queue would
+    otherwise fill during the linger and drop copies. (A linger of an hour: this test would time out.)"""
+    import asyncio
+
+    import numpy as np
+    from aiohttp import web
+
+    from mloop.serving.shadow import Shadow, parse_targets
+
+    async def run() -> list[list[str]]:
+        got: list[list[str]] = []
+
+        async def predict(request: web.Request) -> web.Response:
+            got.append((await request.json())["ids"])
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_post("/predict", predict)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        shadow = Shadow(parse_targets(f'[{{"package": "c", "url": "http://127.0.0.1:{port}"}}]'), batch=3,
+                        linger=3600)
+        await shadow.start()
+        for i in range(7):
+            shadow.offer([f"r-{i}"], {"a": np.array([float(i)])})
+            await asyncio.sleep(0)  # requests arrive one by one: the gatherer is lingering after the first
+        for _ in range(1000):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await shadow.close()
+        await runner.cleanup()
+        return got
+
+    assert asyncio.run(run()) == [["r-0", "r-1", "r-2"], ["r-3", "r-4", "r-5"]]  # r-6 waits for its batch

@@ -25,6 +25,7 @@ import orjson
 log = logging.getLogger("mloop.serve.shadow")
 OUTCOMES = ("sent", "failed", "dropped")
 MAX_BATCH_ROWS = 1000  # rows in one forwarded POST (a server takes up to 10,000)
+HEADERS = {"Content-Type": "application/json", "X-Mloop-Shadow": "1"}
 
 
 @dataclass(frozen=True)
@@ -83,21 +84,33 @@ class ShadowMetrics:
         self._queued.labels(target).set(n)
 
 
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _Lane:
-    """One target's bounded queue and its sender tasks."""
+    """One target's bounded queue, the task that gathers it into batches and the POSTs in flight."""
 
     def __init__(self, target: Target, capacity: int):
         self.target, self.capacity = target, capacity
-        self.queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self.queue: deque[tuple[list[str], dict[str, Any]]] = deque()
         self.wake = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
+        self.full: asyncio.Future[None] | None = None  # while the gatherer lingers: done once a batch waits
+        self.dropped = 0  # counted here on the request path, added to the metric by the gatherer
+        self.tasks: set[asyncio.Task[None]] = set()
 
 
 class Shadow:
-    """The shadow sender of one worker process."""
+    """The shadow sender of one worker process.
+
+    Forwarding costs the worker's CPU per POST far more than per row (an aiohttp client request is a few hundred
+    microseconds), so copies wait up to `linger` for a batch to gather, every time: a copy may wait, the caller
+    never does. One gatherer per target takes what waits once a POST slot is free (at most `concurrency` POSTs in
+    flight), so a slow target makes the batches larger, not the POSTs more frequent."""
 
     def __init__(self, targets: list[Target], metrics: ShadowMetrics | None = None, capacity: int = 1000,
-                 concurrency: int = 2, timeout: float = 2.0, batch: int = 64, linger: float = 0.01):
+                 concurrency: int = 2, timeout: float = 2.0, batch: int = 500, linger: float = 0.05):
         self.metrics, self.capacity, self.concurrency, self.timeout = metrics, capacity, concurrency, timeout
         self.batch, self.linger = batch, linger
         self.lanes: dict[str, _Lane] = {}
@@ -120,13 +133,14 @@ class Shadow:
             if wanted.get(name) != lane.target:
                 for task in lane.tasks:
                     task.cancel()
+                self._count_dropped(lane)
                 del self.lanes[name]
                 if self.metrics:
                     self.metrics.queued(name, 0)
         for name, target in wanted.items():
             if name not in self.lanes:
                 lane = self.lanes[name] = _Lane(target, self.capacity)
-                lane.tasks = [asyncio.get_running_loop().create_task(self._send(lane)) for _ in range(self.concurrency)]
+                self._track(lane, self._gather(lane))
         if targets:
             log.info("shadowing to %s", ", ".join(f"{t.package} ({t.url}, {t.sampling_rate:g})" for t in targets))
 
@@ -137,15 +151,16 @@ class Shadow:
             if rate <= 0 or (rate < 1 and random.random() >= rate):
                 continue
             if len(lane.queue) >= lane.capacity:
-                if self.metrics:
-                    self.metrics.count(lane.target.package, "dropped")
+                lane.dropped += 1
                 continue
             lane.queue.append((row_ids, arrays))
-            lane.wake.set()
+            if not lane.wake.is_set():  # the gatherer is idle: one wake-up per batch, not one per request
+                lane.wake.set()
+            elif lane.full is not None and len(lane.queue) >= self.batch and not lane.full.done():
+                lane.full.set_result(None)  # a whole batch waits: no need to linger (nor to drop) longer
 
     def _take(self, lane: _Lane) -> list[tuple[list[str], dict[str, Any]]]:
-        """What waits in the queue, up to a batch: one POST carries many requests, so forwarding costs the
-        Production worker a fraction of an HTTP call per request."""
+        """What waits in the queue, up to a batch of requests and MAX_BATCH_ROWS rows."""
         batch = [lane.queue.popleft()]
         rows = len(batch[0][0])
         while lane.queue and len(batch) < self.batch and rows + len(lane.queue[0][0]) <= MAX_BATCH_ROWS:
@@ -153,36 +168,59 @@ class Shadow:
             rows += len(batch[-1][0])
         return batch
 
-    async def _send(self, lane: _Lane) -> None:
-        url, columns = f"{lane.target.url}/predict", lane.target.columns
-        headers = {"Content-Type": "application/json", "X-Mloop-Shadow": "1"}
+    def _track(self, lane: _Lane, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        lane.tasks.add(task)
+        task.add_done_callback(lane.tasks.discard)
+        return task
+
+    def _count_dropped(self, lane: _Lane) -> None:
+        if lane.dropped and self.metrics:
+            self.metrics.count(lane.target.package, "dropped", lane.dropped)
+        lane.dropped = 0
+
+    async def _gather(self, lane: _Lane) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
         while True:
             if not lane.queue:
+                self._count_dropped(lane)
                 lane.wake.clear()
                 await lane.wake.wait()
-                if len(lane.queue) < self.batch:  # let a batch gather: a copy may wait, the caller never does
-                    await asyncio.sleep(self.linger)
-                continue
+            if len(lane.queue) < self.batch:  # let a batch gather
+                loop = asyncio.get_running_loop()
+                lane.full = loop.create_future()
+                timer = loop.call_later(self.linger, _done, lane.full)
+                try:
+                    await lane.full
+                finally:
+                    timer.cancel()
+                    lane.full = None
+            await slots.acquire()
             batch = self._take(lane)
+            self._count_dropped(lane)
             if self.metrics:
                 self.metrics.queued(lane.target.package, len(lane.queue))
-            names = [n for n in columns if n in batch[0][1]] if columns else list(batch[0][1])
-            # The caller's row ids go along, so the candidate records each row under the id Production gave it.
-            body = orjson.dumps({"ids": [i for ids, _ in batch for i in ids], "probabilities": False, "inputs": {
-                n: (batch[0][1][n] if len(batch) == 1 else np.concatenate([a[n] for _, a in batch])).tolist()
-                for n in names}})
-            outcome = "failed"
-            try:
-                async with self._session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    outcome = "sent" if resp.status < 300 else "failed"
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # refused, reset, timed out: the target's problem, counted, never the caller's
-                pass
-            if self.metrics:
-                self.metrics.count(lane.target.package, outcome, len(batch))
-                self.metrics.posted(lane.target.package)
+            self._track(lane, self._post(lane, batch)).add_done_callback(lambda _: slots.release())
+
+    async def _post(self, lane: _Lane, batch: list[tuple[list[str], dict[str, Any]]]) -> None:
+        columns = lane.target.columns
+        names = [n for n in columns if n in batch[0][1]] if columns else list(batch[0][1])
+        # The caller's row ids go along, so the candidate records each row under the id Production gave it.
+        body = orjson.dumps({"ids": [i for ids, _ in batch for i in ids], "probabilities": False, "inputs": {
+            n: (batch[0][1][n] if len(batch) == 1 else np.concatenate([a[n] for _, a in batch])).tolist()
+            for n in names}})
+        outcome = "failed"
+        try:
+            async with self._session.post(f"{lane.target.url}/predict", data=body, headers=HEADERS) as resp:
+                await resp.read()
+                outcome = "sent" if resp.status < 300 else "failed"
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # refused, reset, timed out: the target's problem, counted, never the caller's
+            pass
+        if self.metrics:
+            self.metrics.count(lane.target.package, outcome, len(batch))
+            self.metrics.posted(lane.target.package)
 
     async def close(self) -> None:
         self.retarget([])
