@@ -21,7 +21,8 @@ RUN mkdir -p /wheels
 
 FROM ${WHEELS_IMAGE} AS wheels
 
-FROM ${PYTHON_IMAGE}
+# Everything but mloop's own code: build-images.sh builds this stage alone and adds the code layer itself.
+FROM ${PYTHON_IMAGE} AS deps
 RUN apt-get update \
  && apt-get install -y --no-install-recommends graphviz \
  && rm -rf /var/lib/apt/lists/* \
@@ -36,6 +37,8 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
 COPY --from=versitygw /out/versitygw /usr/local/bin/versitygw
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 EXPOSE 8000 8080 8081
+
+FROM deps
 # The code last, in one step: few layers after it (each is a full copy with podman's vfs storage). A bind mount's
 # content is not part of the layer cache's key, so the source's hash is: without it podman reused stale code.
 ARG MLOOP_SOURCE=unknown
