@@ -206,7 +206,8 @@ def _base_of(archive: Path) -> tuple[str, Path] | None:
             for _ in range(2):
                 member = tar.next()
                 if member is not None and member.name == "index.json":
-                    annotations = json.loads(tar.extractfile(member).read())["manifests"][0].get("annotations", {})  # type: ignore[union-attr]
+                    index = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                    annotations = index["manifests"][0].get("annotations", {})
                     break
             if annotations is None:
                 return None
@@ -225,7 +226,8 @@ def has_image(ctr_address: str, name: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """build-images.sh's last step: `python -m mloop.localcluster.images code BASE_ARCHIVE BASE_NAME TARGET NAME OUT`."""
+    """build-images.sh's last step:
+    `python -m mloop.localcluster.images code BASE_ARCHIVE BASE_NAME TARGET NAME OUT`."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
