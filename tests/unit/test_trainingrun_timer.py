@@ -52,3 +52,26 @@ def test_a_run_on_a_job_in_flight_is_left_to_the_jobs_watch() -> None:
     assert news(None, type="DELETED")
     assert not _news_for_its_run(type="MODIFIED", namespace="ns", name="other", runs_by_task={},
                                  task_jobs={("ns", "other"): [TaskState("Succeeded")]})  # no run follows it
+
+
+def test_datasets_and_packages_are_woken_by_their_finished_jobs_and_keep_no_timer_for_one_in_flight() -> None:
+    from mloop.api.tasks import TaskState
+    from mloop.handlers.dataset import _dataset_job_news, _in_flight
+    from mloop.handlers.modelpackage import _package_job_news, _ticks
+
+    for news, owners in ((_dataset_job_news, "datasets_by_task"), (_package_job_news, "packages_by_task")):
+        def woken(job: TaskState | None, type: str = "MODIFIED", owned: bool = True) -> bool:
+            return news(type=type, namespace="ns", name="ingest-a-1", task_jobs={("ns", "ingest-a-1"): [job]} if job else {},
+                        **{owners: {("ns", "ingest-a-1"): [{}]} if owned else {}})
+
+        assert woken(TaskState("Succeeded")) and woken(TaskState("Failed")) and woken(None, type="DELETED")
+        assert not woken(TaskState("Running")) and not woken(TaskState("Succeeded"), owned=False)
+
+    ingesting = {"task": "ingest-a-1", "conditions": [{"type": "Ready", "status": "Unknown", "reason": "Ingesting"}]}
+    spec = {"source": {"builtin": {"name": "iris"}}}
+    running = {("ns", "ingest-a-1"): [TaskState("Running")]}
+    assert not _in_flight(spec=spec, status=ingesting, namespace="ns", datasets_by_name={}, task_jobs=running)
+    assert _in_flight(spec=spec, status=ingesting, namespace="ns", datasets_by_name={}, task_jobs={})  # local task
+    packaging = {"task": "package-a-1"}
+    assert not _ticks(namespace="ns", status=packaging, task_jobs={("ns", "package-a-1"): [TaskState("Running")]})
+    assert _ticks(namespace="ns", status=packaging, task_jobs={})
