@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -158,9 +159,17 @@ def test_predictions_and_feedback_land_in_s3(served, s3, namespace) -> None:
     code, ack = post(f"{endpoint}/feedback", {"feedback": [{"id": answer["ids"][0], "label": "setosa"},
                                                            {"id": answer["ids"][1], "label": "virginica"}]})
     assert code == 202 and ack == {"accepted": 2}
-    collected = wait_for(lambda: rows_under(s3, f"collected/{namespace}/iris/1/"), timeout=30)
-    assert {r["row_id"] for r in collected} == set(answer["ids"])
+    # a caller's unicode row id and a null input reach the Parquet file as sent (rows wait as bytes in the server)
+    code, other = post(f"{endpoint}/predict", {"instances": [{**ROW, "sepal_width": None}], "ids": ["ünï-✓-1"]})
+    assert code == 200 and other["ids"] == ["ünï-✓-1"]
+    collected = wait_for(lambda: (c := rows_under(s3, f"collected/{namespace}/iris/1/")) and len(c) == 3 and c,
+                         timeout=30)
+    assert {r["row_id"] for r in collected} == {*answer["ids"], "ünï-✓-1"}
     assert collected[0]["package"] == "iris-1" and json.loads(collected[0]["inputs"])["sepal_length"] == 5.1
+    unicode = next(r for r in collected if r["row_id"] == "ünï-✓-1")
+    assert unicode["request_id"] == "ünï-✓-1" and json.loads(unicode["prediction"]) == other["predictions"][0]
+    assert json.loads(unicode["inputs"]) == {**ROW, "sepal_width": None}
+    assert datetime.fromisoformat(unicode["served_at"]).utcoffset() == timedelta(0)
     feedback = wait_for(lambda: rows_under(s3, f"feedback/{namespace}/iris/"), timeout=30)
     assert {r["row_id"]: json.loads(r["label"]) for r in feedback} == {answer["ids"][0]: "setosa",
                                                                         answer["ids"][1]: "virginica"}

@@ -152,10 +152,10 @@ def test_workers_follow_the_cpu_limit_or_the_cores(tmp_path, files, workers) -> 
 
 def test_collector_bound_drops_and_counts_and_keeps_what_it_holds() -> None:
     collector = Collector(None, "ns", "m", 1, 1.0, capacity=5, batch_rows=100)
-    collector.record_predictions([(str(i), "r", 0.0, "{}", '"a"') for i in range(3)])
-    collector.record_predictions([(str(i), "r", 0.0, "{}", '"a"') for i in range(3, 8)])
-    assert len(collector.predictions.rows) == 5 and collector.predictions.dropped == 3
-    assert [r[0] for r in collector.predictions.rows] == ["0", "1", "2", "3", "4"]
+    collector.record_predictions([(str(i), "r", 0.0, b"{}", b'"a"') for i in range(3)])
+    collector.record_predictions([(str(i), "r", 0.0, b"{}", b'"a"') for i in range(3, 8)])
+    assert len(collector.predictions) == 5 and collector.predictions.dropped == 3
+    assert [r[0] for r in collector.predictions.values()] == ["0", "1", "2", "3", "4"]
     assert asyncio.run(collector.flush(everything=True)) is True  # no store: written means discarded here
     assert collector.predictions.written == 5
 
@@ -163,3 +163,39 @@ def test_collector_bound_drops_and_counts_and_keeps_what_it_holds() -> None:
 def test_sampling_rate_zero_collects_nothing() -> None:
     assert not Collector(None, "ns", "m", 1, 0.0).sampled()
     assert Collector(None, "ns", "m", 1, 1.0).sampled()
+
+
+def test_collected_rows_reach_parquet_unchanged_through_the_column_buffers() -> None:
+    """Rows wait as bytes in Arrow column buffers; the Parquet file holds what the request path gave, in the
+    schema the collection Dataset ingests: unicode ids, a null input, whole and fractional seconds, rows across
+    several sealed segments."""
+    import io
+    from datetime import datetime, timezone
+
+    import orjson
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    constants = {"model": "m", "version": 1, "package": "m-1", "stage": "Production"}
+    collector = Collector(None, "ns", "m", 1, 1.0, capacity=10, batch_rows=2, constants=constants)
+    rows = [("ünï-😀", "réq", 1764336140.0, {"x": None, "colour": "bleu ✓"}, "a"),
+            ("b\ud800", "r", 1764336140.123456, {"x": 1.5, "colour": "red"}, "b"),  # a lone surrogate: replaced
+            ("c", "r", 1764336140.9999996, {"x": 2.0, "colour": "blue"}, 3)]
+    collector.record_predictions([(a, b, t, orjson.dumps(i), orjson.dumps(p)) for a, b, t, i, p in rows])
+    assert len(collector.predictions.sealed) == 1 and len(collector.predictions) == 3
+    got = []
+    while (batch := collector.predictions.next_batch(2, True)) is not None:
+        sink = io.BytesIO()
+        pq.write_table(collector.predictions.table(batch, constants), sink, compression="zstd")
+        got.append(pq.read_table(io.BytesIO(sink.getvalue())))
+        collector.predictions.written_batch(batch)
+    table = pa.concat_tables(got)
+    assert table.schema == pa.schema([(n, pa.string()) for n in ("row_id", "request_id", "served_at", "model")] +
+                                     [("version", pa.int64())] +
+                                     [(n, pa.string()) for n in ("package", "stage", "inputs", "prediction")])
+    assert table.to_pylist() == [
+        {"row_id": a.encode("utf-8", "replace").decode(), "request_id": b,
+         "served_at": datetime.fromtimestamp(t, timezone.utc).isoformat(), **constants,
+         "inputs": orjson.dumps(i).decode(), "prediction": orjson.dumps(p).decode()} for a, b, t, i, p in rows]
+    assert table.column("served_at").to_pylist()[::2] == ["2025-11-28T13:22:20+00:00", "2025-11-28T13:22:21+00:00"]
+    assert len(collector.predictions) == 0

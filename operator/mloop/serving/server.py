@@ -108,17 +108,21 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
 
     def collect(request_id: str, arrays: dict[str, Any], rows: int, labels: list[Any],
                 row_ids: list[str] | None = None) -> list[str]:
-        """Cheap on the request path: raw values only; the collector's writer thread encodes them. `row_ids`: the
+        """Cheap on the request path: JSON bytes appended to the collector's buffers, no object kept. `row_ids`: the
         ids a Production server gave these rows (it forwards them to its shadows)."""
         ids = row_ids or ([request_id] if rows == 1 else [f"{request_id}-{i}" for i in range(rows)])
         collector.offer_shadow(ids, arrays)
         if collector.sampled():
             now = time.time()
-            columns = {n: a.tolist() for n, a in arrays.items()}  # orjson writes NaN as null
-            dumps = orjson.dumps  # decoded to str: orjson's bytes keep a 4 KB heap block each while they wait
+            dumps = orjson.dumps  # bytes, copied into the collector's column buffers at once; NaN is written as null
+            if rows == 1:  # the common request, without the lists and tuples of the general case
+                collector.record_prediction(ids[0], request_id if row_ids is None else ids[0], now,
+                                            dumps({n: a.item(0) for n, a in arrays.items()}), dumps(labels[0]))
+                return ids
+            columns = {n: a.tolist() for n, a in arrays.items()}
             collector.record_predictions([
-                (rid, request_id if row_ids is None else rid, now, dumps({n: c[i] for n, c in columns.items()}).decode(),
-                 dumps(label).decode()) for i, (rid, label) in enumerate(zip(ids, labels))])
+                (rid, request_id if row_ids is None else rid, now, dumps({n: c[i] for n, c in columns.items()}),
+                 dumps(label)) for i, (rid, label) in enumerate(zip(ids, labels))])
         return ids
 
     def json_body(raw: bytes) -> Any:
