@@ -28,6 +28,7 @@ from mloop.config import get_settings
 from mloop.data.erasure import bury, parse_keys, subject_hash
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, pinned
+from mloop.handlers.jobs import task_state
 from mloop.handlers.requirement import start_retrain
 from mloop.k8s.client import api_client, get_object
 from mloop.reconcile import erasure as decide
@@ -235,7 +236,8 @@ def _start_retrain(namespace: str, request: str, uid: str, requirement: str, pol
     return f"{run_name} on {dataset}@{version}", None
 
 
-def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.Index, packages: kopf.Index) -> None:
+def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.Index, packages: kopf.Index,
+                      jobs: kopf.Index | None = None) -> None:
     meta = body["metadata"]
     namespace, name, uid, generation = meta["namespace"], meta["name"], meta["uid"], meta.get("generation", 1)
     now = utcnow()
@@ -255,7 +257,7 @@ def reconcile_erasure(body: Mapping[str, Any], datasets: kopf.Index, runs: kopf.
     store = operator_store()
     try:
         if status.phase == "Erasing" and status.task:
-            state = executor.state(task)
+            state = task_state(executor, task, jobs or {})  # a Job from the watch (handlers/jobs.py): no GET
             if not state.finished and state.phase != "Missing":
                 return
             raw = store.get_json_or_none(task.prefix + "result.json")
@@ -418,12 +420,12 @@ def erasure_packages(namespace: str, name: str, spec: kopf.Spec, status: kopf.St
 @kopf.on.resume(GROUP, VERSION, "erasurerequests")
 @pinned
 def erasure_created(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
-                    erasure_packages: kopf.Index, **_: Any) -> None:
-    reconcile_erasure(dict(body), erasure_datasets, erasure_runs, erasure_packages)
+                    erasure_packages: kopf.Index, task_jobs: kopf.Index, **_: Any) -> None:
+    reconcile_erasure(dict(body), erasure_datasets, erasure_runs, erasure_packages, task_jobs)
 
 
 @kopf.timer(GROUP, VERSION, "erasurerequests", interval=get_settings().poll_interval, sharp=False, when=_in_flight)
 @pinned
 def erasure_tick(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
-                 erasure_packages: kopf.Index, **_: Any) -> None:
-    reconcile_erasure(dict(body), erasure_datasets, erasure_runs, erasure_packages)
+                 erasure_packages: kopf.Index, task_jobs: kopf.Index, **_: Any) -> None:
+    reconcile_erasure(dict(body), erasure_datasets, erasure_runs, erasure_packages, task_jobs)
