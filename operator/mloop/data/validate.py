@@ -289,9 +289,11 @@ class Unique:
         self.last: object = None
         self.spill = tempfile.TemporaryFile(prefix="mloop-unique-")
         # an ascending prefix of plain numbers is spilled as its values, hashed only if the column stops
-        # ascending (an id column never does, and its hashes would never be read)
+        # ascending (an id column never does, and its hashes would never be read); the latest batch is only
+        # referenced until the next one comes, so a table checked in one batch writes nothing
         self.held: list[tuple[np.dtype, int]] = []
         self.raw: Any = None
+        self.latest: pd.Series | None = None
 
     def add(self, series: pd.Series) -> None:
         if len(series) == 0:
@@ -303,16 +305,25 @@ class Unique:
             else:
                 self.last = series.iloc[-1]
                 if _plain(series) and self.spill.tell() == 0:
-                    if self.raw is None:
-                        self.raw = tempfile.TemporaryFile(prefix="mloop-unique-")
-                    series.to_numpy().tofile(self.raw)
-                    self.held.append((series.dtype, len(series)))
+                    self._hold()
+                    self.latest = series
                     return
         self._hash_held()
         pd.util.hash_pandas_object(series, index=False).to_numpy().tofile(self.spill)
 
+    def _hold(self) -> None:
+        """Spill the latest batch's values behind the held ones."""
+        if self.latest is None:
+            return
+        if self.raw is None:
+            self.raw = tempfile.TemporaryFile(prefix="mloop-unique-")
+        self.latest.to_numpy().tofile(self.raw)
+        self.held.append((self.latest.dtype, len(self.latest)))
+        self.latest = None
+
     def _hash_held(self) -> None:
         """Hash the held prefix, a batch at a time, into the spill ahead of the rows that follow it."""
+        self._hold()
         if not self.held:
             return
         self.raw.seek(0)
@@ -336,6 +347,7 @@ class Unique:
                     _repeats(path, scratch, PARTITION_BITS, hits, shown)
         finally:
             self.spill.close()
+            self.latest = None
             if self.raw is not None:
                 self.raw.close()
         hits.rows = sorted(int(r) for part in shown for r in part)[:SHOWN_ROWS] if hits.count else []
