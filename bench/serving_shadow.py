@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="Production server workers; 0: as mloop serve picks")
+    parser.add_argument("--raw", help="also write every run's figures to this JSON file")
     parser.add_argument("--only", default="", help="comma-separated shadows to run (sink, candidate, hanging); "
                                                    "default all")
     args = parser.parse_args()
@@ -160,8 +161,9 @@ def main() -> None:
                             ("mloop candidate", candidate_url, candidate.pid, False)]
             if not only or "hanging" in only:
                 configs += [("hanging target", hanging.url, None, False)]
-            for _ in range(args.repeat):  # each repeat runs every config once, so drift hits all alike
-                for label, target_url, target, idle in configs:
+            for r in range(args.repeat):  # every row once per repeat, each repeat starting one row further, so
+                # drift in the load and a row's place in the order hit all rows alike
+                for label, target_url, target, idle in configs[r % len(configs):] + configs[:r % len(configs)]:
                     key = f"{label}|{idle}"
                     extra: tuple[str, ...] = ()
                     if target_url:
@@ -189,19 +191,24 @@ def main() -> None:
         stack.cleanup()
 
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    print(f"\nShadow traffic: iris pipeline, OIP v2 body (one row); mloop with collection on, {workers} worker(s); every "
-          f"request also sent to the shadow. wrk 1 thread, {conns} connections, {secs:g} s per run, medians of "
-          f"{args.repeat} runs, each repeat running every row once; {os.cpu_count()} cores; load average "
-          f"{load_before} before, {load_after} after. The target runs on the same cores: under SCHED_IDLE it gets "
-          f"only the CPU Production leaves idle (as on a node of its own); at equal priority it competes (an upper "
-          f"bound on the cost).\n")
-    base = {k: median(v) for k, v in runs.pop("none|False").items()}
+    if args.raw:
+        Path(args.raw).write_text(json.dumps({"half": half, "runs": runs, "counts": counts}))
+    print(f"\nShadow traffic: iris pipeline, OIP v2 body (one row); mloop with collection on, {workers} worker(s); "
+          f"every request also sent to the shadow. wrk 1 thread, {conns} connections, {secs:g} s per run, medians of "
+          f"{args.repeat} runs (requests/s: median (lowest-highest)), each repeat running every row once, from a "
+          f"different start; {os.cpu_count()} cores; load average {load_before} before, {load_after} after. The "
+          f"target runs on the same cores: under SCHED_IDLE it gets only the CPU Production leaves idle (as on a "
+          f"node of its own); at equal priority it competes (an upper bound on the cost).\n")
+    base_runs = runs.pop("none|False")
+    base = {k: median(v) for k, v in base_runs.items()}
     bf, bh = base["full"], base["half"]
     print(f"| shadow | target priority | requests/s | change | p99 ms at {conns} conns | change | p99 ms at "
           f"{half:,.0f} req/s | change | Production CPU ms/request (full, half) | target CPU ms per Production "
           f"request | copies sent / failed / dropped (last run) | copies per POST | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| none | | {bf['rps']:,.0f} | | {bf['p99']:.2f} | | {bh['p99']:.2f} | | {bf['cpu']:.3f}, {bh['cpu']:.3f} "
+    spread = [r["rps"] for r in base_runs["full"]]
+    print(f"| none | | {bf['rps']:,.0f} ({min(spread):,.0f}-{max(spread):,.0f}) | | {bf['p99']:.2f} | | "
+          f"{bh['p99']:.2f} | | {bf['cpu']:.3f}, {bh['cpu']:.3f} "
           f"| | | | {bf['errors'] + bh['errors']} |")
     for key, r in runs.items():
         label, idle = key.split("|")
@@ -209,13 +216,17 @@ def main() -> None:
         c = counts.get(key, {})
         priority = "" if label == "hanging target" else ("SCHED_IDLE" if idle == "True" else "equal")
         target_cpu = "" if label == "hanging target" else f"{f['target_cpu']:.3f}, {h['target_cpu']:.3f}"
-        print(f"| {label} | {priority} | {f['rps']:,.0f} | {(f['rps'] / bf['rps'] - 1) * 100:+.1f}% | {f['p99']:.2f} | "
-              f"{(f['p99'] / bf['p99'] - 1) * 100:+.1f}% | {h['p99']:.2f} | {(h['p99'] / bh['p99'] - 1) * 100:+.1f}% | "
+        lo, hi = min(x["rps"] for x in r["full"]), max(x["rps"] for x in r["full"])
+        change = (f"{(f['rps'] / bf['rps'] - 1) * 100:+.1f}%", f"{(f['p99'] / bf['p99'] - 1) * 100:+.1f}%",
+                  f"{(h['p99'] / bh['p99'] - 1) * 100:+.1f}%")
+        print(f"| {label} | {priority} | {f['rps']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {change[0]} | {f['p99']:.2f} | "
+              f"{change[1]} | {h['p99']:.2f} | {change[2]} | "
               f"{f['cpu']:.3f}, {h['cpu']:.3f} | {target_cpu} | "
               f"{c.get('sent', 0):,.0f} / {c.get('failed', 0):,.0f} / {c.get('dropped', 0):,.0f} | "
               f"{(c.get('sent', 0) + c.get('failed', 0)) / max(c.get('posts', 0), 1):.1f} | "
               f"{f['errors'] + h['errors']} |")
-    print("\nTarget: requests/s and p99 within 5% of no shadow.")
+    print("\nTarget: requests/s and p99 within 5% of no shadow. The spread of requests/s over the runs of one row is "
+          "the noise; the hanging target, which costs Production no CPU, is a second measure of it.")
 
 
 if __name__ == "__main__":
