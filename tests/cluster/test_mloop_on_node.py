@@ -230,7 +230,8 @@ def sigkill(stack: Any, container_id: str) -> None:
 def long_scenario() -> None:
     if not os.environ.get("MLOOP_CLUSTER_E2E"):
         pytest.skip("the operator in the cluster through feedback, retraining and a crash mid-rollout takes about "
-                    "6 min on top of the mloop image: `make cluster-e2e` runs it (or set MLOOP_CLUSTER_E2E=1)")
+                    "3.5 min more (two operator replicas, the overlay's S3 server): `make cluster-e2e` runs it (or set "
+                    "MLOOP_CLUSTER_E2E=1)")
 
 
 @pytest.mark.timeout(1500)
