@@ -21,13 +21,32 @@ from mloop.k8s.client import api_client
 from mloop.k8s.leader import LeaderElector, exit_now
 
 
+class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base without the copy it throws away: on every watch event of every kind, kopf deep-copied the
+    whole body (status, managedFields) and then deleted metadata and status from the copy. That was a fifth of the
+    operator's CPU in a fan-out (py-spy, issue 12). The essence is the same: only what it keeps is copied."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        meta = body.get("metadata") or {}
+        lean = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+        lean["metadata"] = {k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta}
+        if any(kopf_field_root(field) == "status" for field in extra_fields or ()):
+            lean["status"] = body.get("status")
+        return super().build(body=kopf.Body(lean), extra_fields=extra_fields)
+
+
+def kopf_field_root(field: Any) -> str | None:
+    parts = field.split(".") if isinstance(field, str) else list(field or ())
+    return parts[0] if parts else None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     cfg = get_settings()
     settings.persistence.finalizer = FINALIZER
     # Handler progress lives in annotations: status is fully described by the CRD and would prune it.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.getLevelName(cfg.posting_level)
