@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pandas as pd
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from mloop.api.dataset import DatasetSpec, DerivedSource
 from mloop.api.tasks import IngestResult, IngestTaskSpec
-from mloop.data import parents, pipeline
+from mloop.data import collection, parents, pipeline
 from mloop.data.drift import drift, same_grid
 from mloop.data.erasure import drop_erased, load_filters
 from mloop.data.errors import DataError
@@ -37,8 +38,6 @@ def load_source(spec: DatasetSpec, task: IngestTaskSpec, store: Store) -> tuple[
         return load_builtin(source.builtin), f"builtin:{source.builtin.name}"
     if source.inline:
         return load_inline(source.inline), "inline"
-    if source.collection:
-        return load_collection(source.collection, task.namespace, store)
     raise DataError("UnsupportedSource", "this source kind is not ingested by the ingest task")
 
 
@@ -58,37 +57,62 @@ def derived_batches(source: DerivedSource, task: IngestTaskSpec, store: Store, s
     return parents.derived(source, read, parents.rows_per_batch(read, block)), label
 
 
-def _read_batches(store: Store, prefix: str) -> pd.DataFrame:
-    frames = [pq.read_table(io.BytesIO(store.get(k))).to_pandas() for k in sorted(store.list_keys(prefix))
-              if k.endswith(".parquet")]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def _listed(store: Store, prefix: str) -> list[tuple[str, int]]:
+    """The Parquet files under a prefix, in key order, with their sizes."""
+    pages = store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix)
+    return sorted((o["Key"], o["Size"]) for page in pages for o in page.get("Contents", [])
+                  if o["Key"].endswith(".parquet"))
 
 
-def load_collection(source: Any, namespace: str, store: Store) -> tuple[pd.DataFrame, str]:
-    """Served predictions joined with the labels that came back, one row per labelled prediction."""
-    predictions = _read_batches(store, collected_prefix(namespace, source.model))
-    feedback = _read_batches(store, feedback_prefix(namespace, source.model))
-    if predictions.empty or feedback.empty:
-        return pd.DataFrame(), f"collected:{source.model}:"
-    if "stage" in predictions:  # a shadow's predictions were never served: they are scored, not collected
-        predictions = predictions[~predictions["stage"].astype(str).str.startswith("shadow-")]
-    if source.stage:
-        predictions = predictions[predictions["stage"] == source.stage]
-    labels = feedback.drop_duplicates("row_id", keep="last")[["row_id", "label"]]
-    joined = predictions.drop_duplicates("row_id").merge(labels, on="row_id", how="inner")
-    if joined.empty:
-        return pd.DataFrame(), f"collected:{source.model}:"
-    latest = joined.sort_values("version").iloc[-1]
-    signature = store.get_json(package_prefix(namespace, source.model, int(latest["version"])) + "signature.json")
-    target = signature["output"]["name"]
-    inputs = pd.DataFrame([json.loads(x) for x in joined["inputs"]])
-    frame = pd.concat([joined[["row_id"]].reset_index(drop=True),
-                       pd.to_datetime(joined["served_at"], utc=True).rename("served_at").reset_index(drop=True),
-                       inputs[[i["name"] for i in signature["inputs"]]].reset_index(drop=True),
-                       joined["label"].map(json.loads).rename(target).reset_index(drop=True)], axis=1)
-    frame = frame.sort_values(["served_at", "row_id"]).reset_index(drop=True)
-    packages = sorted(set(joined["package"]))
-    return frame, f"collected:{source.model}:{','.join(packages)}"
+@dataclass
+class Collected:
+    """A collection source joined on local disk, ready to be read in batches any number of times."""
+
+    joined: collection.Joined
+    label: str
+    inputs: list[str]
+    target: str
+    rows_per_batch: int
+
+    def batches(self, forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+        if self.joined.rows == 0:  # nothing labelled yet: an empty table, as before
+            return pipeline.frame_batches(pd.DataFrame(), 1)
+        return collection.shaped(self.joined.batches(self.rows_per_batch), self.inputs, self.target, forced)
+
+
+def gather_collection(source: Any, namespace: str, store: Store, scratch: str, block: int) -> Collected:
+    """Served predictions joined with the labels that came back (data/collection: scattered by row id, joined a
+    partition at a time, merged in served order). Each file is read whole: the collector writes at most a
+    batch of rows per file."""
+    predictions = _listed(store, collected_prefix(namespace, source.model))
+    feedback = _listed(store, feedback_prefix(namespace, source.model))
+    partitions = collection.partition_count(sum(size for _, size in predictions + feedback), block * JOIN_BLOCKS)
+    rows_per_batch = max(1, block // 512)  # until the joined rows say how wide they are
+    joined = collection.Joined()
+    if predictions and feedback:
+        def read(files: list[tuple[str, int]]) -> Iterator[pa.Table]:
+            return (pq.read_table(io.BytesIO(store.get(key))) for key, _ in files)
+
+        joined = collection.join(read(predictions), read(feedback), source.stage, partitions, scratch, rows_per_batch)
+    empty = f"collected:{source.model}:"
+    if joined.rows == 0:
+        return Collected(joined, empty, [], "", 1)
+    signature = store.get_json(package_prefix(namespace, source.model, joined.version) + "signature.json")
+    rows_per_batch = max(1, block // max(1, joined.bytes // joined.rows))
+    return Collected(joined, f"collected:{source.model}:{','.join(sorted(joined.packages))}",
+                     [i["name"] for i in signature["inputs"]], signature["output"]["name"], rows_per_batch)
+
+
+def _kept_rows(open_batches: Any, drop: Any) -> int:
+    """Rows left once standing erasure filters drop theirs: a counting pass (only when filters exist)."""
+    forced: dict[str, pa.DataType] = {}
+    while True:
+        try:
+            return sum(len(drop(batch.to_pandas())[0]) for batch in open_batches(forced))
+        except TypeConflict as conflict:
+            if forced.get(conflict.column) == conflict.type:
+                raise
+            forced[conflict.column] = conflict.type
 
 
 def ingest(raw: dict[str, Any], store: Store, log: logging.Logger) -> dict[str, Any]:
@@ -131,18 +155,31 @@ def _cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger, spool:
 
             def drop(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
                 return drop_erased(frame, filters) if filters else (frame, 0)
+        elif spec.source.collection is not None:  # many small files: scattered by row id, joined, merged
+            collected = gather_collection(spec.source.collection, namespace, store, spool, block)
+            source_version = collected.label
+            log.info("joined %d labelled predictions from %s in %d partitions, read in batches of %d rows",
+                     collected.joined.rows, source_version, len(collected.joined.runs), collected.rows_per_batch)
+
+            def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+                return collected.batches(forced)
+
+            def drop(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+                return drop_erased(frame, filters) if filters else (frame, 0)
+
+            # erased subjects never come back, and do not count as new rows
+            rows = _kept_rows(open_batches, drop) if filters and collected.joined.rows else collected.joined.rows
+            new_rows = rows - task.previous_rows
+            if new_rows < spec.source.collection.min_new_rows:
+                return IngestResult(status="Skipped", reason="NotEnoughRows", source_version=source_version,
+                                    message=f"{max(new_rows, 0)} new labelled rows, "
+                                            f"{spec.source.collection.min_new_rows} needed")
         else:
             frame, source_version = load_source(spec, task, store)
             log.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], source_version)
             frame, erased = drop_erased(frame, filters)
             if erased:  # the source still holds subjects an ErasureRequest erased: they never come back
                 log.info("%d rows of erased subjects dropped by standing filters", erased)
-            if spec.source.collection is not None:
-                new_rows = len(frame) - task.previous_rows
-                if new_rows < spec.source.collection.min_new_rows:
-                    return IngestResult(status="Skipped", reason="NotEnoughRows", source_version=source_version,
-                                        message=f"{max(new_rows, 0)} new labelled rows, "
-                                                f"{spec.source.collection.min_new_rows} needed")
             rows_per_batch = max(1, block // max(1, int(frame.memory_usage(deep=False).sum() // max(1, len(frame)))))
 
             def open_batches(forced: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
@@ -226,6 +263,8 @@ def _cut_version(task: IngestTaskSpec, store: Store, log: logging.Logger, spool:
             log.warning("no drift against %s: %s", previous[:12], err)
     return result
 
+
+JOIN_BLOCKS = 8  # a collection partition is joined in memory within this many reader blocks
 
 PART = 16 * 1024 * 1024  # parts are read one at a time: the upload stays inside the memory bound
 
