@@ -190,7 +190,7 @@ def median_run(runs: list[dict]) -> dict:
     """The median of each figure over repeated runs, and the runs' p99s for the record."""
     return {"rps": statistics.median(r["rps"] for r in runs), "p50": statistics.median(r["p50"] for r in runs),
             "p99": statistics.median(r["p99"] for r in runs), "errors": sum(r["errors"] for r in runs),
-            "p99s": [r["p99"] for r in runs]}
+            "p99s": [r["p99"] for r in runs], "rpss": [r["rps"] for r in runs]}
 
 
 DROPPED = 'mloop_collection_dropped_total{stream="predictions"}'
@@ -366,7 +366,9 @@ def main() -> None:
     peer = rows["MLServer 1.7.1 + mlserver-sklearn"]
     print(f"\nmloop (collection on) vs MLServer: {on['rps'] / peer['rps']:.1f}x requests/s (target >= 10x)")
     print(f"p99 of mloop (collection on) at half load: {on['half']['p99']:.2f} ms (target <= 5 ms)")
-    print(f"collection overhead on requests/s: {(1 - on['rps'] / off['rps']) * 100:.1f}% (target <= 5%)")
+    print(f"collection overhead on requests/s: {(1 - on['rps'] / off['rps']) * 100:.1f}% (target <= 5%); each run "
+          f"(on/off, the i-th of each): " + ", ".join(f"{(1 - a / b) * 100:.1f}% ({a:,.0f}/{b:,.0f})"
+                                                       for a, b in zip(on["rpss"], off["rpss"])))
     print(f"\nmloop (collection on, 1 row per request) with S3 frozen, paced at {half:,.0f} req/s; "
           f"before: PSS {before[0]:.0f} MB, largest RSS {before[1]:.0f} MB\n")
     print("| S3 frozen for | requests/s | p99 ms | errors | PSS MB (max) | largest RSS MB (max) | rows dropped (total) "
