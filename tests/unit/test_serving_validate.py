@@ -150,14 +150,17 @@ def test_workers_follow_the_cpu_limit_or_the_cores(tmp_path, files, workers) -> 
     assert worker_count(str(tmp_path)) == (min(workers, cores) if workers else cores)
 
 
-def test_collector_bound_drops_and_counts_and_keeps_what_it_holds() -> None:
-    collector = Collector(None, "ns", "m", 1, 1.0, capacity=5, batch_rows=100)
+@pytest.mark.parametrize("batch_rows", [100, 2])  # 2: the rows span sealed segments and the open one
+def test_collector_bound_drops_and_counts_and_keeps_what_it_holds(batch_rows) -> None:
+    collector = Collector(None, "ns", "m", 1, 1.0, capacity=5, batch_rows=batch_rows)
     collector.record_predictions([(str(i), "r", 0.0, b"{}", b'"a"') for i in range(3)])
     collector.record_predictions([(str(i), "r", 0.0, b"{}", b'"a"') for i in range(3, 8)])
     assert len(collector.predictions) == 5 and collector.predictions.dropped == 3
     assert [r[0] for r in collector.predictions.values()] == ["0", "1", "2", "3", "4"]
     assert asyncio.run(collector.flush(everything=True)) is True  # no store: written means discarded here
-    assert collector.predictions.written == 5
+    assert collector.predictions.written == 5 and collector.predictions.batches == (1 if batch_rows == 100 else 2)
+    collector.record_prediction("5", "r", 0.0, b"{}", b'"a"')  # room again once written
+    assert [r[0] for r in collector.predictions.values()] == ["5"] and collector.predictions.dropped == 3
 
 
 def test_sampling_rate_zero_collects_nothing() -> None:
