@@ -233,8 +233,12 @@ def shaped(tables: Iterable[pa.Table], inputs: list[str], target: str,
         n = table.num_rows
         if n == 0:
             continue
-        parsed = _parse_json_lines(table.column("inputs"))
-        label = _parse_json_lines(table.column("label"), '{"v":', "}")
+        try:
+            parsed = _parse_json_lines(table.column("inputs"))
+            label = _parse_json_lines(table.column("label"), '{"v":', "}")
+        except pa.ArrowInvalid as err:  # a value that is not JSON, or a column both number and text
+            raise DataError("UnreadableFile", f"collected predictions between {table.column('row_id')[0]} and "
+                                              f"{table.column('row_id')[n - 1]}: {str(err)[:300]}") from err
         if parsed.num_rows != n or label.num_rows != n:
             raise DataError("UnreadableFile", "collected predictions: an inputs or label value is not one JSON value")
         columns = [table.column("row_id").combine_chunks(), table.column("served_at").combine_chunks()]
