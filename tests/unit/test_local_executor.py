@@ -133,3 +133,18 @@ def test_stop_all_ends_the_folders_running_tasks(executor: LocalExecutor, tmp_pa
     assert executor.stop_all() == 1
     assert finished(executor, task) == "Failed"
     assert executor.stop_all() == 0
+
+
+def test_the_operators_local_executor_follows_a_new_stacks_folder(tmp_path: Path, monkeypatch) -> None:
+    """One process, two stacks one after the other (as `make test` runs the node suite, then the rest): the second
+    stack's tasks go to its own folder, not to the first one's, which its teardown deleted."""
+    from mloop.config import get_settings
+    from mloop.executors.factory import executor_for
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        monkeypatch.setenv("MLOOP_LOCAL_DIR", str(folder))
+        get_settings.cache_clear()
+        executor = executor_for("local")
+        assert executor.dir == folder and folder.is_dir()
+    get_settings.cache_clear()

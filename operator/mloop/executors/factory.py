@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
+
 from mloop.config import get_settings
 from mloop.executors.base import Executor
 
-
-@lru_cache(maxsize=None)
-def _local() -> Executor:
-    from mloop.executors.local import LocalExecutor
-
-    return LocalExecutor()
+_built: dict[str, tuple[tuple[int, int], Executor]] = {}
+_lock = threading.Lock()
 
 
-@lru_cache(maxsize=None)
-def _kubernetes() -> Executor:
+def executor_for(requested: str | None) -> Executor:
+    """One executor of each kind, built again when the settings or the API client change (settings are read
+    again after a change of environment: a test's stack, `mloop dev`), so none keeps an old stack's folder."""
+    from mloop.k8s.client import api_client
+
+    settings = get_settings()
+    kind = "local" if (requested or settings.executor) == "local" else "kubernetes"
+    key = (id(settings), id(api_client()) if kind == "kubernetes" else 0)
+    with _lock:
+        held = _built.get(kind)
+        if held is None or held[0] != key:
+            held = _built[kind] = (key, _build(kind))
+    return held[1]
+
+
+def _build(kind: str) -> Executor:
+    if kind == "local":
+        from mloop.executors.local import LocalExecutor
+
+        return LocalExecutor()
     from mloop.executors.kubernetes import KubernetesExecutor
     from mloop.k8s.client import api_client
 
     return KubernetesExecutor(api_client())
-
-
-def executor_for(requested: str | None) -> Executor:
-    return _local() if (requested or get_settings().executor) == "local" else _kubernetes()

@@ -1,4 +1,4 @@
-"""One Kubernetes API client for the operator: in-cluster, else $KUBECONFIG as it is when first asked."""
+"""One Kubernetes API client for the operator: in-cluster, else the one for $KUBECONFIG as it is now."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def api_client() -> Any:
     """The one shared client, built under a lock: the kubernetes package registers a certificate's temporary
     file before writing it, so a second thread building at the same moment could load it empty (PEM lib)."""
     with _building:
-        return _shared_client()
+        return _shared_client(os.environ.get("KUBECONFIG") or None)
 
 
 # Connections kept open: one per handler thread (20 by default) and some to spare. The kubernetes package keeps
@@ -24,13 +24,13 @@ def api_client() -> Any:
 POOL_SIZE = 48
 
 
-@lru_cache(maxsize=1)
-def _shared_client() -> Any:
+@lru_cache(maxsize=1)  # keyed by the kubeconfig: a process that moves to another cluster (a test's stack) follows
+def _shared_client(kubeconfig: str | None) -> Any:
     cfg = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=cfg)
     else:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg)
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     cfg.connection_pool_maxsize = POOL_SIZE
     return client.ApiClient(cfg)
 
