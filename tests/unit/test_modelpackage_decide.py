@@ -313,7 +313,7 @@ def test_served_endpoints_and_server_parameters() -> None:
                    world(local={"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, True)}), NOW)
     assert local.status["endpoint"] == "http://127.0.0.1:9"
     starting = decide(spec(stage="Staging", **SERVE), status(**PACKAGED), world(), NOW)
-    assert starting.actions == (EnsureLocalServer("Staging", PACKAGED["uri"], DIGEST, 0.5),)
+    assert starting.actions == (EnsureLocalServer("Staging", PACKAGED["uri"], DIGEST, 0.5, version=2),)
     assert "endpoint" not in starting.status and in_flight(starting.status)  # the timer comes back for it
     rolling = decide(spec(stage="Staging", **SERVE), status(**PACKAGED),
                      world(local={"Staging": LocalServer("http://127.0.0.1:9", OLD_DIGEST, True)}), NOW)

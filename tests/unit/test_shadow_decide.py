@@ -143,7 +143,7 @@ def test_the_production_server_is_told_its_shadow_targets_without_a_restart() ->
     running = {"Production": LocalServer("http://127.0.0.1:9001", DIGEST, alive=True, ready=True)}
     d = decide(spec(stage="Production", serve={}), status(**prod),
                world(local=running, shadow_targets=(target,)), NOW)
-    assert EnsureLocalServer("Production", prod["uri"], DIGEST, 1.0, (target,)) in d.actions
+    assert EnsureLocalServer("Production", prod["uri"], DIGEST, 1.0, (target,), version=2) in d.actions
     assert d.status["shadowTargets"] == [{"package": "iris-2", "url": "http://127.0.0.1:9002", "samplingRate": 0.5}]
     told = {"Production": LocalServer("http://127.0.0.1:9001", DIGEST, alive=True, ready=True, shadows=(target,))}
     again = decide(spec(stage="Production", serve={}), status(**prod), world(local=told, shadow_targets=(target,)), NOW)

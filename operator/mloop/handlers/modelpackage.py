@@ -466,7 +466,7 @@ def _act_after_commit(me: decide.PackageId, spec: ModelPackageSpec, action: Any,
         with _local_lock() as servers:
             servers.ensure(me.namespace, spec.model, action.stage, action.uri, action.digest, action.sampling,
                            runtime=spec.serve.runtime if spec.serve else "auto",
-                           shadows=[t.to_wire() for t in action.shadows])
+                           shadows=[t.to_wire() for t in action.shadows], version=action.version)
     elif isinstance(action, decide.StopLocalServer):
         with _local_lock() as servers:
             servers.stop(me.namespace, spec.model, action.stage, digest=action.digest)

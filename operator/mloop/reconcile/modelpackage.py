@@ -180,6 +180,7 @@ class EnsureLocalServer:
     digest: str
     sampling: float
     shadows: tuple[ShadowTargetView, ...] = ()
+    version: int = 0  # the slot is never rolled back from a newer version (a pass on a stale index of siblings)
 
 
 @dataclass(frozen=True)
@@ -455,7 +456,7 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
                 # Started after the status write, so a pass on a stale body never starts one; the timer (Starting)
                 # comes back for the endpoint (a new server's port is chosen when it starts; a stage keeps its port).
                 what = "started" if server is None else "rolled" if server.alive else "restarted"
-                p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate, targets))
+                p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate, targets, version or 0))
                 p.event("Normal", f"Server{what.capitalize()}", f"{wanted} server for {spec.model} {what} "
                                                                f"(version {version})")
                 if server is not None:
@@ -464,7 +465,7 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
                 p.update["serving"] = None
                 return
             if server.shadows != targets:  # the running server re-reads its targets (no restart)
-                p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate, targets))
+                p.actions.append(EnsureLocalServer(wanted, uri, digest, serve.sampling_rate, targets, version or 0))
             p.update["endpoint"] = server.endpoint
             _serving(p, server.runtime if server.ready else None)
             if server.ready:

@@ -35,14 +35,18 @@ class LocalServers:
         return json.loads(path.read_text()) if path.exists() else None
 
     def ensure(self, namespace: str, model: str, stage: str, uri: str, digest: str, sampling: float,
-               runtime: str = "auto", shadows: list[dict] | None = None) -> tuple[str, str]:
-        """(endpoint, what happened): started, restarted, rolled, retargeted (new shadow targets), or running.
+               runtime: str = "auto", shadows: list[dict] | None = None, version: int = 0) -> tuple[str, str]:
+        """(endpoint, what happened): started, restarted, rolled, retargeted (new shadow targets), running, or
+        superseded (a newer version of the model serves this stage: never rolled back to an older one, as
+        promotion never gives an older version the stage a newer one holds).
 
         `shadows`: candidates this server also sends sampled requests to. They live in a file the server re-reads
         on SIGHUP, so a new target costs no restart."""
         path = self._state_path(namespace, model, stage)
         state = self.state(namespace, model, stage)
         shadows = shadows or []
+        if state and version and state.get("version", 0) > version and alive(state["pid"]):
+            return f"http://127.0.0.1:{state['port']}", "superseded"
         shadow_file = path.with_name(path.name.removesuffix(".json") + ".shadows")  # not *.json: that is a state file
         if state and alive(state["pid"]) and state["digest"] == digest and state.get("runtime", "auto") == runtime:
             if state.get("shadows", []) == shadows:
@@ -72,7 +76,7 @@ class LocalServers:
                                 env=task_env(self.settings), start_new_session=True)
         log.close()
         self._write(path, {"pid": proc.pid, "port": port, "digest": digest, "runtime": runtime, "started": time.time(),
-                           "shadows": shadows, "shadowFile": str(shadow_file)})
+                           "shadows": shadows, "shadowFile": str(shadow_file), "version": version})
         return f"http://127.0.0.1:{port}", what
 
     @staticmethod
