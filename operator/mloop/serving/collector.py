@@ -119,6 +119,19 @@ class Segment:
         self.ends = [array("i", [0]) for _ in self.STRINGS]
         self.served = array("d")
 
+    def put(self, row_id: str, request_id: str, served: float, inputs: bytes, prediction: bytes) -> None:
+        """One row's bytes onto the columns; the caller counts it (Predictions._grown)."""
+        (rid_data, req_data, in_data, out_data), (rid_ends, req_ends, in_ends, out_ends) = self.data, self.ends
+        rid_data += row_id.encode("utf-8", "replace")  # replace: a lone surrogate must not fail the batch
+        rid_ends.append(len(rid_data))
+        req_data += request_id.encode("utf-8", "replace")
+        req_ends.append(len(req_data))
+        in_data += inputs
+        in_ends.append(len(in_data))
+        out_data += prediction
+        out_ends.append(len(out_data))
+        self.served.append(served)
+
     def column(self, name: str) -> pa.Array:
         i = self.STRINGS.index(name)
         return pa.StringArray.from_buffers(self.rows, pa.py_buffer(self.ends[i]), pa.py_buffer(self.data[i]))
@@ -158,42 +171,23 @@ class Predictions(Buffer):
         if not keep:
             return False
         seg = self.open
-        (rid_data, req_data, in_data, out_data), (rid_ends, req_ends, in_ends, out_ends) = seg.data, seg.ends
-        for row_id, request_id, served, inputs, prediction in rows[:keep] if keep < len(rows) else rows:
-            rid_data += row_id.encode("utf-8", "replace")  # replace: a lone surrogate must not fail the batch
-            rid_ends.append(len(rid_data))
-            req_data += request_id.encode("utf-8", "replace")
-            req_ends.append(len(req_data))
-            in_data += inputs
-            in_ends.append(len(in_data))
-            out_data += prediction
-            out_ends.append(len(out_data))
-            seg.served.append(served)
-        seg.rows += keep
-        self.count += keep
-        if seg.rows >= self.batch_rows:
-            self.seal()
-            return True
-        return False
+        for row in rows[:keep] if keep < len(rows) else rows:
+            seg.put(*row)
+        return self._grown(keep)
 
     def add_one(self, row_id: str, request_id: str, served: float, inputs: bytes, prediction: bytes) -> bool:
         """add() for one row without building a list of tuples: the common request (about 1 µs)."""
         if self.count >= self.capacity:
             self.room(1)
             return False
+        self.open.put(row_id, request_id, served, inputs, prediction)
+        return self._grown(1)
+
+    def _grown(self, n: int) -> bool:
+        """Count `n` rows put into the open segment; seal it when it holds a batch (True: a batch is ready)."""
         seg = self.open
-        (rid_data, req_data, in_data, out_data), (rid_ends, req_ends, in_ends, out_ends) = seg.data, seg.ends
-        rid_data += row_id.encode("utf-8", "replace")
-        rid_ends.append(len(rid_data))
-        req_data += request_id.encode("utf-8", "replace")
-        req_ends.append(len(req_data))
-        in_data += inputs
-        in_ends.append(len(in_data))
-        out_data += prediction
-        out_ends.append(len(out_data))
-        seg.served.append(served)
-        seg.rows += 1
-        self.count += 1
+        seg.rows += n
+        self.count += n
         if seg.rows >= self.batch_rows:
             self.seal()
             return True
