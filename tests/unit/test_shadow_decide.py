@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -201,28 +202,33 @@ def test_a_candidate_with_fewer_inputs_is_sent_its_columns_only() -> None:
     assert target.to_wire()["columns"] == ["petal_width"]
 
 
+async def receiver(got: list[dict]) -> tuple[Any, int]:
+    """A candidate's /predict on a free loopback port, keeping each body it is sent: (runner to clean up, port)."""
+    from aiohttp import web
+
+    async def predict(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/predict", predict)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 def test_the_shadow_sender_batches_what_waits_and_forwards_only_the_targets_columns() -> None:
     import asyncio
 
     import numpy as np
-    from aiohttp import web
 
     from mloop.serving.shadow import Shadow, parse_targets
 
     async def run() -> list[dict]:
         got: list[dict] = []
-
-        async def predict(request: web.Request) -> web.Response:
-            got.append(await request.json())
-            return web.json_response({})
-
-        app = web.Application()
-        app.router.add_post("/predict", predict)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await receiver(got)
         shadow = Shadow(parse_targets(f'[{{"package": "c", "url": "http://127.0.0.1:{port}", "columns": ["b"]}}]'))
         await shadow.start()
         for i in range(3):  # queued before the sender runs: one POST carries them, each row under its own id
@@ -246,24 +252,12 @@ def test_a_whole_batch_of_shadow_copies_is_sent_without_waiting_out_the_linger()
     import asyncio
 
     import numpy as np
-    from aiohttp import web
 
     from mloop.serving.shadow import Shadow, parse_targets
 
-    async def run() -> list[list[str]]:
-        got: list[list[str]] = []
-
-        async def predict(request: web.Request) -> web.Response:
-            got.append((await request.json())["ids"])
-            return web.json_response({})
-
-        app = web.Application()
-        app.router.add_post("/predict", predict)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+    async def run() -> list[dict]:
+        got: list[dict] = []
+        runner, port = await receiver(got)
         shadow = Shadow(parse_targets(f'[{{"package": "c", "url": "http://127.0.0.1:{port}"}}]'), batch=3,
                         linger=3600)
         await shadow.start()
@@ -278,4 +272,4 @@ def test_a_whole_batch_of_shadow_copies_is_sent_without_waiting_out_the_linger()
         await runner.cleanup()
         return got
 
-    assert asyncio.run(run()) == [["r-0", "r-1", "r-2"], ["r-3", "r-4", "r-5"]]  # r-6 waits for its batch
+    assert [g["ids"] for g in asyncio.run(run())] == [["r-0", "r-1", "r-2"], ["r-3", "r-4", "r-5"]]  # r-6 waits for its batch
