@@ -8,6 +8,7 @@ import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import kopf
 import pytest
@@ -76,14 +77,20 @@ def test_search_runs_as_an_indexed_job(kubectl, api_client, namespace, operator,
     assert len(indexes) == 3
 
 
-def test_operator_restart_mid_run_creates_no_second_job(kubectl, api_client, namespace, stack, pod_runner, s3_secret) -> None:
-    args = ["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"]
+def started_then_stopped(kubectl: Any, api_client: Any, namespace: str, name: str, args: list[str]) -> str:
+    """A kubernetes TrainingRun on the iris Dataset, started by an operator that then stops cleanly: its task."""
     with KopfRunner(args, timeout=120) as first:
         apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}, "executor": "local"})
         dataset_ready(api_client, namespace, "iris")
-        apply_object(kubectl, namespace, "TrainingRun", "resilient", {**IRIS_RUN, "executor": "kubernetes"})
-        task = wait_for(lambda: get_object(api_client, namespace, "trainingruns", "resilient").get("status", {}).get("task"))
+        apply_object(kubectl, namespace, "TrainingRun", name, {**IRIS_RUN, "executor": "kubernetes"})
+        task = wait_for(lambda: get_object(api_client, namespace, "trainingruns", name).get("status", {}).get("task"))
     assert first.exit_code == 0
+    return task
+
+
+def test_operator_restart_mid_run_creates_no_second_job(kubectl, api_client, namespace, stack, pod_runner, s3_secret) -> None:
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"]
+    task = started_then_stopped(kubectl, api_client, namespace, "resilient", args)
     with KopfRunner(args, timeout=120) as second:
         obj = succeeded(api_client, namespace, "resilient", 180)
     assert second.exit_code == 0
@@ -112,12 +119,7 @@ def test_a_job_finished_while_the_operator_was_down_is_folded_by_the_watch(kubec
     """The Job finishes with no operator running; the next operator, whose timer would come only after an hour, sees
     the finished Job in its initial listing and folds the run once (issue 12: nothing polls a Job)."""
     args = ["run", "--standalone", "--namespace", namespace, "-m", "mloop.handlers"]
-    with KopfRunner(args, timeout=120) as first:
-        apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}, "executor": "local"})
-        dataset_ready(api_client, namespace, "iris")
-        apply_object(kubectl, namespace, "TrainingRun", "unwatched", {**IRIS_RUN, "executor": "kubernetes"})
-        task = wait_for(lambda: get_object(api_client, namespace, "trainingruns", "unwatched").get("status", {}).get("task"))
-    assert first.exit_code == 0
+    task = started_then_stopped(kubectl, api_client, namespace, "unwatched", args)
     batch = client.BatchV1Api(api_client)
     wait_for(lambda: any(c.type == "Complete" and c.status == "True"
                          for c in batch.read_namespaced_job(task, namespace).status.conditions or []), 120)
