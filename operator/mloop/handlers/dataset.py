@@ -18,7 +18,7 @@ from mloop.data.erasure import load_filters, without_erased_rows
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, pinned
 from mloop.handlers.erasure import expire
-from mloop.handlers.jobs import TASK_JOBS, job_in_flight, seen_job, task_state
+from mloop.handlers.jobs import TASK_JOBS, job_ended, job_in_flight, task_state
 from mloop.handlers.metrics import measured
 from mloop.reconcile import dataset as decide
 from mloop.reconcile.outcome import Event, Outcome, describe_validation_error, dump_conditions
@@ -182,8 +182,7 @@ async def datasets_by_task(namespace: str, body: kopf.Body, status: kopf.Status,
 
 def _dataset_job_news(type: str, namespace: str, name: str, datasets_by_task: kopf.Index, task_jobs: kopf.Index,
                       **_: Any) -> bool:
-    seen = seen_job(task_jobs, namespace, name)
-    return bool(datasets_by_task.get((namespace, name))) and (type == "DELETED" or seen is None or seen.finished)
+    return bool(datasets_by_task.get((namespace, name))) and job_ended(type, task_jobs, namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**TASK_JOBS, "mloop.dev/dataset": kopf.PRESENT}, when=_dataset_job_news)

@@ -30,6 +30,12 @@ def seen_job(index: kopf.Index, namespace: str, name: str) -> TaskState | None:
     return next(iter(index.get((namespace, name), [])), None)
 
 
+def job_ended(type: str, index: kopf.Index, namespace: str, name: str) -> bool:
+    """A Job event that an owner's pass must take: the Job finished, or it is gone (deleted, or not in the index)."""
+    seen = seen_job(index, namespace, name)
+    return type == "DELETED" or seen is None or seen.finished
+
+
 def job_in_flight(index: kopf.Index, namespace: str, name: str | None) -> bool:
     seen = seen_job(index, namespace, name) if name else None
     return seen is not None and not seen.finished

@@ -31,7 +31,7 @@ from mloop.config import get_settings
 from mloop.constants import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGER
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, pinned
-from mloop.handlers.jobs import TASK_JOBS, job_in_flight, seen_job, task_state
+from mloop.handlers.jobs import TASK_JOBS, job_ended, job_in_flight, task_state
 from mloop.handlers.metrics import measured
 from mloop.k8s.client import api_client
 from mloop.procs import alive
@@ -578,8 +578,7 @@ def run_event(namespace: str, name: str, status: kopf.Status, **kwargs: Any) -> 
 
 def _package_job_news(type: str, namespace: str, name: str, packages_by_task: kopf.Index, task_jobs: kopf.Index,
                       **_: Any) -> bool:
-    seen = seen_job(task_jobs, namespace, name)
-    return bool(packages_by_task.get((namespace, name))) and (type == "DELETED" or seen is None or seen.finished)
+    return bool(packages_by_task.get((namespace, name))) and job_ended(type, task_jobs, namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**TASK_JOBS, "mloop.dev/modelpackage": kopf.PRESENT},

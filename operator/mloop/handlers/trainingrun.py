@@ -33,7 +33,7 @@ from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, known_stale, pinned
-from mloop.handlers.jobs import TASK_JOBS, job_in_flight, seen_job, task_state
+from mloop.handlers.jobs import TASK_JOBS, job_ended, job_in_flight, seen_job, task_state
 from mloop.handlers.metrics import measured
 from mloop.integrations import mlflow_export
 from mloop.reconcile import trainingrun as decide
@@ -391,10 +391,10 @@ def _news_for_its_run(type: str, namespace: str, name: str, runs_by_task: kopf.I
     run = next(iter(runs_by_task.get((namespace, name), [])), None)
     if run is None:
         return False
-    seen = seen_job(task_jobs, namespace, name)
-    if type == "DELETED" or seen is None or seen.finished:
+    if job_ended(type, task_jobs, namespace, name):
         return True
-    return seen.phase == "Running" and run["status"].get("phase") == "Pending"
+    seen = seen_job(task_jobs, namespace, name)
+    return seen is not None and seen.phase == "Running" and run["status"].get("phase") == "Pending"
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**TASK_JOBS, "mloop.dev/trainingrun": kopf.PRESENT},
