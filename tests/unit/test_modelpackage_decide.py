@@ -308,6 +308,23 @@ def test_serving(case, desired, serve, executor, servers, actions, serving, even
     assert [r for r in reasons(decision) if r.startswith("Server")] == events
 
 
+@pytest.mark.parametrize("owner_version,rolls", [(3, False), (1, True)])
+def test_a_deployment_a_newer_version_took_is_never_rolled_back(owner_version, rolls) -> None:
+    """The newer package writes its stage, then applies its Deployment; an index that shows the Deployment first
+    must not make this (older) Production package apply its own version over it."""
+    owner = replace(sibling(f"iris-{owner_version}", owner_version, granted=None), eligible=False)  # stale: packaging
+    servers = cluster("Production", owner_uid=f"uid-{owner_version}", owner_package=owner.name, digest=OLD_DIGEST)
+    decision = decide(spec(stage="Production", **SERVE), status(**{**PACKAGED, "stage": "Production"}),
+                      world(executor="kubernetes", cluster=servers, siblings=(owner,)), NOW)
+    assert ("ApplyServer" in kinds(decision)) is rolls
+    if rolls:
+        assert [r for r in reasons(decision) if r.startswith("Server")] == ["ServerRolled"]
+    else:
+        assert not [r for r in reasons(decision) if r.startswith("Server")]
+        assert condition(decision, "Serving")[:2] == ("False", "Superseded")
+        assert "iris-3" in condition(decision, "Serving")[2] and "endpoint" not in decision.status
+
+
 def test_served_endpoints_and_server_parameters() -> None:
     local = decide(spec(stage="Staging", **SERVE), status(**PACKAGED),
                    world(local={"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, True)}), NOW)

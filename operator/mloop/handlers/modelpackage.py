@@ -368,7 +368,8 @@ def _cluster_servers(namespace: str, model: str, idx: Indexes,
         live = _one(idx.model_servers, (namespace, name))
         found[stage] = decide.ClusterServer(name, cluster_url(namespace, model, stage), exists=live is not None,
                                             resource_version=(live or {}).get("resourceVersion"),
-                                            owner_uid=(live or {}).get("owner"), digest=(live or {}).get("digest"),
+                                            owner_uid=(live or {}).get("owner"),
+                                            owner_package=(live or {}).get("package"), digest=(live or {}).get("digest"),
                                             available=(live or {}).get("available", 0))
     return found
 

@@ -122,6 +122,7 @@ class ClusterServer:
     exists: bool = False
     resource_version: str | None = None  # deleting is on condition of it: a newer package may have taken it over
     owner_uid: str | None = None
+    owner_package: str | None = None  # the owning package's name: a newer version's server is never rolled back
     digest: str | None = None
     available: int = 0
 
@@ -429,6 +430,14 @@ def _serving(p: _Pass, runtime: tuple[str, str] | None) -> None:
         p.event("Normal", "ServingRuntime", f"version {p.status.version} is served by {name}: {why}"[:1000])
 
 
+def _newer_owner(world: World, server: ClusterServer, version: int | None) -> SiblingView | None:
+    """The sibling that owns this stage's Deployment, when its version is newer than this package's."""
+    if not server.exists or server.owner_uid in (None, world.package.uid):
+        return None
+    owner = next((s for s in world.siblings if s.name == server.owner_package), None)
+    return owner if owner is not None and (owner.version or 0) > (version or 0) else None
+
+
 def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
     """Run the server of the granted stage (local process or Deployment); stop or delete what the package left."""
     stage = p.update.get("stage", p.status.stage)
@@ -480,6 +489,14 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
                 p.event("Normal", "ServerDeleted", f"{st} Deployment and Service for {spec.model} deleted")
         if wanted and serve is not None:
             server = world.cluster[wanted]
+            newer = _newer_owner(world, server, version)
+            if newer is not None:
+                # A newer package took this stage and the Deployment before the index showed it the stage (its
+                # status is written first): rolling back would serve an older version until its pass rolls again.
+                p.condition("Serving", "False", "Superseded", f"Deployment {server.name} serves version "
+                            f"{newer.version} of {newer.name}")
+                p.update["serving"] = None
+                return
             resources = serve.resources.to_wire() if serve.resources else None
             p.actions.append(ApplyServer(wanted, uri, digest, serve.replicas, serve.sampling_rate, resources or None,
                                          serve.runtime, targets))
