@@ -54,7 +54,8 @@ def test_a_run_applied_while_storage_is_down_waits_and_trains_once_it_answers(ku
                                                                               operator, stack, s3) -> None:
     """The operator writes nothing to S3 to start a run: its first task carries spec.json (issue 12). That task
     cannot write it while S3 is down and exits 75 having written nothing; the run waits (StorageUnavailable) and
-    its retry, carrying the same spec, trains once S3 answers."""
+    its retry, carrying a spec the operator built again on the pinned version (nothing is read back from the lost
+    task, whose Job may be gone), trains once S3 answers."""
     apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
     dataset_ready(api_client, namespace, "iris")
     stack.stop_s3()

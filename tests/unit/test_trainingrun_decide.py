@@ -218,6 +218,30 @@ def test_retries_get_new_deterministic_names() -> None:
     assert twice.status["task"] == submitted(twice)[0] == task_name("train", "run", "u-1", "retry2")
 
 
+def test_a_retry_carries_the_spec_again_when_the_lost_task_never_wrote_it() -> None:
+    """The lost task's Job (which carried the spec) may be gone: the retry's spec is built again on the pinned version."""
+    status = TrainingRunStatus.model_validate(IN_FLIGHT)
+    written = decide(spec(), status, world(task=failed(EXIT_STORAGE)), NOW)
+    assert not written.of(WriteSpec) and submitted(written) == [task_name("train", "run", "u-1", "retry1")]
+    again = decide(spec(), status, world(task=failed(EXIT_STORAGE), spec_written=False), NOW)
+    (write,) = again.of(WriteSpec)
+    assert write.key == RUN.prefix + "spec.json" and submitted(again) == submitted(written)
+    assert write.body.dataset.digest == CURRENT.removeprefix("sha256:") and write.body.features == ["x1", "x2"]
+    assert write.body == decide(spec(), TrainingRunStatus(), world(), NOW).of(WriteSpec)[0].body  # as at the start
+    # pinned to an older version than the Dataset's current: that version's columns, not the current's
+    old = {**IN_FLIGHT, "datasetDigest": OLD, "dataset": "d@" + "b" * 12}
+    facts = VersionFacts(columns=tuple(DATASET.columns[1:]), profile=())
+    older = decide(spec(), TrainingRunStatus.model_validate(old),
+                   world(task=failed(EXIT_STORAGE), spec_written=False, pinned=facts), NOW)
+    assert older.of(WriteSpec)[0].body.dataset.version == "b" * 12
+    # the pinned version is gone (retention): nothing to train on, said so
+    gone = DATASET.model_copy(update={"versions": [v for v in DATASET.versions if v.digest != OLD]})
+    lost = decide(spec(), TrainingRunStatus.model_validate(old),
+                  world(task=failed(EXIT_STORAGE), spec_written=False, dataset=gone), NOW)
+    assert lost.status["phase"] == "Failed" and cond(lost, "Succeeded") == ("False", "DatasetVersionGone")
+    assert not submitted(lost)
+
+
 def test_crash_without_result_names_exit_code_and_memory() -> None:
     decision = decide(spec(), TrainingRunStatus.model_validate(IN_FLIGHT),
                       world(task=failed(137, "OOMKilled", "the pod ran out of memory")), NOW)

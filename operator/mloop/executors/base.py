@@ -18,5 +18,3 @@ class Executor(Protocol):
     def state(self, task: Task, seen: TaskState | None = None) -> TaskState:
         """Where the task is now. seen: what a watch last showed of it, if the executor has one to use."""
 
-    def spec_of(self, task: Task) -> str | None:
-        """The spec.json the submitted task carried (Task.spec), while the executor still holds the task."""

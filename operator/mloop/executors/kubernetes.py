@@ -11,7 +11,6 @@ from kubernetes.client.exceptions import ApiException
 
 from mloop.builders.job import build_job
 from mloop.config import Settings, get_settings
-from mloop.api.tasks import TASK_SPEC_ENV
 from mloop.executors.base import Task, TaskState
 
 
@@ -47,18 +46,6 @@ class KubernetesExecutor:
         # The kernel's verdict says more than the Job's BackoffLimitExceeded: the user must raise the limit.
         reason = "OOMKilled" if container_reason == "OOMKilled" else state.reason
         return TaskState("Failed", reason, message, code)
-
-    def spec_of(self, task: Task) -> str | None:
-        """The spec.json a submitted task carried in its Job's env, while the Job exists."""
-        try:
-            answer = self.batch.read_namespaced_job(task.name, task.namespace, _preload_content=False)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        containers = json.loads(answer.data)["spec"]["template"]["spec"]["containers"]
-        return next((e.get("value") for c in containers for e in c.get("env") or [] if e["name"] == TASK_SPEC_ENV),
-                    None)
 
     def _read(self, task: Task) -> TaskState:
         try:

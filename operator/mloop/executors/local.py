@@ -77,10 +77,6 @@ class LocalExecutor:
         record, exit_file, log_file = self._paths(task)
         env = task_env(self.settings)
         if task.spec:
-            # Kept beside the record as a Job keeps its env: a retry after a storage outage takes it from here.
-            aside = record.with_suffix(f".spec.{os.getpid()}.tmp")
-            aside.write_text(task.spec)
-            os.replace(aside, record.with_suffix(".spec"))
             env[TASK_SPEC_ENV] = task.spec
         argv = [sys.executable, "-m", "mloop.executors.localrun", str(record), str(exit_file),
                 str(task.deadline_seconds), str(task.completions or 1), str(task.parallelism),
@@ -123,13 +119,6 @@ class LocalExecutor:
         if exit_file.exists():
             return self.state(task)
         return TaskState("Failed", "ProcessLost", "the task's process ended without recording an exit code")
-
-    def spec_of(self, task: Task) -> str | None:
-        """The spec.json a submitted task carried, if it carried one."""
-        try:
-            return self._paths(task)[0].with_suffix(".spec").read_text()
-        except OSError:
-            return None
 
     def log(self, task: Task) -> str:
         return _tail(self._paths(task)[2], lines=2000)

@@ -142,10 +142,14 @@ def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datase
                 governance=GovernanceTags.model_validate(found["governance"]) if found and found["governance"] else None,
                 trial_count=trial_count(spec.search) if spec.search else 0,
                 export_wanted=mlflow_export.target_for(spec.mlflow, spec.experiment, run.namespace, settings) is not None)
-    if not status.task:  # a minimum-functionality test's Dataset is pinned when the run starts
+    def test_datasets() -> dict[str, DatasetStatus | None]:
+        """A minimum-functionality test's Dataset is pinned when the spec is built."""
         refs = decide.test_dataset_refs([r for _, r in reqs if r is not None], run.namespace)
-        base["test_datasets"] = {f"{ns}/{name}": DatasetStatus.model_validate(hit["status"]) if hit else None
-                                 for ns, name in refs for hit in [_first(datasets, (ns, name))]}
+        return {f"{ns}/{name}": DatasetStatus.model_validate(hit["status"]) if hit else None
+                for ns, name in refs for hit in [_first(datasets, (ns, name))]}
+
+    if not status.task:
+        base["test_datasets"] = test_datasets()
 
     if status.task:
         kind = decide.task_kind(status.task)
@@ -165,6 +169,12 @@ def gather(spec: TrainingRunSpec, status: TrainingRunStatus, run: RunRef, datase
                 key = decide.cache_key(spec, digest, _packages(), result.numeric_environment or trainer_environment())
             elif result is None:
                 storage_ok = _reachable(store)
+            if result is None and storage_ok and state.storage_lost and not store.exists(run.prefix + "spec.json"):
+                # the retry carries a spec.json built again (decide._spec_again), on the version the status pinned
+                digest = status.dataset_digest or ""
+                if dataset is not None and digest and digest != dataset.digest:
+                    pinned = _version_facts(store, ds_namespace, ref.name, digest)
+                return World(**base, task=state, pinned=pinned, spec_written=False, test_datasets=test_datasets())
         except StorageUnavailable:
             result, storage_ok = None, False
         return World(**base, task=state, result=result, pinned=pinned, cache_key=key, storage_ok=storage_ok)
@@ -192,8 +202,7 @@ def _cache_hit(store: Store, run: RunRef, key: str) -> CacheEntry | None:
     return CacheEntry(run=entry["run"], uid=entry["uid"], result=result)
 
 
-def act_before(decision: decide.Decision, namespace: str, store: Store, executor: Any,
-               previous: Task | None = None) -> None:
+def act_before(decision: decide.Decision, namespace: str, store: Store, executor: Any) -> None:
     """Idempotent steps, before the status that records them: the write-once spec, carried by the first task
     (its Job is as write-once as an S3 object, and the operator spends no S3 write per run), and deterministically
     named tasks."""
@@ -208,8 +217,7 @@ def act_before(decision: decide.Decision, namespace: str, store: Store, executor
         except AlreadyExists:
             pass  # written by an earlier pass for this same uid: the run's inputs are immutable
     for submit in decision.of(SubmitTask):
-        task = replace(submit.task, spec=carried) if carried else _spec_passed_on(submit.task, store, executor, previous)
-        executor.submit(task)
+        executor.submit(replace(submit.task, spec=carried) if carried else submit.task)
     for record in decision.of(RecordCache):
         # Before the status that finishes the run: once that is written no pass comes back to record it, and the
         # entry (this run's own result, keyed by what it computed) is the same whichever pass writes it.
@@ -217,14 +225,6 @@ def act_before(decision: decide.Decision, namespace: str, store: Store, executor
             store.put_json(cache_entry(namespace, record.key), record.entry)
         except AlreadyExists:
             pass  # an earlier identical run is already the source
-
-
-def _spec_passed_on(task: Task, store: Store, executor: Any, previous: Task | None) -> Task:
-    """A later task of a run (the refit after its trials, a retry) reads the spec.json its first task wrote. A task
-    lost to a storage outage may not have written it: the next one carries what that one carried."""
-    if previous is None or store.exists(task.prefix + "spec.json"):
-        return task
-    return replace(task, spec=executor.spec_of(previous))
 
 
 @measured("TrainingRun")
@@ -255,9 +255,7 @@ def reconcile_run(body: kopf.Body, patch: kopf.Patch, datasets: kopf.Index, requ
     world = gather(spec, status, run, datasets, requirements, store, executor, jobs)
     decision = decide.decide(spec, status, world, now)
     try:
-        previous = decide.build_task(spec, run, decide.task_kind(status.task), status.task, world.trial_count) \
-            if status.task else None
-        act_before(decision, run.namespace, store, executor, previous)
+        act_before(decision, run.namespace, store, executor)
     except StorageUnavailable:
         if not decision.of(WriteSpec):
             raise

@@ -143,6 +143,7 @@ class World:
     cache_key: str | None = None  # the key a success is recorded under
     export_wanted: bool = False  # an MLflow target applies to this run
     test_datasets: Mapping[str, DatasetStatus | None] = field(default_factory=dict)  # by ns/name: tests' Datasets
+    spec_written: bool = True  # False: a task lost to storage wrote no spec.json; its retry carries one again
 
 
 # -- what a pass decided ---------------------------------------------------------------------------------------
@@ -311,11 +312,7 @@ def _start(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, worl
         draft.event("Normal", "CacheHit", f"reused TrainingRun {hit.run}")
         return
 
-    draft.actions.append(WriteSpec(run.prefix + "spec.json", TrainTaskSpec(
-        namespace=run.namespace, name=run.name, uid=run.uid, prefix=run.prefix, spec=spec, task=plan.task,
-        target=spec.target, features=plan.features, types=plan.types,
-        dataset=DatasetPin(namespace=ref.namespace or run.namespace, name=ref.name, version=version.version,
-                           digest=version.digest.removeprefix("sha256:")), checks=checks)))
+    draft.actions.append(_write_spec(spec, run, plan, version, checks))
     kind = "trials" if spec.search else "train"
     first = build_task(spec, run, kind, task_name(kind, run.name, run.uid), world.trial_count)
     draft.actions.append(SubmitTask(first))
@@ -323,6 +320,41 @@ def _start(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, worl
     draft.condition("Succeeded", "Unknown", "Started", f"{kind} task {first.name} submitted ({world.executor} executor)")
     draft.condition("Ready", "Unknown", "Running", "training in progress")
     draft.event("Normal", "RunStarted", f"{kind} task {first.name} on {label}")
+
+
+def _write_spec(spec: TrainingRunSpec, run: RunRef, plan: Plan, version: DatasetVersion,
+                checks: Checks | None) -> WriteSpec:
+    ref = spec.dataset_ref
+    return WriteSpec(run.prefix + "spec.json", TrainTaskSpec(
+        namespace=run.namespace, name=run.name, uid=run.uid, prefix=run.prefix, spec=spec, task=plan.task,
+        target=spec.target, features=plan.features, types=plan.types,
+        dataset=DatasetPin(namespace=ref.namespace or run.namespace, name=ref.name, version=version.version,
+                           digest=version.digest.removeprefix("sha256:")), checks=checks))
+
+
+def _spec_again(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, world: World) -> WriteSpec | None:
+    """spec.json for a retry whose lost task never wrote it (its Job, which carried it, may be gone too): built as
+    at the start, on the version the status pinned. No task read the lost one, so this one defines the run's inputs.
+    None, with the status saying why, when it cannot be built."""
+    ref = spec.dataset_ref
+    version = next((v for v in (world.dataset.versions or []) if v.digest == status.dataset_digest and not v.expired),
+                   None) if world.dataset else None
+    if world.dataset is None or version is None:
+        draft.fail("DatasetVersionGone", f"no task wrote the run's spec before storage was lost, and "
+                                         f"{status.dataset or ref.name} is gone: create a new run")
+        return None
+    label = f"{ref.name}@{version.version}"
+    try:
+        plan = plan_features(spec, list(pinned_view(world.dataset, version, world.pinned).columns or []), label)
+    except RunRefused as err:
+        draft.fail(err.reason, err.message)
+        return None
+    checks = plan_checks([(n, r) for n, r in world.requirements if r is not None], world.run.namespace,
+                         world.test_datasets)
+    if isinstance(checks, str):
+        draft.wait("WaitingForDataset", checks)
+        return None
+    return _write_spec(spec, world.run, plan, version, checks)
 
 
 def plan_checks(requirements: list[tuple[str, RequirementSpec]], namespace: str,
@@ -415,6 +447,11 @@ def _retry(draft: _Draft, spec: TrainingRunSpec, status: TrainingRunStatus, worl
         draft.fail("StorageUnavailable", f"{MAX_STORAGE_RETRIES} tasks lost to storage outages (exit code 75); "
                                          f"create a new run to try again")
         return
+    if not world.spec_written:
+        write = _spec_again(draft, spec, status, world)
+        if write is None:
+            return
+        draft.actions.append(write)
     again = build_task(spec, world.run, kind, task_name(kind, world.run.name, world.run.uid, f"retry{attempt}"),
                        world.trial_count)
     draft.actions.append(SubmitTask(again))
