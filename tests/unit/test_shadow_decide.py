@@ -273,3 +273,82 @@ def test_a_whole_batch_of_shadow_copies_is_sent_without_waiting_out_the_linger()
         return got
 
     assert [g["ids"] for g in asyncio.run(run())] == [["r-0", "r-1", "r-2"], ["r-3", "r-4", "r-5"]]  # r-6 waits for its batch
+
+
+def test_a_failing_target_is_paused_its_copies_dropped_and_counted_then_probed_again() -> None:
+    """A dead target costs the Production worker one POST per pause, not one per batch: copies offered while its
+    lane is paused are dropped (counted, nothing built or sent); after the pause the next batch is a probe, and a
+    target that answers again is sent to as before."""
+    import asyncio
+    import socket
+
+    import numpy as np
+    from aiohttp import web
+
+    from mloop.serving.shadow import Shadow, ShadowMetrics, parse_targets
+
+    def count(metrics: ShadowMetrics, outcome: str) -> float:
+        return metrics._requests.labels("c", outcome)._value.get()
+
+    async def dead() -> tuple[int, int, float]:
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()  # nothing listens there: every POST is refused
+        metrics = ShadowMetrics()
+        shadow = Shadow(parse_targets(f'[{{"package": "c", "url": "http://127.0.0.1:{port}"}}]'), metrics,
+                        linger=0.01, pause=3600)
+        await shadow.start()
+        shadow.offer(["r-0"], {"a": np.array([0.0])})
+        lane = shadow.lanes["c"]
+        for _ in range(500):
+            if lane.paused:
+                break
+            await asyncio.sleep(0.01)
+        for i in range(1, 21):
+            shadow.offer([f"r-{i}"], {"a": np.array([float(i)])})
+        await asyncio.sleep(0.2)
+        posts = metrics._posts.labels("c")._value.get()
+        shadow._count_dropped(lane)
+        await shadow.close()
+        return posts, len(lane.queue), count(metrics, "dropped")
+
+    assert asyncio.run(dead()) == (1, 0, 20)  # one refused POST; the 20 copies after it dropped, none queued
+
+    async def recovers() -> tuple[list[list[str]], int]:
+        got: list[list[str]] = []
+        answers = [500]
+
+        async def predict(request: web.Request) -> web.Response:
+            body = await request.json()
+            got.append(body["ids"])
+            return web.json_response({}, status=answers.pop() if answers else 200)
+
+        app = web.Application()
+        app.router.add_post("/predict", predict)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        shadow = Shadow(parse_targets(f'[{{"package": "c", "url": "http://127.0.0.1:{port}"}}]'), linger=0.01,
+                        pause=0.3)
+        await shadow.start()
+        lane = shadow.lanes["c"]
+        shadow.offer(["a"], {"a": np.array([0.0])})  # answered 500: paused 0.3 s
+        while not lane.paused:
+            await asyncio.sleep(0.01)
+        shadow.offer(["b"], {"a": np.array([1.0])})  # dropped: paused
+        while lane.paused:
+            await asyncio.sleep(0.01)
+        shadow.offer(["c"], {"a": np.array([2.0])})  # the probe: answered
+        for _ in range(500):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.01)
+        failures = lane.failures
+        await shadow.close()
+        await runner.cleanup()
+        return got, failures
+
+    assert asyncio.run(recovers()) == ([["a"], ["c"]], 0)

@@ -99,6 +99,10 @@ class _Lane:
         self.full: asyncio.Future[None] | None = None  # while the gatherer lingers: done once a batch waits
         self.dropped = 0  # counted here on the request path, added to the metric by the gatherer
         self.tasks: set[asyncio.Task[None]] = set()
+        self.failures = 0  # POSTs failed in a row
+        self.paused = False  # after a failure: copies are dropped (counted) and nothing is posted until it ends
+        self.open = asyncio.Event()
+        self.open.set()
 
 
 class Shadow:
@@ -110,9 +114,10 @@ class Shadow:
     flight), so a slow target makes the batches larger, not the POSTs more frequent."""
 
     def __init__(self, targets: list[Target], metrics: ShadowMetrics | None = None, capacity: int = 1000,
-                 concurrency: int = 2, timeout: float = 2.0, batch: int = 500, linger: float = 0.05):
+                 concurrency: int = 2, timeout: float = 2.0, batch: int = 500, linger: float = 0.05,
+                 pause: float = 1.0, max_pause: float = 30.0):
         self.metrics, self.capacity, self.concurrency, self.timeout = metrics, capacity, concurrency, timeout
-        self.batch, self.linger = batch, linger
+        self.batch, self.linger, self.pause, self.max_pause = batch, linger, pause, max_pause
         self.lanes: dict[str, _Lane] = {}
         self._session: Any = None
         self._pending = targets
@@ -150,7 +155,7 @@ class Shadow:
             rate = lane.target.sampling_rate
             if rate <= 0 or (rate < 1 and random.random() >= rate):
                 continue
-            if len(lane.queue) >= lane.capacity:
+            if lane.paused or len(lane.queue) >= lane.capacity:
                 lane.dropped += 1
                 continue
             lane.queue.append((row_ids, arrays))
@@ -196,6 +201,10 @@ class Shadow:
                     timer.cancel()
                     lane.full = None
             await slots.acquire()
+            await lane.open.wait()
+            if not lane.queue:  # retargeted or emptied meanwhile
+                slots.release()
+                continue
             batch = self._take(lane)
             self._count_dropped(lane)
             if self.metrics:
@@ -221,6 +230,28 @@ class Shadow:
         if self.metrics:
             self.metrics.count(lane.target.package, outcome, len(batch))
             self.metrics.posted(lane.target.package)
+        if outcome == "sent":
+            lane.failures = 0
+        elif not lane.paused:
+            self._pause(lane)
+
+    def _pause(self, lane: _Lane) -> None:
+        """A failing target gets nothing for a while (1 s, doubling up to 30 s while it keeps failing): building
+        POSTs that time out or are refused cost the Production worker CPU and pauses, for copies that are lost."""
+        lane.failures += 1
+        seconds = min(self.pause * 2 ** (lane.failures - 1), self.max_pause)
+        lane.paused = True
+        lane.open.clear()
+        if lane.failures == 1 or seconds == self.max_pause:
+            log.warning("shadow target %s failed %d time(s) in a row: copies dropped for %.0f s",
+                        lane.target.package, lane.failures, seconds)
+
+        def resume() -> None:
+            lane.paused = False
+            lane.open.set()
+            self._count_dropped(lane)  # what the pause dropped, if no copy wakes the gatherer soon
+
+        asyncio.get_running_loop().call_later(seconds, resume)
 
     async def close(self) -> None:
         self.retarget([])
