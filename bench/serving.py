@@ -1,6 +1,7 @@
 """Benchmark: the iris pipeline served by mloop and by MLServer, load from wrk (C, Lua body script), 127.0.0.1 only.
 
-    slot --all .venv/bin/python bench/serving.py [--seconds 10] [--connections 8] [--repeat 3] [--outage 60] [--flush-seconds 5]
+    slot --all .venv/bin/python bench/serving.py [--seconds 10] [--connections 8] [--repeat 3] [--pairs 10] [--outage 60]
+        [--flush-seconds 5]
 
 One run loads one server at a time (mloop with collection on and off alternate run by run, both started), each
 with the same OIP v2 body (four FP64 column tensors, one row):
@@ -8,7 +9,8 @@ with the same OIP v2 body (four FP64 column tensors, one row):
 - MLServer 1.7.1 + mlserver-sklearn (pandas codec) from its own virtualenv under ~/.cache/mloop/bench-mlserver;
 - a do-nothing aiohttp handler that parses the same JSON, with as many workers as mloop: the HTTP ceiling.
 It prints requests/s, p50 and p99 at N connections and p99 at half of mloop's maximum rate, each the median of
---repeat runs; then mloop (collection on) under that half load while S3 is frozen (SIGSTOP) for --outage seconds,
+--repeat runs (mloop's full-load rows: of --pairs runs, and the collection overhead as the median of the ratios of
+the --pairs on/off pairs, each pair two neighbouring runs); then mloop (collection on) under that half load while S3 is frozen (SIGSTOP) for --outage seconds,
 in 10-second slices: requests/s and p99 (no stall), memory (PSS of all its processes, and the largest RSS of one:
 no growth), rows dropped (counted) and buffered; and how long the buffer takes to drain once S3 is back.
 wrk is installed from Debian when missing.
@@ -233,6 +235,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the table shows their median")
+    parser.add_argument("--pairs", type=int, default=10,
+                        help="alternated collection on/off runs: the overhead is the median of the pairs' ratios")
     parser.add_argument("--outage", type=float, default=60, help="seconds S3 stays frozen under half load")
     parser.add_argument("--flush-seconds", type=float, default=5,
                         help="the collector's flush interval (5: the server's default; 1 flushes smaller batches)")
@@ -272,7 +276,8 @@ def main() -> None:
             return median_run([wrk(exe, url, body, secs, conns, rate) for _ in range(args.repeat)])
 
         # collection on and off both running, their runs alternated (on off, off on, on off): the machine drifts
-        # (off alone made 7,292-8,108 req/s in three back-to-back exclusive runs), and alike on both this way
+        # (the same server's CPU per request moved 212-268 us from one 10 s run to the next, with no steal time),
+        # and a pair of neighbouring runs sees the same machine; the median of many pairs' ratios is the overhead
         servers: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
             for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0")):
@@ -282,7 +287,7 @@ def main() -> None:
                 with urllib.request.urlopen(f"{endpoint}/v2/models/iris", timeout=5) as resp:
                     rows[label] = {"runtime": json.loads(resp.read())["parameters"]["runtime"]}
                 wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)  # warm up
-            for i in range(args.repeat):
+            for i in range(args.pairs):
                 for label in (list(servers) if i % 2 == 0 else list(servers)[::-1]):
                     measured[label].append(wrk(exe, f"{servers[label][1]}/v2/models/iris/infer", BODY, secs, conns))
             for label, results in measured.items():
@@ -362,7 +367,8 @@ def main() -> None:
         stack.cleanup()
 
     print(f"\nServing benchmark: iris LogisticRegression pipeline, OIP v2 body of four FP64 tensors (one row); "
-          f"wrk 1 thread, {conns} connections, {secs:g} s per run, median of {args.repeat} runs; {os.cpu_count()} cores "
+          f"wrk 1 thread, {conns} connections, {secs:g} s per run, median of {args.repeat} runs (mloop at full load: "
+          f"{args.pairs}); {os.cpu_count()} cores "
           f"shared by wrk and the server; mloop and the ceiling with {workers} worker(s); ONNX parity {parity}; "
           f"collection flushed every {args.flush_seconds:g} s; load average before the run {load_before}\n")
     print(f"| server | runtime | requests/s | p50 ms | p99 ms | p99 ms at {half:,.0f} req/s (achieved; each run) | errors |")
@@ -376,9 +382,12 @@ def main() -> None:
     peer = rows["MLServer 1.7.1 + mlserver-sklearn"]
     print(f"\nmloop (collection on) vs MLServer: {on['rps'] / peer['rps']:.1f}x requests/s (target >= 10x)")
     print(f"p99 of mloop (collection on) at half load: {on['half']['p99']:.2f} ms (target <= 5 ms)")
-    print(f"collection overhead on requests/s: {(1 - on['rps'] / off['rps']) * 100:.1f}% (target <= 5%); each run "
-          f"(on/off, run one after the other): " + ", ".join(f"{(1 - a / b) * 100:.1f}% ({a:,.0f}/{b:,.0f})"
-                                                       for a, b in zip(on["rpss"], off["rpss"])))
+    paired = sorted((1 - a / b) * 100 for a, b in zip(on["rpss"], off["rpss"]))
+    quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+    print(f"collection overhead on requests/s, median of {len(paired)} pairs of neighbouring runs: "
+          f"{statistics.median(paired):.1f}% (target <= 5%; quartiles {quartiles[0]:.1f}% to {quartiles[2]:.1f}%; "
+          f"ratio of the medians {(1 - on['rps'] / off['rps']) * 100:.1f}%); each pair (on/off): "
+          + ", ".join(f"{(1 - a / b) * 100:.1f}% ({a:,.0f}/{b:,.0f})" for a, b in zip(on["rpss"], off["rpss"])))
     print(f"\nmloop (collection on, 1 row per request) with S3 frozen, paced at {half:,.0f} req/s; "
           f"before: PSS {before[0]:.0f} MB, largest RSS {before[1]:.0f} MB\n")
     print("| S3 frozen for | requests/s | p99 ms | errors | PSS MB (max) | largest RSS MB (max) | rows dropped (total) "

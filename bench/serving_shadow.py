@@ -4,7 +4,8 @@ wrk pacing and servers); run it on an otherwise idle machine:
     slot --all .venv/bin/python bench/serving_shadow.py [--seconds 8] [--connections 8] [--repeat 3] [--only sink,...]
 
 mloop serves with collection on (sampling 1.0 to S3) and every request also sent to a shadow (sampling 1.0, as a
-user may set it). Each repeat runs every row once (no shadow first), so drift in the machine's load hits all alike.
+user may set it). Each shadow run is paired with a no-shadow run next to it (--repeat pairs per shadow), so drift in
+the machine's speed hits both runs of a pair alike.
 Shadows:
 - a do-nothing aiohttp sink: the cost of forwarding alone;
 - a real mloop candidate (one worker, collection off);
@@ -92,11 +93,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="pairs (no shadow, shadow) per shadow")
     parser.add_argument("--workers", type=int, default=0, help="Production server workers; 0: as mloop serve picks")
     parser.add_argument("--raw", help="also write every run's figures to this JSON file")
     parser.add_argument("--only", default="", help="comma-separated shadows to run (sink, candidate, hanging); "
                                                    "default all")
+    parser.add_argument("--priority", choices=("both", "idle", "equal"), default="both",
+                        help="the sink's and the candidate's scheduling: SCHED_IDLE, equal, or both rows")
     args = parser.parse_args()
     from mloop.localcluster import LocalStack
     from mloop.localcluster.hanging import HangingServer
@@ -114,6 +117,8 @@ def main() -> None:
     stack = LocalStack()
     info = stack.start()
     runs: dict[str, dict[str, list[dict]]] = {}
+    pairs: dict[str, list[tuple[dict, dict, dict, dict]]] = {}  # (none full, none half, shadow full, shadow half)
+    proc: subprocess.Popen | None = None
     counts: dict[str, dict[str, float]] = {}
     try:
         env = {**os.environ, **info.env()}
@@ -159,28 +164,42 @@ def main() -> None:
             if not only or "candidate" in only:
                 configs += [("mloop candidate", candidate_url, candidate.pid, True),
                             ("mloop candidate", candidate_url, candidate.pid, False)]
+            configs = [c for c in configs if c[2] is None or args.priority == "both" or c[3] == (args.priority == "idle")]
             if not only or "hanging" in only:
                 configs += [("hanging target", hanging.url, None, False)]
-            for r in range(args.repeat):  # every row once per repeat, each repeat starting one row further, so
-                # drift in the load and a row's place in the order hit all rows alike
-                for label, target_url, target, idle in configs[r % len(configs):] + configs[:r % len(configs)]:
-                    key = f"{label}|{idle}"
-                    extra: tuple[str, ...] = ()
+            def one(label: str, target_url: str, target: int | None, idle: bool) -> None:
+                """A fresh Production server with this shadow: a full-load run and a run at half load."""
+                nonlocal proc
+                key = f"{label}|{idle}"
+                extra: tuple[str, ...] = ()
+                if target_url:
+                    extra = ("--shadows", json.dumps([{"package": "candidate", "url": target_url,
+                                                       "samplingRate": 1.0}]))
+                set_idle(target, idle)
+                proc, endpoint = server("1.0", *extra)
+                try:
+                    url = f"{endpoint}/v2/models/iris/infer"
+                    wrk(exe, url, BODY, 2, conns)
+                    bucket = runs.setdefault(key, {"full": [], "half": []})
+                    bucket["full"].append(measured(url, target))
+                    bucket["half"].append(measured(url, target, pace(exe, url, BODY, conns, half)))
                     if target_url:
-                        extra = ("--shadows", json.dumps([{"package": "candidate", "url": target_url,
-                                                           "samplingRate": 1.0}]))
-                    set_idle(target, idle)
-                    proc, endpoint = server("1.0", *extra)
-                    try:
-                        url = f"{endpoint}/v2/models/iris/infer"
-                        wrk(exe, url, BODY, 2, conns)
-                        bucket = runs.setdefault(key, {"full": [], "half": []})
-                        bucket["full"].append(measured(url, target))
-                        bucket["half"].append(measured(url, target, pace(exe, url, BODY, conns, half)))
-                        if target_url:
-                            counts[key] = shadow_counts(endpoint)
-                    finally:
-                        stop(proc)
+                        counts[key] = shadow_counts(endpoint)
+                finally:
+                    stop(proc)
+
+            # Each shadow run is paired with a no-shadow run next to it (which goes first alternates): the machine
+            # drifts from one run to the next (the same server's CPU per request moved 212-268 us), a pair sees one
+            # machine, and the change is the median of the pairs' ratios.
+            for r in range(args.repeat):
+                shadows = configs[1:]
+                shadows = shadows[r % len(shadows):] + shadows[:r % len(shadows)]
+                for k, config in enumerate(shadows):
+                    for cfg in ((configs[0], config) if (r + k) % 2 == 0 else (config, configs[0])):
+                        one(*cfg)
+                    pairs.setdefault(f"{config[0]}|{config[3]}", []).append(
+                        (runs["none|False"]["full"][-1], runs["none|False"]["half"][-1],
+                         runs[f"{config[0]}|{config[3]}"]["full"][-1], runs[f"{config[0]}|{config[3]}"]["half"][-1]))
         finally:
             stop(candidate)
             os.killpg(sink.pid, 15)
@@ -192,13 +211,14 @@ def main() -> None:
 
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     if args.raw:
-        Path(args.raw).write_text(json.dumps({"half": half, "runs": runs, "counts": counts}))
+        Path(args.raw).write_text(json.dumps({"half": half, "runs": runs, "counts": counts, "pairs": pairs}))
     print(f"\nShadow traffic: iris pipeline, OIP v2 body (one row); mloop with collection on, {workers} worker(s); "
-          f"every request also sent to the shadow. wrk 1 thread, {conns} connections, {secs:g} s per run, medians of "
-          f"{args.repeat} runs (requests/s: median (lowest-highest)), each repeat running every row once, from a "
-          f"different start; {os.cpu_count()} cores; load average {load_before} before, {load_after} after. The "
-          f"target runs on the same cores: under SCHED_IDLE it gets only the CPU Production leaves idle (as on a "
-          f"node of its own); at equal priority it competes (an upper bound on the cost).\n")
+          f"every request also sent to the shadow. wrk 1 thread, {conns} connections, {secs:g} s per run; each "
+          f"shadow run paired with a no-shadow run next to it, {args.repeat} pairs per shadow (a fresh server per "
+          f"run); a change is the median of the pairs' ratios [its quartiles]; {os.cpu_count()} cores; load average "
+          f"{load_before} before, {load_after} after. The target runs on the same cores: under SCHED_IDLE it gets "
+          f"only the CPU Production leaves idle (as on a node of its own); at equal priority it competes (an upper "
+          f"bound on the cost).\n")
     base_runs = runs.pop("none|False")
     base = {k: median(v) for k, v in base_runs.items()}
     bf, bh = base["full"], base["half"]
@@ -210,6 +230,13 @@ def main() -> None:
     print(f"| none | | {bf['rps']:,.0f} ({min(spread):,.0f}-{max(spread):,.0f}) | | {bf['p99']:.2f} | | "
           f"{bh['p99']:.2f} | | {bf['cpu']:.3f}, {bh['cpu']:.3f} "
           f"| | | | {bf['errors'] + bh['errors']} |")
+
+    def change(key: str, figure: str, full: bool) -> str:
+        ratios = sorted((s[figure] / n[figure] - 1) * 100 for n_full, n_half, s_full, s_half in pairs[key]
+                        for n, s in [((n_full, s_full) if full else (n_half, s_half))])
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        return f"{statistics.median(ratios):+.1f}% [{q[0]:+.1f}, {q[2]:+.1f}]"
+
     for key, r in runs.items():
         label, idle = key.split("|")
         f, h = median(r["full"]), median(r["half"])
@@ -217,17 +244,14 @@ def main() -> None:
         priority = "" if label == "hanging target" else ("SCHED_IDLE" if idle == "True" else "equal")
         target_cpu = "" if label == "hanging target" else f"{f['target_cpu']:.3f}, {h['target_cpu']:.3f}"
         lo, hi = min(x["rps"] for x in r["full"]), max(x["rps"] for x in r["full"])
-        change = (f"{(f['rps'] / bf['rps'] - 1) * 100:+.1f}%", f"{(f['p99'] / bf['p99'] - 1) * 100:+.1f}%",
-                  f"{(h['p99'] / bh['p99'] - 1) * 100:+.1f}%")
-        print(f"| {label} | {priority} | {f['rps']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {change[0]} | {f['p99']:.2f} | "
-              f"{change[1]} | {h['p99']:.2f} | {change[2]} | "
+        print(f"| {label} | {priority} | {f['rps']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {change(key, 'rps', True)} | "
+              f"{f['p99']:.2f} | {change(key, 'p99', True)} | {h['p99']:.2f} | {change(key, 'p99', False)} | "
               f"{f['cpu']:.3f}, {h['cpu']:.3f} | {target_cpu} | "
               f"{c.get('sent', 0):,.0f} / {c.get('failed', 0):,.0f} / {c.get('dropped', 0):,.0f} | "
               f"{(c.get('sent', 0) + c.get('failed', 0)) / max(c.get('posts', 0), 1):.1f} | "
               f"{f['errors'] + h['errors']} |")
-    print("\nTarget: requests/s and p99 within 5% of no shadow. The spread of requests/s over the runs of one row is "
-          "the noise; the hanging target, which costs Production no CPU, is a second measure of it.")
-
+    print("\nTarget: requests/s and p99 within 5% of no shadow. The quartiles of a change are its noise; the hanging "
+          "target, which costs Production no CPU, is a second measure of it.")
 
 if __name__ == "__main__":
     main()
