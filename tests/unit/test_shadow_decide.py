@@ -202,13 +202,14 @@ def test_a_candidate_with_fewer_inputs_is_sent_its_columns_only() -> None:
     assert target.to_wire()["columns"] == ["petal_width"]
 
 
-async def receiver(got: list[dict]) -> tuple[Any, int]:
-    """A candidate's /predict on a free loopback port, keeping each body it is sent: (runner to clean up, port)."""
+async def receiver(got: list[dict], statuses: list[int] | None = None) -> tuple[Any, int]:
+    """A candidate's /predict on a free loopback port, keeping each body it is sent: (runner to clean up, port).
+    `statuses`: the HTTP statuses of the first answers, popped from the end (then 200)."""
     from aiohttp import web
 
     async def predict(request: web.Request) -> web.Response:
         got.append(await request.json())
-        return web.json_response({})
+        return web.json_response({}, status=statuses.pop() if statuses else 200)
 
     app = web.Application()
     app.router.add_post("/predict", predict)
@@ -283,7 +284,6 @@ def test_a_failing_target_is_paused_its_copies_dropped_and_counted_then_probed_a
     import socket
 
     import numpy as np
-    from aiohttp import web
 
     from mloop.serving.shadow import Shadow, ShadowMetrics, parse_targets
 
@@ -316,21 +316,8 @@ def test_a_failing_target_is_paused_its_copies_dropped_and_counted_then_probed_a
     assert asyncio.run(dead()) == (1, 0, 20)  # one refused POST; the 20 copies after it dropped, none queued
 
     async def recovers() -> tuple[list[list[str]], int]:
-        got: list[list[str]] = []
-        answers = [500]
-
-        async def predict(request: web.Request) -> web.Response:
-            body = await request.json()
-            got.append(body["ids"])
-            return web.json_response({}, status=answers.pop() if answers else 200)
-
-        app = web.Application()
-        app.router.add_post("/predict", predict)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        got: list[dict] = []
+        runner, port = await receiver(got, [500])
         shadow = Shadow(parse_targets(f'[{{"package": "c", "url": "http://127.0.0.1:{port}"}}]'), linger=0.01,
                         pause=0.3)
         await shadow.start()
@@ -349,6 +336,6 @@ def test_a_failing_target_is_paused_its_copies_dropped_and_counted_then_probed_a
         failures = lane.failures
         await shadow.close()
         await runner.cleanup()
-        return got, failures
+        return [g["ids"] for g in got], failures
 
     assert asyncio.run(recovers()) == ([["a"], ["c"]], 0)
