@@ -23,7 +23,7 @@ from mloop.reconcile.modelpackage import (
     shadow_fit,
 )
 from mloop.serving.livescore import metric_value
-from tests.unit.test_modelpackage_decide import DIGEST, NOW, PACKAGED, ME, REQ, sibling, spec, status, world
+from tests.unit.test_modelpackage_decide import DIGEST, NOW, PACKAGED, REQ, sibling, spec, status, world
 
 LIVE = LiveComparison(margin=0.05, minRows=50)
 SCORE = LiveScore("iris-1", 1, "accuracy", 80, 0.95, 0.80, "s3://b/shadow/ns/iris/2-vs-1.json")

@@ -17,4 +17,3 @@ class Executor(Protocol):
 
     def state(self, task: Task, seen: TaskState | None = None) -> TaskState:
         """Where the task is now. seen: what a watch last showed of it, if the executor has one to use."""
-

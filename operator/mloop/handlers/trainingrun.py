@@ -28,7 +28,7 @@ from mloop.api.common import GovernanceTags, get_condition, utcnow
 from mloop.api.dataset import ColumnProfile, ColumnStatus, DatasetStatus, DatasetVersion
 from mloop.api.kinds import GROUP, VERSION
 from mloop.api.requirement import RequirementSpec
-from mloop.api.tasks import TASK_SPEC_ENV_LIMIT, Task, TrainResult
+from mloop.api.tasks import TASK_SPEC_ENV_LIMIT, TrainResult
 from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.factory import executor_for
