@@ -279,6 +279,8 @@ SERVING = [
     ("local-died-restarts", "Staging", SERVE, "local",
      {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, False)}, ["EnsureLocalServer"], ("Unknown", "Starting"),
      ["ServerRestarted"]),
+    ("local-newer-version-kept", "Staging", SERVE, "local",
+     {"Staging": LocalServer("http://127.0.0.1:9", OLD_DIGEST, True, True, version=3)}, [], ("False", "Superseded"), []),
     ("local-not-wanted-stops", "None", SERVE, "local", {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True)},
      ["StopLocalServer"], None, ["ServerStopped"]),
     ("local-no-serve-spec", "Staging", {}, "local", {}, [], None, []),

@@ -245,7 +245,8 @@ def _local_servers(namespace: str, model: str, digest: str) -> dict[str, decide.
         endpoint, running = f"http://127.0.0.1:{state['port']}", alive(state["pid"])
         found[stage] = decide.LocalServer(endpoint, state["digest"], running,
                                           running and state["digest"] == digest and ready(endpoint),
-                                          shadows=_targets_of(state.get("shadows") or []))
+                                          shadows=_targets_of(state.get("shadows") or []),
+                                          version=state.get("version", 0))
         if found[stage].ready:  # what the server itself says it runs
             found[stage] = replace(found[stage], runtime=served_runtime(endpoint, model))
     return found

@@ -111,6 +111,7 @@ class LocalServer:
     ready: bool = False
     runtime: tuple[str, str] | None = None  # (runtime, why) as the ready server reports it
     shadows: tuple[ShadowTargetView, ...] = ()  # the shadow targets it was last told
+    version: int = 0  # of the package it serves (0: not recorded)
 
 
 @dataclass(frozen=True)
@@ -430,6 +431,13 @@ def _serving(p: _Pass, runtime: tuple[str, str] | None) -> None:
         p.event("Normal", "ServingRuntime", f"version {p.status.version} is served by {name}: {why}"[:1000])
 
 
+def _superseded(p: _Pass, message: str) -> None:
+    """A newer package took this stage's server before the index showed it the stage (its status is written first):
+    rolling back would serve an older version until the newer one's pass rolled it again. Nothing is started."""
+    p.condition("Serving", "False", "Superseded", message)
+    p.update["serving"] = None
+
+
 def _newer_owner(world: World, server: ClusterServer, version: int | None) -> SiblingView | None:
     """The sibling that owns this stage's Deployment, when its version is newer than this package's."""
     if not server.exists or server.owner_uid in (None, world.package.uid):
@@ -461,6 +469,9 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
                 p.event("Normal", "ServerStopped", f"{st} server for {spec.model} stopped")
         if wanted and serve is not None:
             server = world.local.get(wanted)
+            if server is not None and server.alive and server.version > (version or 0):
+                _superseded(p, f"the {wanted} server serves version {server.version}")
+                return
             if server is None or not server.alive or server.digest != digest:
                 # Started after the status write, so a pass on a stale body never starts one; the timer (Starting)
                 # comes back for the endpoint (a new server's port is chosen when it starts; a stage keeps its port).
@@ -491,11 +502,7 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
             server = world.cluster[wanted]
             newer = _newer_owner(world, server, version)
             if newer is not None:
-                # A newer package took this stage and the Deployment before the index showed it the stage (its
-                # status is written first): rolling back would serve an older version until its pass rolls again.
-                p.condition("Serving", "False", "Superseded", f"Deployment {server.name} serves version "
-                            f"{newer.version} of {newer.name}")
-                p.update["serving"] = None
+                _superseded(p, f"Deployment {server.name} serves version {newer.version} of {newer.name}")
                 return
             resources = serve.resources.to_wire() if serve.resources else None
             p.actions.append(ApplyServer(wanted, uri, digest, serve.replicas, serve.sampling_rate, resources or None,

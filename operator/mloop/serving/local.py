@@ -45,6 +45,7 @@ class LocalServers:
         path = self._state_path(namespace, model, stage)
         state = self.state(namespace, model, stage)
         shadows = shadows or []
+        # Checked again here, under the caller's lock: decide() read the state file before this pass acted on it.
         if state and version and state.get("version", 0) > version and alive(state["pid"]):
             return f"http://127.0.0.1:{state['port']}", "superseded"
         shadow_file = path.with_name(path.name.removesuffix(".json") + ".shadows")  # not *.json: that is a state file
