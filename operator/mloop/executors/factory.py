@@ -18,20 +18,21 @@ def executor_for(requested: str | None) -> Executor:
 
     settings = get_settings()
     kind = "local" if (requested or settings.executor) == "local" else "kubernetes"
-    key = (id(settings), id(api_client()) if kind == "kubernetes" else 0)
+    client = api_client() if kind == "kubernetes" else None
+    key = (id(settings), id(client))
     with _lock:
         held = _built.get(kind)
         if held is None or held[0] != key:
-            held = _built[kind] = (key, _build(kind))
+            held = _built[kind] = (key, _build(client))
     return held[1]
 
 
-def _build(kind: str) -> Executor:
-    if kind == "local":
+def _build(client: object | None) -> Executor:
+    """A kubernetes executor on `client`, or the local one."""
+    if client is None:
         from mloop.executors.local import LocalExecutor
 
         return LocalExecutor()
     from mloop.executors.kubernetes import KubernetesExecutor
-    from mloop.k8s.client import api_client
 
-    return KubernetesExecutor(api_client())
+    return KubernetesExecutor(client)
