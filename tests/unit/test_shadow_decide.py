@@ -311,7 +311,7 @@ def test_a_failing_target_is_paused_its_copies_dropped_and_counted_then_probed_a
         posts = metrics._posts.labels("c")._value.get()
         shadow._count_dropped(lane)
         await shadow.close()
-        return posts, len(lane.queue), count(metrics, "dropped")
+        return posts, lane.queued, count(metrics, "dropped")
 
     assert asyncio.run(dead()) == (1, 0, 20)  # one refused POST; the 20 copies after it dropped, none queued
 
