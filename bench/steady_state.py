@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -432,7 +433,24 @@ def profiler(pid: int) -> subprocess.Popen[bytes] | None:
     return spy
 
 
+def apiserver_profiler(api: Any, seconds: int = 10) -> threading.Thread | None:
+    """With MLOOP_BENCH_APISERVER_PROFILE=<file>, a Go CPU profile of kube-apiserver while the operator fans out
+    (read it with `go tool pprof -top <file>`)."""
+    out = os.environ.get("MLOOP_BENCH_APISERVER_PROFILE")  # fanout() then started the stack with /debug/pprof
+    if not out:
+        return None
+
+    def grab() -> None:
+        Path(out).write_bytes(raw_get(api, "/debug/pprof/profile", [("seconds", str(seconds))], "*/*"))
+
+    thread = threading.Thread(target=grab, daemon=True)
+    thread.start()
+    return thread
+
+
 def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
+    if os.environ.get("MLOOP_BENCH_APISERVER_PROFILE"):
+        os.environ["MLOOP_APISERVER_PROFILING"] = "1"
     bench = Bench(root, "fanout", source)
     try:
         bench.start()
@@ -461,6 +479,7 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
         docs = [doc("TrainingRun", f"fan-{i:05d}", spec, "fanout") for i in range(runs)]
         cpu0, counts0 = process_cpu(bench), request_counts(bench.api)
         spy = profiler(bench.pids()["operator"])
+        pprof = apiserver_profiler(bench.api)
         started = time.monotonic()
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
             create_all(bench.api, docs, pool)
@@ -475,6 +494,8 @@ def fanout(root: Path, source: Path | None, runs: int) -> FanoutResult:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
+        if pprof is not None:
+            pprof.join(timeout=60)
         requests = counter_delta(request_counts(bench.api), counts0)
         return FanoutResult(runs, applied, jobs, runs, raw, " ".join(f"{x:.2f}" for x in os.getloadavg()),
                             {**{f"raw {k}": v for k, v in raw_cpu.items()}, **ours}, requests, raw_requests)

@@ -179,7 +179,8 @@ class LocalStack:
                 f"--service-account-signing-key-file={c.sa_private}",
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
-                "--profiling=false",
+                # /debug/pprof only when a benchmark asks for it (bench/steady_state.py's API server profile)
+                f"--profiling={'true' if os.environ.get('MLOOP_APISERVER_PROFILING') == '1' else 'false'}",
                 # With a node, real pods get ServiceAccount tokens and reach the API server through the
                 # `kubernetes` Service; without one, as envtest does: pods must not wait for SA tokens.
                 *(["--endpoint-reconciler-type=lease"] if self.node else
