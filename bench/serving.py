@@ -3,15 +3,16 @@
     slot --all .venv/bin/python bench/serving.py [--seconds 10] [--connections 8] [--repeat 3] [--pairs 10] [--outage 60]
         [--flush-seconds 5]
 
-One run loads one server at a time (mloop with collection on and off alternate run by run, both started), each
-with the same OIP v2 body (four FP64 column tensors, one row):
+One run loads one server at a time (mloop with collection on, off, and off again as an A/A control take turns run
+by run, all three started), each with the same OIP v2 body (four FP64 column tensors, one row):
 - mloop with collection on (sampling 1.0, to S3) and off, its runtime as packaged (ONNX when parity is exact);
 - MLServer 1.7.1 + mlserver-sklearn (pandas codec) from its own virtualenv under ~/.cache/mloop/bench-mlserver;
 - a do-nothing aiohttp handler that parses the same JSON, with as many workers as mloop: the HTTP ceiling.
 It prints requests/s, p50 and p99 at N connections and p99 at half of mloop's maximum rate, each the median of
---repeat runs (mloop's full-load rows: of --pairs runs, and the collection overhead as the median of the ratios of
-the --pairs on/off pairs, each pair two neighbouring runs); then mloop (collection on) under that half load while S3 is frozen (SIGSTOP) for --outage seconds,
-in 10-second slices: requests/s and p99 (no stall), memory (PSS of all its processes, and the largest RSS of one:
+--repeat runs (mloop's full-load rows: of --pairs rounds; the collection overhead, in requests/s and in the server's
+CPU per request, is the median of the rounds' on/off ratios, printed beside the same figure for the two identical
+off servers: the noise of the method); then mloop (collection on) under that half load while S3 is frozen (SIGSTOP)
+for --outage seconds, in 10-second slices: requests/s and p99 (no stall), memory (PSS of all its processes, and the largest RSS of one:
 no growth), rows dropped (counted) and buffered; and how long the buffer takes to drain once S3 is back.
 wrk is installed from Debian when missing.
 """
@@ -93,6 +94,9 @@ def ensure_mlserver() -> Path:
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "mlserver==1.7.1", "mlserver-sklearn==1.7.1",
                         "scikit-learn==1.9.1"], check=True)
     return exe
+
+
+CONTROL = "mloop, collection off (A/A control)"
 
 
 def fit_model():
@@ -189,11 +193,36 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return pss / 1024, rss / 1024
 
 
+def tree(pid: int) -> list[int]:
+    """A process and its descendants (the server's workers are its forks)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
+            try:
+                pids += [int(p) for p in task.read_text().split()]
+            except OSError:
+                pass
+        i += 1
+    return pids
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process tree: its cost, whatever the neighbours do to wall-clock figures."""
+    total = 0
+    for p in tree(pid) if pid else []:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def median_run(runs: list[dict]) -> dict:
     """The median of each figure over repeated runs, and the runs' p99s for the record."""
     return {"rps": statistics.median(r["rps"] for r in runs), "p50": statistics.median(r["p50"] for r in runs),
             "p99": statistics.median(r["p99"] for r in runs), "errors": sum(r["errors"] for r in runs),
-            "p99s": [r["p99"] for r in runs], "rpss": [r["rps"] for r in runs]}
+            "p99s": [r["p99"] for r in runs], "rpss": [r["rps"] for r in runs], "cpus": [r.get("cpu") for r in runs]}
 
 
 DROPPED = 'mloop_collection_dropped_total{stream="predictions"}'
@@ -236,7 +265,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the table shows their median")
     parser.add_argument("--pairs", type=int, default=10,
-                        help="alternated collection on/off runs: the overhead is the median of the pairs' ratios")
+                        help="rounds of collection on / off / off (A/A) runs: the overhead is the median of the rounds' "
+                             "on/off ratios")
     parser.add_argument("--outage", type=float, default=60, help="seconds S3 stays frozen under half load")
     parser.add_argument("--flush-seconds", type=float, default=5,
                         help="the collector's flush interval (5: the server's default; 1 flushes smaller batches)")
@@ -275,21 +305,25 @@ def main() -> None:
         def runs(url: str, body: dict, rate: float | None = None) -> dict:
             return median_run([wrk(exe, url, body, secs, conns, rate) for _ in range(args.repeat)])
 
-        # collection on and off both running, their runs alternated (on off, off on, on off): the machine drifts
-        # (the same server's CPU per request moved 212-268 us from one 10 s run to the next, with no steal time),
-        # and a pair of neighbouring runs sees the same machine; the median of many pairs' ratios is the overhead
+        # collection on, off and off again all running, taking turns: the machine drifts (the same server's CPU per
+        # request moved 212-268 us from one 10 s run to the next, with no steal time) and neighbouring runs see the
+        # same machine; the median of many rounds' on/off ratios is the overhead, the off/off ratio its noise
         servers: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
-            for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0")):
+            for label, rate in (("mloop, collection on", "1.0"), ("mloop, collection off", "0"), (CONTROL, "0")):
                 servers[label] = mloop_server(rate)
             measured: dict[str, list[dict]] = {label: [] for label in servers}
             for label, (_, endpoint) in servers.items():
                 with urllib.request.urlopen(f"{endpoint}/v2/models/iris", timeout=5) as resp:
                     rows[label] = {"runtime": json.loads(resp.read())["parameters"]["runtime"]}
                 wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)  # warm up
-            for i in range(args.pairs):
-                for label in (list(servers) if i % 2 == 0 else list(servers)[::-1]):
-                    measured[label].append(wrk(exe, f"{servers[label][1]}/v2/models/iris/infer", BODY, secs, conns))
+            for i in range(args.pairs):  # each server first, second and third in turn
+                for label in list(servers)[i % 3:] + list(servers)[:i % 3]:
+                    pid = servers[label][0].pid
+                    before = cpu_seconds(pid)
+                    run = wrk(exe, f"{servers[label][1]}/v2/models/iris/infer", BODY, secs, conns)
+                    run["cpu"] = (cpu_seconds(pid) - before) / max(run["rps"] * secs, 1) * 1e6
+                    measured[label].append(run)
             for label, results in measured.items():
                 rows[label] = {**median_run(results), "runtime": rows[label]["runtime"]}
         finally:
@@ -382,12 +416,20 @@ def main() -> None:
     peer = rows["MLServer 1.7.1 + mlserver-sklearn"]
     print(f"\nmloop (collection on) vs MLServer: {on['rps'] / peer['rps']:.1f}x requests/s (target >= 10x)")
     print(f"p99 of mloop (collection on) at half load: {on['half']['p99']:.2f} ms (target <= 5 ms)")
-    paired = sorted((1 - a / b) * 100 for a, b in zip(on["rpss"], off["rpss"]))
-    quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
-    print(f"collection overhead on requests/s, median of {len(paired)} pairs of neighbouring runs: "
-          f"{statistics.median(paired):.1f}% (target <= 5%; quartiles {quartiles[0]:.1f}% to {quartiles[2]:.1f}%; "
-          f"ratio of the medians {(1 - on['rps'] / off['rps']) * 100:.1f}%); each pair (on/off): "
-          + ", ".join(f"{(1 - a / b) * 100:.1f}% ({a:,.0f}/{b:,.0f})" for a, b in zip(on["rpss"], off["rpss"])))
+    control = rows[CONTROL]
+
+    def spread(changes: list[float]) -> str:
+        q = statistics.quantiles(changes, n=4) if len(changes) > 1 else changes * 3
+        return f"{statistics.median(changes):+.1f}% [{q[0]:+.1f}, {q[2]:+.1f}]"
+
+    print(f"\ncollection overhead, median of {len(on['rpss'])} rounds of neighbouring runs [quartiles]; the A/A line is "
+          "two identical collection-off servers measured the same way: the method's noise")
+    print("| pair | requests/s lost | server CPU per request (parent and workers) | each round, requests/s lost |")
+    print("|---|---|---|---|")
+    for name, a, b in (("on vs off (target <= 5%)", on, off), ("A/A: off vs off", control, off)):
+        print(f"| {name} | {spread([(1 - x / y) * 100 for x, y in zip(a['rpss'], b['rpss'])])} | "
+              f"{spread([(x / y - 1) * 100 for x, y in zip(a['cpus'], b['cpus'])])} | "
+              + ", ".join(f"{(1 - x / y) * 100:.1f}%" for x, y in zip(a["rpss"], b["rpss"])) + " |")
     print(f"\nmloop (collection on, 1 row per request) with S3 frozen, paced at {half:,.0f} req/s; "
           f"before: PSS {before[0]:.0f} MB, largest RSS {before[1]:.0f} MB\n")
     print("| S3 frozen for | requests/s | p99 ms | errors | PSS MB (max) | largest RSS MB (max) | rows dropped (total) "

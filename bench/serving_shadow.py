@@ -31,7 +31,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import BODY, CEILING, ensure_wrk, fit_model, pace, publish_package, stop, wait_ready, wrk  # noqa: E402
+from serving import (BODY, CEILING, cpu_seconds, ensure_wrk, fit_model, pace, publish_package, stop,  # noqa: E402
+                     tree, wait_ready, wrk)
 
 
 def shadow_counts(endpoint: str) -> dict[str, float]:
@@ -46,31 +47,6 @@ def shadow_counts(endpoint: str) -> dict[str, float]:
         elif line.startswith("mloop_shadow_posts_total{"):
             counts["posts"] += float(line.split()[-1])
     return counts
-
-
-def tree(pid: int) -> list[int]:
-    """A process and its descendants (the server's workers are its forks)."""
-    pids, i = [pid], 0
-    while i < len(pids):
-        for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
-            try:
-                pids += [int(p) for p in task.read_text().split()]
-            except OSError:
-                pass
-        i += 1
-    return pids
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of a process tree: its cost, whatever the neighbours do to wall-clock figures."""
-    total = 0
-    for p in tree(pid) if pid else []:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError):
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def set_idle(pid: int | None, idle: bool) -> None:
