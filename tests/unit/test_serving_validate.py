@@ -163,6 +163,34 @@ def test_collector_bound_drops_and_counts_and_keeps_what_it_holds(batch_rows) ->
     assert [r[0] for r in collector.predictions.values()] == ["5"] and collector.predictions.dropped == 3
 
 
+def test_one_row_requests_held_for_encoding_are_bounded_and_buffered_as_record_prediction_buffers_them() -> None:
+    """record_one holds rows and encodes them together (every PENDING rows, or at a flush): the held rows count
+    against the bound, and what reaches the buffer is what record_prediction is given for the same row."""
+    import numpy as np
+    import orjson
+
+    from mloop.serving.collector import PENDING
+
+    rows = [(f"r{i}", f"r{i}", 1764336140.0 + i, {"x": np.array([float(i)]), "c": np.array(["bleu ✓"], object)},
+             "a" if i % 2 else 3) for i in range(PENDING + 3)]
+    rows[1][3]["x"][0] = np.nan  # written as null
+    held = Collector(None, "ns", "m", 1, 1.0, capacity=PENDING + 2, batch_rows=100)
+    given = Collector(None, "ns", "m", 1, 1.0, capacity=PENDING + 2, batch_rows=100)
+    for a, b, t, arrays, label in rows:
+        held.record_one(a, b, t, arrays, label)
+        given.record_prediction(a, b, t, orjson.dumps({n: v.item(0) for n, v in arrays.items()}), orjson.dumps(label))
+    assert len(held.predictions) == PENDING and len(held.pending) == 2  # 256 encoded at once, 2 held, 1 dropped
+    assert held.predictions.dropped == given.predictions.dropped == 1
+    asyncio.run(held.flush(everything=True))  # a flush encodes what is held first; no store: written means discarded
+    assert held.predictions.written == PENDING + 2 and not held.pending
+    held = Collector(None, "ns", "m", 1, 1.0, capacity=PENDING + 2, batch_rows=100)
+    for a, b, t, arrays, label in rows[:5]:
+        held.record_one(a, b, t, arrays, label)
+    held.encode_pending()
+    assert held.predictions.values() == given.predictions.values()[:5]
+    assert held.predictions.values()[1][3] == '{"x":null,"c":"bleu ✓"}'
+
+
 def test_sampling_rate_zero_collects_nothing() -> None:
     assert not Collector(None, "ns", "m", 1, 0.0).sampled()
     assert Collector(None, "ns", "m", 1, 1.0).sampled()

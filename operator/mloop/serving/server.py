@@ -114,11 +114,10 @@ def build_app(pkg: Package, collector: Collector, stage: str | None, metrics: An
         collector.offer_shadow(ids, arrays)
         if collector.sampled():
             now = time.time()
-            dumps = orjson.dumps  # bytes, copied into the collector's column buffers at once; NaN is written as null
-            if rows == 1:  # the common request, without the lists and tuples of the general case
-                collector.record_prediction(ids[0], request_id if row_ids is None else ids[0], now,
-                                            dumps({n: a.item(0) for n, a in arrays.items()}), dumps(labels[0]))
+            if rows == 1:  # the common request: encoded later with others (Collector.record_one)
+                collector.record_one(ids[0], request_id if row_ids is None else ids[0], now, arrays, labels[0])
                 return ids
+            dumps = orjson.dumps  # bytes, copied into the collector's column buffers at once; NaN is written as null
             columns = {n: a.tolist() for n, a in arrays.items()}
             collector.record_predictions([
                 (rid, request_id if row_ids is None else rid, now, dumps({n: c[i] for n, c in columns.items()}),
