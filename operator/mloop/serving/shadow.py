@@ -2,10 +2,10 @@
 
 The operator names the targets durably: a JSON file beside a local server (re-read on SIGHUP, so no restart and
 no polling) or the Deployment's MLOOP_SHADOWS (a new value rolls the pods). Each worker keeps one bounded queue
-per target: the request path only appends to it; a full queue drops the request and counts it. Sender tasks post
-what waits, in batches, to the target's /predict with the caller's row ids, so the candidate's collection records
-its predictions under the same row ids as Production's. A slow or dead target costs its senders a timeout, never the
-caller.
+per target: the request path only appends a copy's ids and values to the batch that is filling; a full queue drops
+the copy and counts it. Sender tasks post each batch to the target's /predict with the caller's row ids, so the
+candidate's collection records its predictions under the same row ids as Production's. A slow or dead target costs
+its senders a timeout, never the caller.
 A target whose signature takes fewer inputs is sent only its own columns (the operator compared the signatures).
 """
 
