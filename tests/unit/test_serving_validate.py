@@ -164,8 +164,9 @@ def test_collector_bound_drops_and_counts_and_keeps_what_it_holds(batch_rows) ->
 
 
 def test_one_row_requests_held_for_encoding_are_bounded_and_buffered_as_record_prediction_buffers_them() -> None:
-    """record_one holds rows and encodes them together (every PENDING rows, or at a flush): the held rows count
-    against the bound, and what reaches the buffer is what record_prediction is given for the same row."""
+    """record_one holds rows and encodes them together (every PENDING rows, at a flush, or before a row recorded
+    another way, so rows keep the order they were served in): the held rows count against the bound, and what
+    reaches the buffer is what record_prediction is given for the same row."""
     import numpy as np
     import orjson
 
@@ -186,8 +187,9 @@ def test_one_row_requests_held_for_encoding_are_bounded_and_buffered_as_record_p
     held = Collector(None, "ns", "m", 1, 1.0, capacity=PENDING + 2, batch_rows=100)
     for a, b, t, arrays, label in rows[:5]:
         held.record_one(a, b, t, arrays, label)
-    held.encode_pending()
-    assert held.predictions.values() == given.predictions.values()[:5]
+    held.record_predictions([("m-0", "m", 1764336200.0, b'{"x":9.0}', b'"b"')])  # encodes the held rows first
+    assert [r[0] for r in held.predictions.values()] == ["r0", "r1", "r2", "r3", "r4", "m-0"]
+    assert held.predictions.values()[:5] == given.predictions.values()[:5]
     assert held.predictions.values()[1][3] == '{"x":null,"c":"bleu ✓"}'
 
 

@@ -253,17 +253,19 @@ class Collector:
     def record_predictions(self, rows: list[tuple[str, str, float, bytes, bytes]]) -> None:
         """Rows of (row_id, request_id, served_at epoch seconds, inputs JSON, prediction JSON), kept as bytes.
         The writer is woken once per full batch, not per request: with S3 down it retries at the timer's pace."""
+        self.encode_pending()  # rows stay in the order they were served
         if self.predictions.add(rows):
             self._wake.set()
 
     def record_prediction(self, row_id: str, request_id: str, served: float, inputs: bytes, prediction: bytes) -> None:
         """One row: record_predictions() without a list of tuples."""
+        self.encode_pending()
         if self.predictions.add_one(row_id, request_id, served, inputs, prediction):
             self._wake.set()
 
     def record_one(self, row_id: str, request_id: str, served: float, arrays: dict[str, Any], label: Any) -> None:
-        """One row of one-element input arrays, held until PENDING rows wait (or the next flush) and then encoded in
-        one pass: the same work per row in a tight loop, where the encoder and the buffers stay in the CPU's caches
+        """One row of one-element input arrays, held until PENDING rows wait (or the next flush, or a row recorded
+        another way) and then encoded in one pass: the same work per row in a tight loop, where the encoder and the buffers stay in the CPU's caches
         between rows, costs a fraction of one encode between two requests' other work."""
         pending = self.pending
         if self.predictions.count + len(pending) >= self.predictions.capacity:
