@@ -9,7 +9,8 @@ the machine's speed hits both runs of a pair alike.
 Shadows:
 - a do-nothing aiohttp sink: the cost of forwarding alone;
 - a real mloop candidate (one worker, collection off);
-- a target that accepts and never answers: the bounded queue fills, copies are dropped and counted.
+- a target that accepts and never answers: the bounded queue fills, copies are dropped and counted;
+- none again (A/A control): a no-shadow run paired with a no-shadow run, whose change is the method's own noise.
 The sink and the candidate run on the same 2 cores as Production, where in a cluster they have pods (a node) of
 their own. So each is measured twice: under SCHED_IDLE, it only gets the CPU Production leaves idle (as on a node of
 its own: what Production's callers would see), and at equal priority, taking CPU from Production at saturation (an
@@ -33,6 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import (BODY, CEILING, cpu_seconds, ensure_wrk, fit_model, pace, publish_package, stop,  # noqa: E402
                      tree, wait_ready, wrk)
+
+
+CONTROL = "none, again (A/A control)"
 
 
 def shadow_counts(endpoint: str) -> dict[str, float]:
@@ -72,7 +76,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="pairs (no shadow, shadow) per shadow")
     parser.add_argument("--workers", type=int, default=0, help="Production server workers; 0: as mloop serve picks")
     parser.add_argument("--raw", help="also write every run's figures to this JSON file")
-    parser.add_argument("--only", default="", help="comma-separated shadows to run (sink, candidate, hanging); "
+    parser.add_argument("--only", default="", help="comma-separated shadows to run (sink, candidate, hanging, control); "
                                                    "default all")
     parser.add_argument("--priority", choices=("both", "idle", "equal"), default="both",
                         help="the sink's and the candidate's scheduling: SCHED_IDLE, equal, or both rows")
@@ -143,6 +147,8 @@ def main() -> None:
             configs = [c for c in configs if c[2] is None or args.priority == "both" or c[3] == (args.priority == "idle")]
             if not only or "hanging" in only:
                 configs += [("hanging target", hanging.url, None, False)]
+            if not only or "control" in only:  # no shadow either: paired the same way, its change is the noise
+                configs += [(CONTROL, "", None, False)]
             def one(label: str, target_url: str, target: int | None, idle: bool) -> None:
                 """A fresh Production server with this shadow: a full-load run and a run at half load."""
                 nonlocal proc
@@ -217,8 +223,9 @@ def main() -> None:
         label, idle = key.split("|")
         f, h = median(r["full"]), median(r["half"])
         c = counts.get(key, {})
-        priority = "" if label == "hanging target" else ("SCHED_IDLE" if idle == "True" else "equal")
-        target_cpu = "" if label == "hanging target" else f"{f['target_cpu']:.3f}, {h['target_cpu']:.3f}"
+        untargeted = label in ("hanging target", CONTROL)  # no process of its own to schedule or to charge
+        priority = "" if untargeted else ("SCHED_IDLE" if idle == "True" else "equal")
+        target_cpu = "" if untargeted else f"{f['target_cpu']:.3f}, {h['target_cpu']:.3f}"
         lo, hi = min(x["rps"] for x in r["full"]), max(x["rps"] for x in r["full"])
         print(f"| {label} | {priority} | {f['rps']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {change(key, 'rps', True)} | "
               f"{f['p99']:.2f} | {change(key, 'p99', True)} | {h['p99']:.2f} | {change(key, 'p99', False)} | "
@@ -226,8 +233,8 @@ def main() -> None:
               f"{c.get('sent', 0):,.0f} / {c.get('failed', 0):,.0f} / {c.get('dropped', 0):,.0f} | "
               f"{(c.get('sent', 0) + c.get('failed', 0)) / max(c.get('posts', 0), 1):.1f} | "
               f"{f['errors'] + h['errors']} |")
-    print("\nTarget: requests/s and p99 within 5% of no shadow. The quartiles of a change are its noise; the hanging "
-          "target, which costs Production no CPU, is a second measure of it.")
+    print(f"\nTarget: requests/s and p99 within 5% of no shadow. The quartiles of a change are its noise; the "
+          f"'{CONTROL}' row (no shadow against no shadow, paired the same way) measures the method's own noise.")
 
 if __name__ == "__main__":
     main()
