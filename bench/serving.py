@@ -218,6 +218,12 @@ def cpu_seconds(pid: int | None) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def spread(changes: list[float]) -> str:
+    """A change in percent as the median of paired ratios [their quartiles]."""
+    q = statistics.quantiles(changes, n=4) if len(changes) > 1 else changes * 3
+    return f"{statistics.median(changes):+.1f}% [{q[0]:+.1f}, {q[2]:+.1f}]"
+
+
 def median_run(runs: list[dict]) -> dict:
     """The median of each figure over repeated runs, and the runs' p99s for the record."""
     return {"rps": statistics.median(r["rps"] for r in runs), "p50": statistics.median(r["p50"] for r in runs),
@@ -417,11 +423,6 @@ def main() -> None:
     print(f"\nmloop (collection on) vs MLServer: {on['rps'] / peer['rps']:.1f}x requests/s (target >= 10x)")
     print(f"p99 of mloop (collection on) at half load: {on['half']['p99']:.2f} ms (target <= 5 ms)")
     control = rows[CONTROL]
-
-    def spread(changes: list[float]) -> str:
-        q = statistics.quantiles(changes, n=4) if len(changes) > 1 else changes * 3
-        return f"{statistics.median(changes):+.1f}% [{q[0]:+.1f}, {q[2]:+.1f}]"
-
     print(f"\ncollection overhead, median of {len(on['rpss'])} rounds of neighbouring runs [quartiles]; the A/A line is "
           "two identical collection-off servers measured the same way: the method's noise")
     print("| pair | requests/s lost | server CPU per request (parent and workers) | each round, requests/s lost |")

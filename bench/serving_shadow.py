@@ -32,8 +32,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import (BODY, CEILING, cpu_seconds, ensure_wrk, fit_model, pace, publish_package, stop,  # noqa: E402
-                     tree, wait_ready, wrk)
+from serving import (BODY, CEILING, cpu_seconds, ensure_wrk, fit_model, pace, publish_package, spread,  # noqa: E402
+                     stop, tree, wait_ready, wrk)
 
 
 CONTROL = "none, again (A/A control)"
@@ -208,16 +208,14 @@ def main() -> None:
           f"{half:,.0f} req/s | change | Production CPU ms/request (full, half) | target CPU ms per Production "
           f"request | copies sent / failed / dropped (last run) | copies per POST | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    spread = [r["rps"] for r in base_runs["full"]]
-    print(f"| none | | {bf['rps']:,.0f} ({min(spread):,.0f}-{max(spread):,.0f}) | | {bf['p99']:.2f} | | "
+    base_rps = [r["rps"] for r in base_runs["full"]]
+    print(f"| none | | {bf['rps']:,.0f} ({min(base_rps):,.0f}-{max(base_rps):,.0f}) | | {bf['p99']:.2f} | | "
           f"{bh['p99']:.2f} | | {bf['cpu']:.3f}, {bh['cpu']:.3f} "
           f"| | | | {bf['errors'] + bh['errors']} |")
 
     def change(key: str, figure: str, full: bool) -> str:
-        ratios = sorted((s[figure] / n[figure] - 1) * 100 for n_full, n_half, s_full, s_half in pairs[key]
-                        for n, s in [((n_full, s_full) if full else (n_half, s_half))])
-        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-        return f"{statistics.median(ratios):+.1f}% [{q[0]:+.1f}, {q[2]:+.1f}]"
+        return spread([(s[figure] / n[figure] - 1) * 100 for n_full, n_half, s_full, s_half in pairs[key]
+                       for n, s in [((n_full, s_full) if full else (n_half, s_half))]])
 
     for key, r in runs.items():
         label, idle = key.split("|")
