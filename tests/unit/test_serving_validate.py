@@ -159,14 +159,14 @@ def test_collector_bound_drops_and_counts_and_keeps_what_it_holds(batch_rows) ->
     assert [r[0] for r in collector.predictions.values()] == ["0", "1", "2", "3", "4"]
     assert asyncio.run(collector.flush(everything=True)) is True  # no store: written means discarded here
     assert collector.predictions.written == 5 and collector.predictions.batches == (1 if batch_rows == 100 else 2)
-    collector.record_prediction("5", "r", 0.0, b"{}", b'"a"')  # room again once written
+    collector.record_predictions([("5", "r", 0.0, b"{}", b'"a"')])  # room again once written
     assert [r[0] for r in collector.predictions.values()] == ["5"] and collector.predictions.dropped == 3
 
 
 def test_one_row_requests_held_for_encoding_are_bounded_and_buffered_as_record_prediction_buffers_them() -> None:
     """record_one holds rows and encodes them together (every PENDING rows, at a flush, or before a row recorded
     another way, so rows keep the order they were served in): the held rows count against the bound, and what
-    reaches the buffer is what record_prediction is given for the same row."""
+    reaches the buffer is what record_predictions is given for the same row."""
     import numpy as np
     import orjson
 
@@ -179,7 +179,8 @@ def test_one_row_requests_held_for_encoding_are_bounded_and_buffered_as_record_p
     given = Collector(None, "ns", "m", 1, 1.0, capacity=PENDING + 2, batch_rows=100)
     for a, b, t, arrays, label in rows:
         held.record_one(a, b, t, arrays, label)
-        given.record_prediction(a, b, t, orjson.dumps({n: v.item(0) for n, v in arrays.items()}), orjson.dumps(label))
+        inputs = orjson.dumps({n: v.item(0) for n, v in arrays.items()})
+        given.record_predictions([(a, b, t, inputs, orjson.dumps(label))])
     assert len(held.predictions) == PENDING and len(held.pending) == 2  # 256 encoded at once, 2 held, 1 dropped
     assert held.predictions.dropped == given.predictions.dropped == 1
     asyncio.run(held.flush(everything=True))  # a flush encodes what is held first; no store: written means discarded

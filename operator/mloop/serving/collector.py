@@ -257,16 +257,11 @@ class Collector:
         if self.predictions.add(rows):
             self._wake.set()
 
-    def record_prediction(self, row_id: str, request_id: str, served: float, inputs: bytes, prediction: bytes) -> None:
-        """One row: record_predictions() without a list of tuples."""
-        self.encode_pending()
-        if self.predictions.add_one(row_id, request_id, served, inputs, prediction):
-            self._wake.set()
-
     def record_one(self, row_id: str, request_id: str, served: float, arrays: dict[str, Any], label: Any) -> None:
         """One row of one-element input arrays, held until PENDING rows wait (or the next flush, or a row recorded
-        another way) and then encoded in one pass: the same work per row in a tight loop, where the encoder and the buffers stay in the CPU's caches
-        between rows, costs a fraction of one encode between two requests' other work."""
+        another way) and then encoded in one pass: the same work per row in a tight loop, where the encoder and the
+        buffers stay in the CPU's caches between rows, costs a fraction of one encode between two requests' other
+        work."""
         pending = self.pending
         if self.predictions.count + len(pending) >= self.predictions.capacity:
             self.predictions.drop(1)
@@ -276,7 +271,7 @@ class Collector:
             self.encode_pending()
 
     def encode_pending(self) -> None:
-        """Encode the held rows into the buffer (JSON bytes, as record_prediction takes them); NaN is written as null."""
+        """Encode the held rows into the buffer, as record_predictions takes them (JSON bytes; NaN written as null)."""
         if not self.pending:
             return
         pending, self.pending = self.pending, []
