@@ -134,6 +134,12 @@ class _Lane:
         columns = self.target.columns
         return [n for n in columns if n in arrays] if columns else list(arrays)
 
+    def seal(self) -> None:
+        """The filling batch is complete: the gatherer need not linger (nor drop) longer."""
+        self.sealed = True
+        if self.full is not None and not self.full.done():
+            self.full.set_result(None)
+
     def take(self) -> _Batch:
         """The oldest batch, sealed if it was still filling."""
         batch = self.batches.popleft()
@@ -200,7 +206,7 @@ class Shadow:
             batch = None if lane.sealed else lane.batches[-1]
             if batch is not None and len(batch.ids) + len(row_ids) > MAX_BATCH_ROWS:
                 batch = None
-                self._sealed(lane)
+                lane.seal()
             if batch is None:
                 batch = _Batch(lane.names(arrays))
                 lane.batches.append(batch)
@@ -208,16 +214,9 @@ class Shadow:
             batch.add(row_ids, arrays)
             lane.queued += 1
             if batch.requests >= self.batch:
-                self._sealed(lane)
+                lane.seal()
             if not lane.wake.is_set():  # the gatherer is idle: one wake-up per batch, not one per request
                 lane.wake.set()
-
-    @staticmethod
-    def _sealed(lane: _Lane) -> None:
-        """The filling batch is complete: no need to linger (nor to drop) longer."""
-        lane.sealed = True
-        if lane.full is not None and not lane.full.done():
-            lane.full.set_result(None)
 
     def _track(self, lane: _Lane, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
