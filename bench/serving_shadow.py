@@ -1,20 +1,24 @@
 """Benchmark: what a shadow costs the Production server's callers. Extends bench/serving.py (same package, body,
 wrk pacing and servers); run it on an otherwise idle machine:
 
-    slot --all .venv/bin/python bench/serving_shadow.py [--seconds 8] [--connections 8] [--repeat 3] [--only sink,...]
+    slot --all .venv/bin/python bench/serving_shadow.py [--seconds 3] [--connections 8] [--repeat 24] [--only sink,...]
+        [--priority idle|equal|both]
 
 mloop serves with collection on (sampling 1.0 to S3) and every request also sent to a shadow (sampling 1.0, as a
-user may set it). Each shadow run is paired with a no-shadow run next to it (--repeat pairs per shadow), so drift in
-the machine's speed hits both runs of a pair alike.
+user may set it). One Production server per shadow, one without and every target are started once and kept up;
+they take turns under load (a fresh server per run moved requests/s by 5% and p99 by 15-40 points between two
+identical servers). In each of --repeat rounds, each shadow's server runs paired with the no-shadow server's
+run right before or after it (3 s runs, full load then half load, A B B A), so drift in the machine's speed hits
+both runs of a pair alike: back-to-back runs of one server differ by 10-15% on this VM.
 Shadows:
-- a do-nothing aiohttp sink: the cost of forwarding alone;
+- a do-nothing sink that reads each POST and answers 200, next to no CPU of its own: Production's forwarding alone;
 - a real mloop candidate (one worker, collection off);
 - a target that accepts and never answers: the bounded queue fills, copies are dropped and counted;
-- none again (A/A control): a no-shadow run paired with a no-shadow run, whose change is the method's own noise.
+- none again (A/A control): a second no-shadow server paired the same way, whose change is the method's own noise.
 The sink and the candidate run on the same 2 cores as Production, where in a cluster they have pods (a node) of
-their own. So each is measured twice: under SCHED_IDLE, it only gets the CPU Production leaves idle (as on a node of
-its own: what Production's callers would see), and at equal priority, taking CPU from Production at saturation (an
-upper bound). The copies sent / dropped show how many got through either way.
+their own. So each runs under SCHED_IDLE, where it only gets the CPU Production leaves idle (as on a node of its
+own: what Production's callers would see), or with --priority equal/both at equal priority, taking CPU from
+Production at saturation (an upper bound). The copies sent / dropped show how many got through either way.
 It prints requests/s and p99 at N connections, p99 at half of the no-shadow maximum, and the CPU the Production
 server (parent and workers, utime + stime) and the target spent per Production request: the cost, which a busy
 machine's neighbours do not change the way they change wall-clock figures.
@@ -32,11 +36,45 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import (BODY, CEILING, cpu_seconds, ensure_wrk, fit_model, pace, publish_package, spread,  # noqa: E402
+from serving import (BODY, cpu_seconds, ensure_wrk, fit_model, pace, publish_package, spread,  # noqa: E402
                      stop, tree, wait_ready, wrk)
 
 
 CONTROL = "none, again (A/A control)"
+# A shadow target that reads each POST and answers 200, a thread per connection, nothing parsed but the headers:
+# next to no CPU of its own, so its row is Production's forwarding alone. (An aiohttp sink that parsed the JSON put
+# its own CPU on Production's 2 cores, and Production's p99 at full load rose by 12% with it.)
+SINK = r"""
+import socket, sys, threading
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+def serve(conn):
+    buf = b""
+    with conn:
+        while True:
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buf) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            buf = buf[length:]
+            conn.sendall(OK)
+
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=1024)
+while True:
+    threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
+"""
 
 
 def shadow_counts(endpoint: str) -> dict[str, float]:
@@ -71,15 +109,16 @@ def median(runs: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=3, help="pairs (no shadow, shadow) per shadow")
+    parser.add_argument("--repeat", type=int, default=24, help="rounds: in each, every shadow's server takes a turn "
+                                                              "paired with the no-shadow server's turn next to it")
     parser.add_argument("--workers", type=int, default=0, help="Production server workers; 0: as mloop serve picks")
     parser.add_argument("--raw", help="also write every run's figures to this JSON file")
     parser.add_argument("--only", default="", help="comma-separated shadows to run (sink, candidate, hanging, control); "
                                                    "default all")
-    parser.add_argument("--priority", choices=("both", "idle", "equal"), default="both",
-                        help="the sink's and the candidate's scheduling: SCHED_IDLE, equal, or both rows")
+    parser.add_argument("--priority", choices=("both", "idle", "equal"), default="idle",
+                        help="the sink's and the candidate's scheduling: SCHED_IDLE (default), equal, or both rows")
     args = parser.parse_args()
     from mloop.localcluster import LocalStack
     from mloop.localcluster.hanging import HangingServer
@@ -94,100 +133,96 @@ def main() -> None:
     workers = args.workers or worker_count()
     secs, conns = args.seconds, args.connections
     only = set(filter(None, args.only.split(",")))
+    priorities = {"both": (True, False), "idle": (True,), "equal": (False,)}[args.priority]
     stack = LocalStack()
     info = stack.start()
+    started: list[subprocess.Popen] = []  # every process this bench started, stopped at the end
+    hanging = HangingServer()
     runs: dict[str, dict[str, list[dict]]] = {}
     pairs: dict[str, list[tuple[dict, dict, dict, dict]]] = {}  # (none full, none half, shadow full, shadow half)
-    proc: subprocess.Popen | None = None
     counts: dict[str, dict[str, float]] = {}
     try:
         env = {**os.environ, **info.env()}
         store = Store(make_client(info.s3_endpoint, info.s3_access_key, info.s3_secret_key), info.bucket)
         uri, digest, _ = publish_package(store, model, x_test)
 
-        def server(rate: str, *extra: str) -> tuple[subprocess.Popen, str]:
+        def server(rate: str, *extra: str) -> tuple[int, str]:
             port = free_port()
             proc = subprocess.Popen([sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest,
                                      "--port", str(port), "--sampling-rate", rate, "--flush-seconds", "1",
                                      "--workers", str(workers), *extra], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, env=env)
+            started.append(proc)
             wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
-            return proc, f"http://127.0.0.1:{port}"
+            return proc.pid, f"http://127.0.0.1:{port}"
 
-        def measured(url: str, target: int | None, rate: float | None = None) -> dict:
-            """One wrk run with the CPU the Production server and the target spent, per Production request."""
-            before = cpu_seconds(proc.pid), cpu_seconds(target)
-            result = wrk(exe, url, BODY, secs, conns, rate)
+        def sink() -> tuple[int, str]:
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            started.append(proc)
+            wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
+            return proc.pid, f"http://127.0.0.1:{port}"
+
+        # Every target and every Production server is started once and kept up; they take turns under load.
+        # (label, priority, target pid, target url); each target process is its own, so its scheduling is set once
+        configs: list[tuple[str, str, int | None, str]] = []
+        for label, make, name in (("do-nothing sink", sink, "sink"),
+                                  ("mloop candidate", lambda: server("0", "--workers", "1"), "candidate")):
+            if not only or name in only:
+                for idle in priorities:
+                    pid, url = make()
+                    set_idle(pid, idle)
+                    configs.append((label, "SCHED_IDLE" if idle else "equal", pid, url))
+        if not only or "hanging" in only:  # a thread of this process: it burns no CPU
+            configs.append(("hanging target", "", None, hanging.url))
+        if not only or "control" in only:  # no shadow either: paired the same way, its change is the noise
+            configs.append((CONTROL, "", None, ""))
+        production: dict[str, tuple[int, str]] = {"none": server("1.0")}
+        for label, priority, _, target_url in configs:
+            extra = ("--shadows", json.dumps([{"package": "candidate", "url": target_url, "samplingRate": 1.0}])
+                     ) if target_url else ()
+            production[f"{label}|{priority}"] = server("1.0", *extra)
+        for _, endpoint in production.values():
+            wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)  # warm up
+        none_url = f"{production['none'][1]}/v2/models/iris/infer"
+        half = wrk(exe, none_url, BODY, secs, conns)["rps"] / 2
+        rate = pace(exe, none_url, BODY, conns, half)
+
+        def run(key: str, target: int | None, load: str, paced: float | None) -> None:
+            """One wrk run of one Production server, with the CPU it and its target spent per Production request."""
+            pid, endpoint = production[key]
+            before = cpu_seconds(pid), cpu_seconds(target)
+            result = wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns, paced)
             requests = max(result["rps"] * secs, 1)
-            return result | {"cpu": (cpu_seconds(proc.pid) - before[0]) / requests * 1000,
-                             "target_cpu": (cpu_seconds(target) - before[1]) / requests * 1000}
+            runs.setdefault(key, {"full": [], "half": []})[load].append(
+                result | {"cpu": (cpu_seconds(pid) - before[0]) / requests * 1000,
+                          "target_cpu": (cpu_seconds(target) - before[1]) / requests * 1000})
 
-        sink_port = free_port()
-        sink = subprocess.Popen([sys.executable, "-c", CEILING.replace("/v2/models/iris/infer", "/predict"),
-                                 str(sink_port), "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        candidate, candidate_url = server("0", "--workers", "1")
-        hanging = HangingServer()
-        try:
-            wait_ready(f"http://127.0.0.1:{sink_port}/v2/health/ready", sink)
-            proc, endpoint = server("1.0")
-            try:
-                wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)
-                half = wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, secs, conns)["rps"] / 2
-            finally:
-                stop(proc)
-            # (label, url, target process, SCHED_IDLE); the hanging target is a thread of this process, it burns no CPU
-            configs = [("none", "", None, False)]
-            if not only or "sink" in only:
-                configs += [("do-nothing sink", f"http://127.0.0.1:{sink_port}", sink.pid, True),
-                            ("do-nothing sink", f"http://127.0.0.1:{sink_port}", sink.pid, False)]
-            if not only or "candidate" in only:
-                configs += [("mloop candidate", candidate_url, candidate.pid, True),
-                            ("mloop candidate", candidate_url, candidate.pid, False)]
-            configs = [c for c in configs if c[2] is None or args.priority == "both" or c[3] == (args.priority == "idle")]
-            if not only or "hanging" in only:
-                configs += [("hanging target", hanging.url, None, False)]
-            if not only or "control" in only:  # no shadow either: paired the same way, its change is the noise
-                configs += [(CONTROL, "", None, False)]
-            def one(label: str, target_url: str, target: int | None, idle: bool) -> None:
-                """A fresh Production server with this shadow: a full-load run and a run at half load."""
-                nonlocal proc
-                key = f"{label}|{idle}"
-                extra: tuple[str, ...] = ()
-                if target_url:
-                    extra = ("--shadows", json.dumps([{"package": "candidate", "url": target_url,
-                                                       "samplingRate": 1.0}]))
-                set_idle(target, idle)
-                proc, endpoint = server("1.0", *extra)
-                try:
-                    url = f"{endpoint}/v2/models/iris/infer"
-                    wrk(exe, url, BODY, 2, conns)
-                    bucket = runs.setdefault(key, {"full": [], "half": []})
-                    bucket["full"].append(measured(url, target))
-                    bucket["half"].append(measured(url, target, pace(exe, url, BODY, conns, half)))
-                    if target_url:
-                        counts[key] = shadow_counts(endpoint)
-                finally:
-                    stop(proc)
-
-            # Each shadow run is paired with a no-shadow run next to it (which goes first alternates): the machine
-            # drifts from one run to the next (the same server's CPU per request moved 212-268 us), a pair sees one
-            # machine, and the change is the median of the pairs' ratios.
-            for r in range(args.repeat):
-                shadows = configs[1:]
-                shadows = shadows[r % len(shadows):] + shadows[:r % len(shadows)]
-                for k, config in enumerate(shadows):
-                    for cfg in ((configs[0], config) if (r + k) % 2 == 0 else (config, configs[0])):
-                        one(*cfg)
-                    pairs.setdefault(f"{config[0]}|{config[3]}", []).append(
-                        (runs["none|False"]["full"][-1], runs["none|False"]["half"][-1],
-                         runs[f"{config[0]}|{config[3]}"]["full"][-1], runs[f"{config[0]}|{config[3]}"]["half"][-1]))
-        finally:
-            stop(candidate)
-            os.killpg(sink.pid, 15)
-            sink.wait(timeout=30)
-            hanging.close()
+        # The machine's speed drifts from one run to the next (back-to-back runs of one server differ by 10-15%), so
+        # each shadow's run is paired with the no-shadow server's run right before or after it, at full load and then
+        # at half load, in the order A B B A (which goes first alternates by round); a change is the median of the
+        # pairs' ratios. Short runs and many rounds keep the two runs of a pair close in time.
+        for r in range(args.repeat):
+            order = configs[r % len(configs):] + configs[:r % len(configs)]
+            for k, (label, priority, target, _) in enumerate(order):
+                key = f"{label}|{priority}"
+                turns = [("none", None), (key, target)]
+                if (r + k) % 2:
+                    turns.reverse()
+                for load, paced in (("full", None), ("half", rate)):
+                    for turn in turns:
+                        run(*turn, load, paced)
+                    turns.reverse()
+                pairs.setdefault(key, []).append((runs["none"]["full"][-1], runs["none"]["half"][-1],
+                                                  runs[key]["full"][-1], runs[key]["half"][-1]))
+        for label, priority, _, target_url in configs:
+            if target_url:
+                counts[f"{label}|{priority}"] = shadow_counts(production[f"{label}|{priority}"][1])
     finally:
+        for proc in started:
+            stop(proc)
+        hanging.close()
         stack.stop()
         stack.cleanup()
 
@@ -195,44 +230,43 @@ def main() -> None:
     if args.raw:
         Path(args.raw).write_text(json.dumps({"half": half, "runs": runs, "counts": counts, "pairs": pairs}))
     print(f"\nShadow traffic: iris pipeline, OIP v2 body (one row); mloop with collection on, {workers} worker(s); "
-          f"every request also sent to the shadow. wrk 1 thread, {conns} connections, {secs:g} s per run; each "
-          f"shadow run paired with a no-shadow run next to it, {args.repeat} pairs per shadow (a fresh server per "
-          f"run); a change is the median of the pairs' ratios [its quartiles]; {os.cpu_count()} cores; load average "
-          f"{load_before} before, {load_after} after. The target runs on the same cores: under SCHED_IDLE it gets "
-          f"only the CPU Production leaves idle (as on a node of its own); at equal priority it competes (an upper "
-          f"bound on the cost).\n")
-    base_runs = runs.pop("none|False")
+          f"every request also sent to the shadow. wrk 1 thread, {conns} connections, {secs:g} s per run. Every "
+          f"Production server is started once and kept up; in each of {args.repeat} rounds each shadow's server runs "
+          f"paired with the no-shadow server's run right before or after it, at full and then at half load (A B B A, "
+          f"which goes first alternates); a change is the median of the pairs' ratios [its quartiles]; {os.cpu_count()} cores; load average {load_before} "
+          f"before, {load_after} after. The target runs on the same cores: under SCHED_IDLE it gets only the CPU "
+          f"Production leaves idle (as on a node of its own); at equal priority it competes (an upper bound on the "
+          f"cost).\n")
+    base_runs = runs.pop("none")
     base = {k: median(v) for k, v in base_runs.items()}
     bf, bh = base["full"], base["half"]
     print(f"| shadow | target priority | requests/s | change | p99 ms at {conns} conns | change | p99 ms at "
-          f"{half:,.0f} req/s | change | Production CPU ms/request (full, half) | target CPU ms per Production "
-          f"request | copies sent / failed / dropped (last run) | copies per POST | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"{half:,.0f} req/s | change | Production CPU ms/request (full, half) | change (full) | target CPU ms per "
+          f"Production request | copies sent / failed / dropped | copies per POST | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base_rps = [r["rps"] for r in base_runs["full"]]
     print(f"| none | | {bf['rps']:,.0f} ({min(base_rps):,.0f}-{max(base_rps):,.0f}) | | {bf['p99']:.2f} | | "
-          f"{bh['p99']:.2f} | | {bf['cpu']:.3f}, {bh['cpu']:.3f} "
-          f"| | | | {bf['errors'] + bh['errors']} |")
+          f"{bh['p99']:.2f} | | {bf['cpu']:.3f}, {bh['cpu']:.3f} | | | | | {bf['errors'] + bh['errors']} |")
 
     def change(key: str, figure: str, full: bool) -> str:
         return spread([(s[figure] / n[figure] - 1) * 100 for n_full, n_half, s_full, s_half in pairs[key]
                        for n, s in [((n_full, s_full) if full else (n_half, s_half))]])
 
     for key, r in runs.items():
-        label, idle = key.split("|")
+        label, priority = key.split("|")
         f, h = median(r["full"]), median(r["half"])
         c = counts.get(key, {})
-        untargeted = label in ("hanging target", CONTROL)  # no process of its own to schedule or to charge
-        priority = "" if untargeted else ("SCHED_IDLE" if idle == "True" else "equal")
-        target_cpu = "" if untargeted else f"{f['target_cpu']:.3f}, {h['target_cpu']:.3f}"
+        target_cpu = f"{f['target_cpu']:.3f}, {h['target_cpu']:.3f}" if priority else ""
         lo, hi = min(x["rps"] for x in r["full"]), max(x["rps"] for x in r["full"])
         print(f"| {label} | {priority} | {f['rps']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {change(key, 'rps', True)} | "
               f"{f['p99']:.2f} | {change(key, 'p99', True)} | {h['p99']:.2f} | {change(key, 'p99', False)} | "
-              f"{f['cpu']:.3f}, {h['cpu']:.3f} | {target_cpu} | "
+              f"{f['cpu']:.3f}, {h['cpu']:.3f} | {change(key, 'cpu', True)} | {target_cpu} | "
               f"{c.get('sent', 0):,.0f} / {c.get('failed', 0):,.0f} / {c.get('dropped', 0):,.0f} | "
               f"{(c.get('sent', 0) + c.get('failed', 0)) / max(c.get('posts', 0), 1):.1f} | "
               f"{f['errors'] + h['errors']} |")
     print(f"\nTarget: requests/s and p99 within 5% of no shadow. The quartiles of a change are its noise; the "
-          f"'{CONTROL}' row (no shadow against no shadow, paired the same way) measures the method's own noise.")
+          f"'{CONTROL}' row (a second no-shadow server, paired the same way) measures the method's own noise.")
+
 
 if __name__ == "__main__":
     main()
