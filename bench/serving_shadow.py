@@ -120,6 +120,9 @@ def main() -> None:
     parser.add_argument("--priority", choices=("both", "idle", "equal"), default="idle",
                         help="the sink's and the candidate's scheduling: SCHED_IDLE (default), equal, or both rows")
     args = parser.parse_args()
+    unknown = set(filter(None, args.only.split(","))) - {"sink", "candidate", "hanging", "control"}
+    if unknown:
+        parser.error(f"--only: no shadow named {', '.join(sorted(unknown))}")
     from mloop.localcluster import LocalStack
     from mloop.localcluster.hanging import HangingServer
     from mloop.localcluster.stack import free_port
