@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,14 @@ def set_idle(pid: int | None, idle: bool) -> None:
                 os.sched_setscheduler(int(task.name), policy, os.sched_param(0))
             except OSError:
                 pass
+
+
+def interval(changes: list[float], draws: int = 4000) -> str:
+    """A 95% bootstrap interval of the median change: how far the median itself may be off, where the quartiles say
+    how far one pair is."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(changes, k=len(changes))) for _ in range(draws))
+    return f"({medians[int(draws * 0.025)]:+.1f}, {medians[int(draws * 0.975) - 1]:+.1f})"
 
 
 def median(runs: list[dict]) -> dict:
@@ -252,8 +261,9 @@ def main() -> None:
           f"{bh['p99']:.2f} | | {bf['cpu']:.3f}, {bh['cpu']:.3f} | | | | | {bf['errors'] + bh['errors']} |")
 
     def change(key: str, figure: str, full: bool) -> str:
-        return spread([(s[figure] / n[figure] - 1) * 100 for n_full, n_half, s_full, s_half in pairs[key]
-                       for n, s in [((n_full, s_full) if full else (n_half, s_half))]])
+        changes = [(s[figure] / n[figure] - 1) * 100 for n_full, n_half, s_full, s_half in pairs[key]
+                   for n, s in [((n_full, s_full) if full else (n_half, s_half))]]
+        return f"{spread(changes)} {interval(changes)}"
 
     for key, r in runs.items():
         label, priority = key.split("|")
@@ -267,8 +277,9 @@ def main() -> None:
               f"{c.get('sent', 0):,.0f} / {c.get('failed', 0):,.0f} / {c.get('dropped', 0):,.0f} | "
               f"{(c.get('sent', 0) + c.get('failed', 0)) / max(c.get('posts', 0), 1):.1f} | "
               f"{f['errors'] + h['errors']} |")
-    print(f"\nTarget: requests/s and p99 within 5% of no shadow. The quartiles of a change are its noise; the "
-          f"'{CONTROL}' row (a second no-shadow server, paired the same way) measures the method's own noise.")
+    print(f"\nTarget: requests/s and p99 within 5% of no shadow. A change reads: median [quartiles of the pairs] "
+          f"(95% bootstrap interval of the median). The quartiles are one pair's noise; the '{CONTROL}' row (a "
+          f"second no-shadow server, paired the same way) measures the method's own noise.")
 
 
 if __name__ == "__main__":
