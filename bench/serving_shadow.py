@@ -158,43 +158,43 @@ def main() -> None:
         store = Store(make_client(info.s3_endpoint, info.s3_access_key, info.s3_secret_key), info.bucket)
         uri, digest, _ = publish_package(store, model, x_test)
 
-        def server(rate: str, *extra: str) -> tuple[int, str]:
+        def spawn(*command: str) -> tuple[int, str]:
+            """Start a server on a free port (appended to `command`) and wait until it is ready: (pid, its URL)."""
             port = free_port()
-            proc = subprocess.Popen([sys.executable, "-m", "mloop.serving.server", "--package", uri, "--digest", digest,
-                                     "--port", str(port), "--sampling-rate", rate, "--flush-seconds", "1",
-                                     "--workers", str(workers), *extra], stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen([sys.executable, *command, str(port)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, env=env)
             started.append(proc)
             wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
             return proc.pid, f"http://127.0.0.1:{port}"
 
+        def server(rate: str, *extra: str) -> tuple[int, str]:
+            return spawn("-m", "mloop.serving.server", "--package", uri, "--digest", digest, "--sampling-rate", rate,
+                         "--flush-seconds", "1", "--workers", str(workers), *extra, "--port")
+
         def sink() -> tuple[int, str]:
-            port = free_port()
-            proc = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            started.append(proc)
-            wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc)
-            return proc.pid, f"http://127.0.0.1:{port}"
+            return spawn("-c", SINK)
 
         # Every target and every Production server is started once and kept up; they take turns under load.
-        # (label, priority, target pid, target url); each target process is its own, so its scheduling is set once
-        configs: list[tuple[str, str, int | None, str]] = []
+        # (key, label, priority, target pid, target url); each target process is its own, so its scheduling is set
+        # once
+        configs: list[tuple[str, str, str, int | None, str]] = []
         for label, make, name in (("do-nothing sink", sink, "sink"),
                                   ("mloop candidate", lambda: server("0", "--workers", "1"), "candidate")):
             if not only or name in only:
                 for idle in priorities:
                     pid, url = make()
                     set_idle(pid, idle)
-                    configs.append((label, "SCHED_IDLE" if idle else "equal", pid, url))
+                    priority = "SCHED_IDLE" if idle else "equal"
+                    configs.append((f"{label}|{priority}", label, priority, pid, url))
         if not only or "hanging" in only:  # a thread of this process: it burns no CPU
-            configs.append(("hanging target", "", None, hanging.url))
+            configs.append(("hanging target|", "hanging target", "", None, hanging.url))
         if not only or "control" in only:  # no shadow either: paired the same way, its change is the noise
-            configs.append((CONTROL, "", None, ""))
+            configs.append((f"{CONTROL}|", CONTROL, "", None, ""))
         production: dict[str, tuple[int, str]] = {"none": server("1.0")}
-        for label, priority, _, target_url in configs:
+        for key, _, _, _, target_url in configs:
             extra = ("--shadows", json.dumps([{"package": "candidate", "url": target_url, "samplingRate": 1.0}])
                      ) if target_url else ()
-            production[f"{label}|{priority}"] = server("1.0", *extra)
+            production[key] = server("1.0", *extra)
         for _, endpoint in production.values():
             wrk(exe, f"{endpoint}/v2/models/iris/infer", BODY, 2, conns)  # warm up
         none_url = f"{production['none'][1]}/v2/models/iris/infer"
@@ -217,8 +217,7 @@ def main() -> None:
         # pairs' ratios. Short runs and many rounds keep the two runs of a pair close in time.
         for r in range(args.repeat):
             order = configs[r % len(configs):] + configs[:r % len(configs)]
-            for k, (label, priority, target, _) in enumerate(order):
-                key = f"{label}|{priority}"
+            for k, (key, _, _, target, _) in enumerate(order):
                 turns = [("none", None), (key, target)]
                 if (r + k) % 2:
                     turns.reverse()
@@ -228,9 +227,9 @@ def main() -> None:
                     turns.reverse()
                 pairs.setdefault(key, []).append((runs["none"]["full"][-1], runs["none"]["half"][-1],
                                                   runs[key]["full"][-1], runs[key]["half"][-1]))
-        for label, priority, _, target_url in configs:
+        for key, _, _, _, target_url in configs:
             if target_url:
-                counts[f"{label}|{priority}"] = shadow_counts(production[f"{label}|{priority}"][1])
+                counts[key] = shadow_counts(production[key][1])
     finally:
         for proc in started:
             stop(proc)
@@ -245,10 +244,10 @@ def main() -> None:
           f"every request also sent to the shadow. wrk 1 thread, {conns} connections, {secs:g} s per run. Every "
           f"Production server is started once and kept up; in each of {args.repeat} rounds each shadow's server runs "
           f"paired with the no-shadow server's run right before or after it, at full and then at half load (A B B A, "
-          f"which goes first alternates); a change is the median of the pairs' ratios [its quartiles]; {os.cpu_count()} cores; load average {load_before} "
-          f"before, {load_after} after. The target runs on the same cores: under SCHED_IDLE it gets only the CPU "
-          f"Production leaves idle (as on a node of its own); at equal priority it competes (an upper bound on the "
-          f"cost).\n")
+          f"which goes first alternates); a change is the median of the pairs' ratios [its quartiles]; "
+          f"{os.cpu_count()} cores; load average {load_before} before, {load_after} after. The target runs on the "
+          f"same cores: under SCHED_IDLE it gets only the CPU Production leaves idle (as on a node of its own); at "
+          f"equal priority it competes (an upper bound on the cost).\n")
     base_runs = runs.pop("none")
     base = {k: median(v) for k, v in base_runs.items()}
     bf, bh = base["full"], base["half"]
