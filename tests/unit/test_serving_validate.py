@@ -163,7 +163,7 @@ def test_collector_bound_drops_and_counts_and_keeps_what_it_holds(batch_rows) ->
     assert [r[0] for r in collector.predictions.values()] == ["5"] and collector.predictions.dropped == 3
 
 
-def test_one_row_requests_held_for_encoding_are_bounded_and_buffered_as_record_prediction_buffers_them() -> None:
+def test_one_row_requests_held_for_encoding_are_bounded_and_buffered_as_record_predictions_buffers_them() -> None:
     """record_one holds rows and encodes them together (every PENDING rows, at a flush, or before a row recorded
     another way, so rows keep the order they were served in): the held rows count against the bound, and what
     reaches the buffer is what record_predictions is given for the same row."""
