@@ -52,11 +52,20 @@ def _leftovers(directory: Path) -> dict[str, object]:
     }
 
 
-def test_dev_up_node_runs_a_pod_and_down_removes_everything(tmp_path: Path) -> None:
+def test_dev_up_node_runs_a_pod_and_down_removes_everything() -> None:
     try:
         preflight()
     except NodeUnavailable as exc:
         pytest.skip(f"real-node suite: {exc}")
+    # Not pytest's tmp_path: under xdist (popen-gw0/) it left containerd's socket path over its 104 characters.
+    tmp_path = Path(tempfile.mkdtemp(prefix="mloop-up-"))
+    try:
+        _up_runs_a_pod_and_down_removes_everything(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _up_runs_a_pod_and_down_removes_everything(tmp_path: Path) -> None:
     env = {"MLOOP_DEV_DIR": str(tmp_path / "dev")}
     up = _mloop("dev", "up", "--node", env=env)
     try:
@@ -110,8 +119,6 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_the_next_start_reaps_a_killed_runs_node_and_only_it() -> None:
-    from mloop.localcluster import LocalStack
-
     try:
         preflight()
     except NodeUnavailable as exc:

@@ -61,7 +61,7 @@ def ensure_stack(with_operator: bool = False, node: bool = False) -> StackInfo:
         if node:  # what is missing, before anything is built or started
             from mloop.localcluster.node import preflight
 
-            preflight()
+            preflight(directory)
 
         with console.status("Building or finding the control-plane binaries…"):
             binaries = find_binaries()

@@ -127,7 +127,7 @@ class LocalStack:
         if self.node:
             from mloop.localcluster import node as localnode
 
-            localnode.preflight()
+            localnode.preflight(self.dir)
             self._node_bindir = localnode.binaries_dir()
         try:
             if self.node:
