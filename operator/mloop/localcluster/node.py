@@ -92,17 +92,19 @@ def binaries_dir() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-# The longest unix socket paths under a node's folder, and the most each daemon takes (sun_path is 108 bytes;
-# containerd allows 104 and adds ".ttrpc" to its socket's name).
-SOCKETS = (("containerd/containerd.sock.ttrpc", 104), ("kubelet/device-plugins/kubelet.sock", 107))
+def _longest_sockets(directory: Path) -> list[tuple[Path, int]]:
+    """The longest unix socket paths a node in this stack folder uses, and the most each daemon takes (sun_path is
+    108 bytes; containerd allows 104 and adds ".ttrpc" to its socket's name)."""
+    paths = NodePaths(directory / "node")
+    return [(paths.sock.with_name(paths.sock.name + ".ttrpc"), 104),
+            (paths.kubelet / "device-plugins" / "kubelet.sock", 107)]
 
 
 def preflight(directory: Path | None = None) -> None:
     """Say everything that is missing at once: root, Debian packages, kernel features, and (given the stack's
     folder) room for the node's unix sockets."""
     missing: list[str] = []
-    for name, most in SOCKETS if directory is not None else ():
-        path = NodePaths(directory / "node").root / name
+    for path, most in _longest_sockets(directory) if directory is not None else ():
         if len(str(path)) > most:
             missing.append(f"a shorter stack folder than {directory} ({path} is {len(str(path))} characters, over "
                            f"the {most} a unix socket path may have here; MLOOP_DEV_DIR sets it)")
