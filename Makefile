@@ -55,11 +55,15 @@ graphviz:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null); } || \
 	  { echo "Graphviz 'dot' is missing: install it (Debian: apt-get install graphviz) for SVG/PNG lineage" >&2; exit 1; }
 
-# TEST_WORKERS pytest-xdist workers, each with a local stack of its own: the suite waits on the stack about half
-# the time, so two workers share 2 cores. TEST_WORKERS=0 runs it in one process.
+# The real-node tests first, alone: beside another worker's stack their node's controllers stalled (pods never
+# started). Then the rest in TEST_WORKERS pytest-xdist workers, each with a local stack of its own: the suite
+# waits on its stack about half the time, so two workers share 2 cores. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) binaries graphviz node-if-possible
-	MLOOP_IMAGE_ARCHIVE=$$(tail -n1 $(IMAGE_NOTE) 2>/dev/null) $(BIN)/python -m pytest -n $(TEST_WORKERS) tests
+	@export MLOOP_IMAGE_ARCHIVE=$$(tail -n1 $(IMAGE_NOTE) 2>/dev/null); \
+	$(BIN)/python -m pytest tests/cluster; cluster=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --ignore=tests/cluster tests; rest=$$?; \
+	exit $$(( cluster ? cluster : rest ))
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

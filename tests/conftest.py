@@ -33,7 +33,8 @@ class S3:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist (`make test`), each worker has a stack of its own. A module's tests go to one worker, so
     its module fixtures are built once, and the real-node tests (tests/cluster) all to one, as a machine holds one
-    node. (Not xdist_group marks: pytest 9.2 drops the nodeid suffix --dist loadgroup relies on, pytest-xdist#1386.)"""
+    node (`make test` runs them before, on their own). Not xdist_group marks: pytest 9.2 drops the nodeid suffix
+    --dist loadgroup relies on (pytest-xdist#1386)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByModule(LoadScopeScheduling):
