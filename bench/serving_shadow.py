@@ -175,9 +175,8 @@ def main() -> None:
             return spawn("-c", SINK)
 
         # Every target and every Production server is started once and kept up; they take turns under load.
-        # (key, label, priority, target pid, target url); each target process is its own, so its scheduling is set
-        # once
-        configs: list[tuple[str, str, str, int | None, str]] = []
+        # (key "label|priority", target pid, target url); each target process is its own, so its scheduling is set once
+        configs: list[tuple[str, int | None, str]] = []
         for label, make, name in (("do-nothing sink", sink, "sink"),
                                   ("mloop candidate", lambda: server("0", "--workers", "1"), "candidate")):
             if not only or name in only:
@@ -185,13 +184,13 @@ def main() -> None:
                     pid, url = make()
                     set_idle(pid, idle)
                     priority = "SCHED_IDLE" if idle else "equal"
-                    configs.append((f"{label}|{priority}", label, priority, pid, url))
+                    configs.append((f"{label}|{priority}", pid, url))
         if not only or "hanging" in only:  # a thread of this process: it burns no CPU
-            configs.append(("hanging target|", "hanging target", "", None, hanging.url))
+            configs.append(("hanging target|", None, hanging.url))
         if not only or "control" in only:  # no shadow either: paired the same way, its change is the noise
-            configs.append((f"{CONTROL}|", CONTROL, "", None, ""))
+            configs.append((f"{CONTROL}|", None, ""))
         production: dict[str, tuple[int, str]] = {"none": server("1.0")}
-        for key, _, _, _, target_url in configs:
+        for key, _, target_url in configs:
             extra = ("--shadows", json.dumps([{"package": "candidate", "url": target_url, "samplingRate": 1.0}])
                      ) if target_url else ()
             production[key] = server("1.0", *extra)
@@ -217,7 +216,7 @@ def main() -> None:
         # pairs' ratios. Short runs and many rounds keep the two runs of a pair close in time.
         for r in range(args.repeat):
             order = configs[r % len(configs):] + configs[:r % len(configs)]
-            for k, (key, _, _, target, _) in enumerate(order):
+            for k, (key, target, _) in enumerate(order):
                 turns = [("none", None), (key, target)]
                 if (r + k) % 2:
                     turns.reverse()
@@ -227,7 +226,7 @@ def main() -> None:
                     turns.reverse()
                 pairs.setdefault(key, []).append((runs["none"]["full"][-1], runs["none"]["half"][-1],
                                                   runs[key]["full"][-1], runs[key]["half"][-1]))
-        for key, _, _, _, target_url in configs:
+        for key, _, target_url in configs:
             if target_url:
                 counts[key] = shadow_counts(production[key][1])
     finally:

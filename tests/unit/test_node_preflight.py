@@ -17,4 +17,3 @@ def test_a_stack_folder_too_long_for_the_nodes_unix_sockets_is_refused_by_name(t
         preflight(folder)
     assert f"a shorter stack folder than {folder} ({socket} is {len(str(socket))} characters" in str(refused.value)
     assert "MLOOP_DEV_DIR sets it" in str(refused.value)
-
