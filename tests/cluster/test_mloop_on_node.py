@@ -193,7 +193,7 @@ def in_cluster_operator(stack: Any, kubectl: Any, api_client: Any, namespace: st
         wait_for(lambda: all((d := apps.read_namespaced_deployment(name, "mloop-system")).status.available_replicas
                              == d.spec.replicas for name in ("mloop-operator", "mloop-s3")), timeout=300, interval=1)
         yield
-    finally:  # the test bed runs no namespace controller: the Deployments go, and the garbage collector their pods
+    finally:  # the operator's pods end while the node still runs (a pod left terminating leaves a shim behind)
         kubectl("delete", "-f", "-", "--wait=false", "--ignore-not-found",
                 input=yaml.safe_dump_all(d for d in docs if d["kind"] != "CustomResourceDefinition"))
         wait_for(lambda: not client.CoreV1Api(api_client).list_namespaced_pod("mloop-system").items, timeout=120)

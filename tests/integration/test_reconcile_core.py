@@ -74,6 +74,31 @@ def test_an_object_at_rest_has_no_finalizer_and_deletes_while_the_operator_is_do
     assert done.returncode == 0, done.stderr
 
 
+def test_a_team_namespace_at_rest_deletes_while_the_operator_is_down(kubectl, api_client) -> None:
+    """A platform team's teardown: `kubectl delete namespace` with a Dataset, a run and a package at rest in it
+    completes with no operator running, and takes them with it."""
+    import uuid
+
+    from kopf.testing import KopfRunner
+    from kubernetes import client
+
+    team = f"team-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api_client).create_namespace({"metadata": {"name": team}})
+    settled = {"datasets": ("iris", "Ready"), "trainingruns": ("fit", "Succeeded"),
+               "modelpackages": ("iris-1", "Packaged")}
+    with KopfRunner(["run", "--standalone", "--namespace", team, "-m", "mloop.handlers"], timeout=120):
+        apply_object(kubectl, team, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
+        apply_object(kubectl, team, "TrainingRun", "fit", {"datasetRef": {"name": "iris"}, "target": "species",
+                                                           "estimator": {"name": "LogisticRegression"}})
+        apply_object(kubectl, team, "ModelPackage", "iris-1", {"model": "iris", "trainingRunRef": {"name": "fit"}})
+        for plural, (name, phase) in settled.items():
+            wait_for(lambda: (o := get_object(api_client, team, plural, name)).get("status", {}).get("phase") == phase
+                     and not o["metadata"].get("finalizers"), timeout=120)
+    done = kubectl("delete", "namespace", team, "--wait=true", "--timeout=60s")
+    assert done.returncode == 0, done.stderr
+    assert kubectl("get", "namespace", team).returncode != 0  # gone, with everything in it
+
+
 def test_a_null_grid_candidate_is_kept_and_does_not_block_status_writes(kubectl, api_client, namespace) -> None:
     """None is a real candidate (max_depth: null); a schema that called it invalid data failed every status write."""
     from mloop.handlers.common import patch_status

@@ -95,7 +95,7 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
 
 
 class LocalStack:
-    """etcd + kube-apiserver + kube-controller-manager (Job and GC controllers) + versitygw.
+    """etcd + kube-apiserver + kube-controller-manager (Job, GC and namespace controllers) + versitygw.
 
     Ports are chosen at run time, so several stacks can run side by side.
     """
@@ -194,7 +194,8 @@ class LocalStack:
             self._spawn("kube-controller-manager", [
                 str(self.binaries.kube_controller_manager),
                 f"--kubeconfig={kubeconfig}",
-                "--controllers=job-controller,garbage-collector-controller,clusterrole-aggregation-controller"
+                "--controllers=job-controller,garbage-collector-controller,clusterrole-aggregation-controller,"
+                "namespace-controller"
                 + (",node-lifecycle-controller,deployment-controller,replicaset-controller,endpointslice-controller,"
                    "endpointslice-mirroring-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,"
                    "pod-garbage-collector-controller" if self.node else ""),
