@@ -332,3 +332,21 @@ def test_a_small_csv_with_the_wrong_delimiter_names_it(tmp_path: Path) -> None:
         run(lambda forced: format_batches("csv", lambda: io.BytesIO(data), "semicolons.csv", None, 1 << 22, forced,
                                           {}), tmp_path)  # 4 parse blocks a batch
     assert err.value.reason == "WrongDelimiter" and "delimiter" in err.value.message
+
+
+def test_a_zoned_datetime_column_keeps_its_instants_and_nulls() -> None:
+    """pandas 3.1 deprecates what pyarrow reads of such a column (Series.values, which drops the zone): the
+    conversion must not rest on it. Canonical timestamps are UTC."""
+    import warnings
+
+    when = pd.Series(pd.to_datetime(["2026-03-29T00:30:00Z", None, "2026-03-29T01:30:00.123Z"], format="ISO8601"))
+    frame = pd.DataFrame({"when": when.dt.tz_convert("Europe/Paris"), "n": [1, 2, 3]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = canonical_table(frame)
+    column = table.column("when")
+    assert str(column.type) == "timestamp[us, tz=UTC]"
+    values = column.to_pylist()
+    assert values[1] is None
+    assert [v.isoformat() for v in (values[0], values[2])] == ["2026-03-29T00:30:00+00:00",
+                                                               "2026-03-29T01:30:00.123000+00:00"]

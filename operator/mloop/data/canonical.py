@@ -113,7 +113,11 @@ def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
         if isinstance(series.dtype, pd.CategoricalDtype):
             series = series.astype(object).where(series.notna(), None)
         try:
-            arr = pa.array(series, from_pandas=True)
+            if isinstance(series.dtype, pd.DatetimeTZDtype):  # pyarrow reads Series.values, which pandas 4 changes
+                arr = pa.array(series.dt.tz_convert(None).to_numpy(), pa.timestamp(series.dt.unit, str(series.dt.tz)),
+                               from_pandas=True)
+            else:
+                arr = pa.array(series, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             arr = pa.array(series.map(lambda v: None if pd.isna(v) else str(v)), type=pa.string())
         columns.append(arr)
