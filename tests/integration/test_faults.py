@@ -104,7 +104,7 @@ def run_workload(name: str, stack: Any, kubectl: Callable[..., Any], api_client:
         got = snapshot(api_client, s3, namespace, run.operator.local_dir)
         dump(got, directory / "snapshot.json")
         # Deleted as a user would, with the operator still running (it stops what its finalizers guard), so that
-        # no later operator of the session adopts them: the namespace's own deletion comes after the operator's.
+        # no later operator of the session adopts them: the namespace itself is deleted after the operator stops.
         left = delete_workload(api, namespace)
         if left:
             run.notes.append(f"still there 120 s after their deletion: {left}")

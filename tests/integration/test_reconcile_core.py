@@ -86,17 +86,20 @@ def test_a_team_namespace_at_rest_deletes_while_the_operator_is_down(kubectl, ap
     client.CoreV1Api(api_client).create_namespace({"metadata": {"name": team}})
     settled = {"datasets": ("iris", "Ready"), "trainingruns": ("fit", "Succeeded"),
                "modelpackages": ("iris-1", "Packaged")}
-    with KopfRunner(["run", "--standalone", "--namespace", team, "-m", "mloop.handlers"], timeout=120):
-        apply_object(kubectl, team, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
-        apply_object(kubectl, team, "TrainingRun", "fit", {"datasetRef": {"name": "iris"}, "target": "species",
-                                                           "estimator": {"name": "LogisticRegression"}})
-        apply_object(kubectl, team, "ModelPackage", "iris-1", {"model": "iris", "trainingRunRef": {"name": "fit"}})
-        for plural, (name, phase) in settled.items():
-            wait_for(lambda: (o := get_object(api_client, team, plural, name)).get("status", {}).get("phase") == phase
-                     and not o["metadata"].get("finalizers"), timeout=120)
-    done = kubectl("delete", "namespace", team, "--wait=true", "--timeout=60s")
-    assert done.returncode == 0, done.stderr
-    assert kubectl("get", "namespace", team).returncode != 0  # gone, with everything in it
+    try:
+        with KopfRunner(["run", "--standalone", "--namespace", team, "-m", "mloop.handlers"], timeout=120):
+            apply_object(kubectl, team, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
+            apply_object(kubectl, team, "TrainingRun", "fit", {"datasetRef": {"name": "iris"}, "target": "species",
+                                                               "estimator": {"name": "LogisticRegression"}})
+            apply_object(kubectl, team, "ModelPackage", "iris-1", {"model": "iris", "trainingRunRef": {"name": "fit"}})
+            for plural, (name, phase) in settled.items():
+                wait_for(lambda: (o := get_object(api_client, team, plural, name)).get("status", {}).get("phase")
+                         == phase and not o["metadata"].get("finalizers"), timeout=120)
+        done = kubectl("delete", "namespace", team, "--wait=true", "--timeout=60s")
+        assert done.returncode == 0, done.stderr
+        assert kubectl("get", "namespace", team).returncode != 0  # gone, with everything in it
+    finally:  # after a failure: no namespace left for later tests
+        kubectl("delete", "namespace", team, "--wait=false", "--ignore-not-found")
 
 
 def test_a_null_grid_candidate_is_kept_and_does_not_block_status_writes(kubectl, api_client, namespace) -> None:
