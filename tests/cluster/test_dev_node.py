@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,41 +53,41 @@ def _leftovers(directory: Path) -> dict[str, object]:
     }
 
 
-def test_dev_up_node_runs_a_pod_and_down_removes_everything() -> None:
+@pytest.fixture
+def node_folder() -> Iterator[Path]:
+    """A short folder for a node's stacks, where the node can run. Not pytest's tmp_path: under xdist
+    (popen-gw0/) it left containerd's socket path over its 104 characters."""
     try:
         preflight()
     except NodeUnavailable as exc:
         pytest.skip(f"real-node suite: {exc}")
-    # Not pytest's tmp_path: under xdist (popen-gw0/) it left containerd's socket path over its 104 characters.
-    tmp_path = Path(tempfile.mkdtemp(prefix="mloop-up-"))
-    try:
-        _up_runs_a_pod_and_down_removes_everything(tmp_path)
-    finally:
-        shutil.rmtree(tmp_path, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix="mloop-node-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def _up_runs_a_pod_and_down_removes_everything(tmp_path: Path) -> None:
-    env = {"MLOOP_DEV_DIR": str(tmp_path / "dev")}
+def test_dev_up_node_runs_a_pod_and_down_removes_everything(node_folder: Path) -> None:
+    env = {"MLOOP_DEV_DIR": str(node_folder / "dev")}
     up = _mloop("dev", "up", "--node", env=env)
     try:
         assert up.returncode == 0, up.stderr
         assert "with a node" in up.stderr
-        state = json.loads((tmp_path / "dev" / "state.json").read_text())
+        state = json.loads((node_folder / "dev" / "state.json").read_text())
         kubectl = [str(Path(sys.executable).with_name("kubectl")), "--kubeconfig", state["kubeconfig"]]
         # A pod left running when the stack goes down: down must end it, its network and its mounts.
         subprocess.run([*kubectl, "run", "left-running", f"--image={PAUSE_IMAGE}", "--image-pull-policy=IfNotPresent"],
                        check=True, capture_output=True)
         subprocess.run([*kubectl, "wait", "--for=condition=Ready", "pod/left-running", "--timeout=120s"],
                        check=True, capture_output=True)
-        assert _leftovers(tmp_path)["veths"]
+        assert _leftovers(node_folder)["veths"]
         # Its CLI has exited, but a `dev up` stack is meant to outlive it: the next start must not reap it.
         with pytest.raises(NodeUnavailable, match="already running"):
             preflight()
     finally:
         down = _mloop("dev", "down", env=env)
     assert down.returncode == 0, down.stderr
-    assert _leftovers(tmp_path) == {"processes": [], "mounts": [], "kube chains": [], "bridge rules": [],
-                                    "service route": False, "bridge": False, "veths": False}
+    assert _leftovers(node_folder) == {"processes": [], "mounts": [], "kube chains": [], "bridge rules": [],
+                                       "service route": False, "bridge": False, "veths": False}
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to become another user")
@@ -118,31 +119,19 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_the_next_start_reaps_a_killed_runs_node_and_only_it() -> None:
-    try:
-        preflight()
-    except NodeUnavailable as exc:
-        pytest.skip(f"real-node suite: {exc}")
-    tmp_path = Path(tempfile.mkdtemp(prefix="mloop-reap-"))  # containerd's socket path must stay short
-    try:
-        _reaps(tmp_path)
-    finally:
-        shutil.rmtree(tmp_path, ignore_errors=True)
-
-
-def _reaps(tmp_path: Path) -> None:
+def test_the_next_start_reaps_a_killed_runs_node_and_only_it(node_folder: Path) -> None:
     from mloop.localcluster import LocalStack
 
-    dead = tmp_path / "dead"
+    dead = node_folder / "dead"
     dead.mkdir()
     run = subprocess.run([sys.executable, "-c", KILLED_RUN, str(dead), PAUSE_IMAGE], capture_output=True, text=True,
                          timeout=600, check=False)
     assert run.returncode == -9 and "up" in run.stdout, run.stderr[-2000:]
-    left = _leftovers(tmp_path)
+    left = _leftovers(node_folder)
     assert left["bridge"] and left["veths"] and any("kubelet" in p for p in left["processes"]), left
     # Not ours though it names the dead stack's folder: a reaper must leave it running.
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", str(dead / "kubeconfig")])
-    live = LocalStack(tmp_path / "next", node=True)
+    live = LocalStack(node_folder / "next", node=True)
     try:
         live.start()  # reaps the dead node first: otherwise "127.0.0.1:10250: address already in use"
         assert not [p for p in _leftovers(dead)["processes"] if "time.sleep" not in p], _leftovers(dead)
@@ -155,5 +144,5 @@ def _reaps(tmp_path: Path) -> None:
         live.stop()
         bystander.kill()
         bystander.wait()
-    assert _leftovers(tmp_path) == {"processes": [], "mounts": [], "kube chains": [], "bridge rules": [],
-                                    "service route": False, "bridge": False, "veths": False}
+    assert _leftovers(node_folder) == {"processes": [], "mounts": [], "kube chains": [], "bridge rules": [],
+                                       "service route": False, "bridge": False, "veths": False}
