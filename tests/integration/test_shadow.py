@@ -282,7 +282,7 @@ def test_a_hanging_or_dead_shadow_never_changes_the_callers_answers(served, tmp_
             expected, shadowed_answer = post(f"{baseline_endpoint}/predict", body), post(f"{endpoint}/predict", body)
             sent += 1
             assert shadowed_answer == expected
-        assert shadow_count(endpoint, "hangs", "dropped") > 0
+        wait_for(lambda: shadow_count(endpoint, "hangs", "dropped") > 0, timeout=10)  # on the metric within 0.5 s
         for target in ("hangs", "dead"):  # every copy accounted for: timed out, refused or dropped, none sent
             wait_for(lambda: shadow_count(endpoint, target, "failed") + shadow_count(endpoint, target, "dropped")
                      == sent, timeout=30)

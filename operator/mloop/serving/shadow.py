@@ -24,6 +24,7 @@ import orjson
 log = logging.getLogger("mloop.serve.shadow")
 OUTCOMES = ("sent", "failed", "dropped")
 MAX_BATCH_ROWS = 1000  # rows in one forwarded POST (a server takes up to 10,000)
+DROPS_PUBLISHED_WITHIN = 0.5  # seconds: the metric's lag behind a drop, whatever the gatherer is waiting on
 HEADERS = {"Content-Type": "application/json", "X-Mloop-Shadow": "1"}
 
 
@@ -122,7 +123,8 @@ class _Lane:
         self.queued = 0  # requests in `batches`
         self.wake = asyncio.Event()
         self.full: asyncio.Future[None] | None = None  # while the gatherer lingers: done once a batch waits
-        self.dropped = 0  # counted here on the request path, added to the metric by the gatherer
+        self.dropped = 0  # counted here on the request path, added to the metric by a timer
+        self.publishing = False  # that timer is set
         self.tasks: set[asyncio.Task[None]] = set()
         self.failures = 0  # POSTs failed in a row
         self.paused = False  # after a failure: copies are dropped (counted) and nothing is posted until it ends
@@ -202,6 +204,9 @@ class Shadow:
                 continue
             if lane.paused or lane.queued >= lane.capacity:
                 lane.dropped += 1
+                if not lane.publishing:  # one timer per burst of drops, not one metric update per drop
+                    lane.publishing = True
+                    asyncio.get_running_loop().call_later(DROPS_PUBLISHED_WITHIN, self._publish_dropped, lane)
                 continue
             batch = None if lane.sealed else lane.batches[-1]
             if batch is not None and len(batch.ids) + len(row_ids) > MAX_BATCH_ROWS:
@@ -229,11 +234,15 @@ class Shadow:
             self.metrics.count(lane.target.package, "dropped", lane.dropped)
         lane.dropped = 0
 
+    def _publish_dropped(self, lane: _Lane) -> None:
+        # A timer, not the gatherer: the gatherer may wait a POST timeout on a hung target, or a 30 s pause.
+        lane.publishing = False
+        self._count_dropped(lane)
+
     async def _gather(self, lane: _Lane) -> None:
         slots = asyncio.Semaphore(self.concurrency)
         while True:
             if not lane.batches:
-                self._count_dropped(lane)
                 lane.wake.clear()
                 await lane.wake.wait()
             if len(lane.batches) == 1 and not lane.sealed:  # let a batch gather
@@ -251,7 +260,6 @@ class Shadow:
                 slots.release()
                 continue
             batch = lane.take()
-            self._count_dropped(lane)
             if self.metrics:
                 self.metrics.queued(lane.target.package, lane.queued)
             self._track(lane, self._post(lane, batch)).add_done_callback(lambda _: slots.release())
@@ -290,7 +298,6 @@ class Shadow:
         def resume() -> None:
             lane.paused = False
             lane.open.set()
-            self._count_dropped(lane)  # what the pause dropped, if no copy wakes the gatherer soon
 
         asyncio.get_running_loop().call_later(seconds, resume)
 
