@@ -1,7 +1,39 @@
-"""The TrainingRun timer holds no finalizer: it stops when the run leaves the runs_in_flight index (deletion); it
-leaves a run whose Job is in flight to the jobs watch."""
+"""The TrainingRun timer holds no finalizer: it stops when the run leaves the runs_in_flight view (deletion); it
+leaves a run whose Job is in flight to the jobs watch. The views are filled here by kopf's own indexer."""
 
 from __future__ import annotations
+
+from typing import Any
+
+
+def run(phase: str, task: str | None = None, **status: Any) -> dict:
+    return {"apiVersion": "mloop.dev/v1alpha1", "kind": "TrainingRun",
+            "metadata": {"namespace": "ns", "name": "a", "uid": "u", "resourceVersion": "1", "generation": 1},
+            "spec": {"datasetRef": {"name": "iris"}},
+            "status": {"phase": phase, **({"task": task} if task else {}), **status}}
+
+
+def indexed(*events: dict) -> dict[str, Any]:
+    """The handler kwargs holding the TrainingRun views once kopf's indexer took these bodies, one event each."""
+    import asyncio
+
+    import kopf
+    from kopf._cogs.structs.ids import HandlerId
+    from kopf._core.actions.execution import Outcome
+    from kopf._core.engines.indexing import OperatorIndexer, OperatorIndexers
+
+    import mloop.handlers  # noqa: F401 - registers every view
+    from mloop.handlers.views import TRAININGRUNS
+
+    indexers = OperatorIndexers()
+    indexers[HandlerId(TRAININGRUNS.kwarg)] = OperatorIndexer()
+    for event in events:
+        body = kopf.Body(event)
+        meta = body.metadata
+        entries = asyncio.run(TRAININGRUNS.entries(body=body, spec=body.spec, status=body.status, uid=meta.uid,
+                                                   namespace=meta.namespace, name=meta.name))
+        indexers.replace(body, {HandlerId(TRAININGRUNS.kwarg): Outcome(final=True, result=entries)})
+    return {TRAININGRUNS.kwarg: indexers[HandlerId(TRAININGRUNS.kwarg)].index}
 
 
 def test_the_timer_is_registered_without_a_finalizer() -> None:
@@ -17,14 +49,27 @@ def test_the_timer_is_registered_without_a_finalizer() -> None:
 def test_the_timer_visits_runs_in_flight_that_are_still_indexed() -> None:
     from mloop.handlers.trainingrun import _timer_visits
 
-    def visits(status: dict, indexed: bool = True, jobs: dict | None = None) -> bool:
-        return _timer_visits(uid="u", namespace="ns", status=status, runs_in_flight={"u": [True]} if indexed else {},
-                             task_jobs=jobs or {})
+    def visits(body: dict, still_indexed: bool = True) -> bool:
+        return _timer_visits(uid="u", namespace="ns", status=body["status"], task_jobs={},
+                             **indexed(*[body] if still_indexed else []))
 
-    assert visits({"phase": "Pending"})
-    assert not visits({"phase": "Pending"}, indexed=False)  # deleted: out of the index
-    assert not visits({"phase": "Succeeded"})
-    assert visits({"phase": "Succeeded", "mlflow": {"state": "Pending"}})
+    assert visits(run("Pending"))
+    assert not visits(run("Pending"), still_indexed=False)  # deleted: out of the index
+    assert not visits(run("Succeeded"))
+    assert visits(run("Succeeded", mlflow={"state": "Pending"}))
+
+
+def test_a_finished_run_leaves_the_views_of_runs_in_flight() -> None:
+    """kopf keeps an object's old index entries when its handler returns None: a finished run stayed in
+    runs_in_flight and runs_by_task (its Job's later deletion then woke a pass on a stale body)."""
+    from mloop.handlers.modelpackage import trainingruns_by_name
+    from mloop.handlers.trainingrun import runs_by_task, runs_in_flight
+
+    running = indexed(run("Running", "train-a-1"))
+    assert "u" in runs_in_flight.of(running) and len(runs_by_task.of(running).get(("ns", "train-a-1"))) == 1
+    done = indexed(run("Running", "train-a-1"), run("Succeeded", "train-a-1"))
+    assert "u" not in runs_in_flight.of(done) and not runs_by_task.of(done).get(("ns", "train-a-1"))
+    assert [r["phase"] for r in trainingruns_by_name.of(done).get(("ns", "a"))] == ["Succeeded"]
 
 
 def test_a_run_on_a_job_in_flight_is_left_to_the_jobs_watch() -> None:
@@ -35,22 +80,21 @@ def test_a_run_on_a_job_in_flight_is_left_to_the_jobs_watch() -> None:
 
     def visits(job: TaskState | None) -> bool:
         jobs = {("ns", "train-a-1"): [job]} if job else {}
-        return _timer_visits(uid="u", namespace="ns", status={"phase": "Running", "task": "train-a-1"},
-                             runs_in_flight={"u": [True]}, task_jobs=jobs)
+        body = run("Running", "train-a-1")
+        return _timer_visits(uid="u", namespace="ns", status=body["status"], task_jobs=jobs, **indexed(body))
 
     assert not visits(TaskState("Pending")) and not visits(TaskState("Running"))
     assert visits(None) and visits(TaskState("Succeeded")) and visits(TaskState("Failed"))
 
     def news(job: TaskState | None, run_phase: str = "Pending", type: str = "MODIFIED") -> bool:
-        runs = {("ns", "train-a-1"): [{"status": {"phase": run_phase, "task": "train-a-1"}}]}
-        return _news_for_its_run(type=type, namespace="ns", name="train-a-1", runs_by_task=runs,
+        return _news_for_its_run(type=type, namespace="ns", name="train-a-1", **indexed(run(run_phase, "train-a-1")),
                                  task_jobs={("ns", "train-a-1"): [job]} if job else {})
 
     assert news(TaskState("Running")) and not news(TaskState("Running"), run_phase="Running")
     assert not news(TaskState("Pending"))
     assert news(TaskState("Succeeded"), run_phase="Running") and news(TaskState("Failed"))
     assert news(None, type="DELETED")
-    assert not _news_for_its_run(type="MODIFIED", namespace="ns", name="other", runs_by_task={},
+    assert not _news_for_its_run(type="MODIFIED", namespace="ns", name="other", **indexed(run("Pending", "train-a-1")),
                                  task_jobs={("ns", "other"): [TaskState("Succeeded")]})  # no run follows it
 
 

@@ -163,7 +163,7 @@ def datasets_by_name(namespace: str, name: str, status: kopf.Status, **_: Any) -
 
 
 @kopf.index(GROUP, VERSION, "datasets")
-def derived_by_parent(namespace: str, body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict | None:
+def derived_by_parent(namespace: str, body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict:
     """Derived Datasets by each parent they follow (not pinned), with their whole body: any parent's new version
     wakes them."""
     derived = (spec.get("source") or {}).get("derived") or {}
@@ -171,13 +171,14 @@ def derived_by_parent(namespace: str, body: kopf.Body, spec: kopf.Spec, **_: Any
             list((derived.get("union") or {}).get("datasets") or [])
             + [r for r in ((derived.get("join") or {}).get(side) for side in ("left", "right")) if r])
     keys = {(ref.get("namespace") or namespace, ref["name"]) for ref in refs if not ref.get("version")}
-    return {key: copy.deepcopy(dict(body)) for key in keys} or None
+    return {key: copy.deepcopy(dict(body)) for key in keys}  # {}, not None: kopf keeps old entries on None
 
 
 @kopf.index(GROUP, VERSION, "datasets")
-async def datasets_by_task(namespace: str, body: kopf.Body, status: kopf.Status, **_: Any) -> dict | None:
+async def datasets_by_task(namespace: str, body: kopf.Body, status: kopf.Status, **_: Any) -> dict:
     """Datasets with an ingest task, by its name, with their whole body: what that task's Job events wake."""
-    return {(namespace, status["task"]): copy.deepcopy(dict(body))} if status.get("task") else None
+    # {}, not None: kopf keeps old entries on None
+    return {(namespace, status["task"]): copy.deepcopy(dict(body))} if status.get("task") else {}
 
 
 def _dataset_job_news(type: str, namespace: str, name: str, datasets_by_task: kopf.Index, task_jobs: kopf.Index,

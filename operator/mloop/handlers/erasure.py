@@ -30,6 +30,7 @@ from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, pinned
 from mloop.handlers.jobs import task_state
 from mloop.handlers.requirement import start_retrain
+from mloop.handlers.views import TRAININGRUNS
 from mloop.k8s.client import api_client, get_object
 from mloop.reconcile import erasure as decide
 from mloop.reconcile.outcome import Outcome, describe_validation_error
@@ -337,7 +338,7 @@ def retention_holds(namespace: str, dataset: str, indexes: Mapping[str, kopf.Ind
     family = decide.descendants([dataset], views)
     holds: dict[str, str] = {}
     for name in family:
-        for run in indexes["erasure_runs"].get((namespace, name), []):
+        for run in erasure_runs.of(indexes).get((namespace, name)):
             for package in indexes["erasure_packages"].get((namespace, run["name"]), []):
                 if package.get("stage") != "Production":
                     continue
@@ -399,8 +400,8 @@ def erasure_datasets(namespace: str, name: str, spec: kopf.Spec, status: kopf.St
                         "status": {k: status.get(k) for k in ("columns", "digest", "task")}}}
 
 
-@kopf.index(GROUP, VERSION, "trainingruns")
-async def erasure_runs(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict | None:
+@TRAININGRUNS.view
+def erasure_runs(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict | None:
     """Runs by the Dataset they pinned: the runs an erased version flags."""
     pinned = status.get("dataset")
     if not pinned or "@" not in pinned:
@@ -410,22 +411,23 @@ async def erasure_runs(namespace: str, name: str, status: kopf.Status, **_: Any)
 
 
 @kopf.index(GROUP, VERSION, "modelpackages")
-def erasure_packages(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict | None:
+def erasure_packages(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     """Packages by the run they were built from, with the stage granted: what an erasure flags, what retention keeps."""
     run = (spec.get("trainingRunRef") or {}).get("name")
-    return {(namespace, run): {"name": name, "model": spec.get("model"), "stage": status.get("stage")}} if run else None
+    entry = {"name": name, "model": spec.get("model"), "stage": status.get("stage")}
+    return {(namespace, run): entry} if run else {}  # {}, not None: kopf keeps old entries on None
 
 
 @kopf.on.create(GROUP, VERSION, "erasurerequests")
 @kopf.on.resume(GROUP, VERSION, "erasurerequests")
 @pinned
-def erasure_created(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
-                    erasure_packages: kopf.Index, task_jobs: kopf.Index, **_: Any) -> None:
-    reconcile_erasure(dict(body), erasure_datasets, erasure_runs, erasure_packages, task_jobs)
+def erasure_created(body: kopf.Body, erasure_datasets: kopf.Index, erasure_packages: kopf.Index,
+                    task_jobs: kopf.Index, **kwargs: Any) -> None:
+    reconcile_erasure(dict(body), erasure_datasets, erasure_runs.of(kwargs), erasure_packages, task_jobs)
 
 
 @kopf.timer(GROUP, VERSION, "erasurerequests", interval=get_settings().poll_interval, sharp=False, when=_in_flight)
 @pinned
-def erasure_tick(body: kopf.Body, erasure_datasets: kopf.Index, erasure_runs: kopf.Index,
-                 erasure_packages: kopf.Index, task_jobs: kopf.Index, **_: Any) -> None:
-    reconcile_erasure(dict(body), erasure_datasets, erasure_runs, erasure_packages, task_jobs)
+def erasure_tick(body: kopf.Body, erasure_datasets: kopf.Index, erasure_packages: kopf.Index,
+                 task_jobs: kopf.Index, **kwargs: Any) -> None:
+    reconcile_erasure(dict(body), erasure_datasets, erasure_runs.of(kwargs), erasure_packages, task_jobs)

@@ -33,6 +33,7 @@ from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, pinned
 from mloop.handlers.jobs import TASK_JOBS, job_ended, job_in_flight, task_state
 from mloop.handlers.metrics import measured
+from mloop.handlers.views import TRAININGRUNS
 from mloop.k8s.client import api_client
 from mloop.procs import alive
 from mloop.reconcile import modelpackage as decide
@@ -79,8 +80,8 @@ def packages_awaiting_requirements(namespace: str, name: str, spec: kopf.Spec, s
     return {namespace: {"name": name, "model": spec.get("model")}}
 
 
-@kopf.index(GROUP, VERSION, "trainingruns")
-async def trainingruns_by_name(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+@TRAININGRUNS.view
+def trainingruns_by_name(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     ds = spec.get("datasetRef") or {}
     return {(namespace, name): {
         "uid": uid, "phase": status.get("phase"), "failure": status.get("failure"),
@@ -123,14 +124,15 @@ class Indexes:
     packages_awaiting_requirements: Any
     trainingruns_by_name: Any
     requirements_by_name: Any
-    datasets_by_name: Any  # declared in handlers/requirement.py: each Dataset's status
+    datasets_by_name: Any  # declared in handlers/dataset.py: each Dataset's status
     dataset_specs_by_name: Any
     model_servers: Any
     task_jobs: Any  # declared in handlers/jobs.py
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Indexes:
-        return cls(**{name: kwargs[name] for name in cls.__dataclass_fields__})
+        indexes = {name: kwargs[name] for name in cls.__dataclass_fields__ if name != "trainingruns_by_name"}
+        return cls(**indexes, trainingruns_by_name=trainingruns_by_name.of(kwargs))
 
     def package(self, namespace: str, model: str | None, name: str) -> dict | None:
         return next((b for b in self.packages_by_model.get((namespace, model), []) if b["metadata"]["name"] == name),
@@ -548,9 +550,11 @@ def package_changed(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, "modelpackages")
-async def packages_by_task(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict | None:
+async def packages_by_task(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     """Packages with a packaging task, by its name: what that task's Job events wake. Async: pure dict work."""
-    return {(namespace, status["task"]): {"name": name, "model": spec.get("model")}} if status.get("task") else None
+    entry = {"name": name, "model": spec.get("model")}
+    # {}, not None: kopf keeps old entries on None
+    return {(namespace, status["task"]): entry} if status.get("task") else {}
 
 
 def _ticks(namespace: str, status: kopf.Status, task_jobs: kopf.Index, **_: Any) -> bool:

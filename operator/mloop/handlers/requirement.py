@@ -18,6 +18,7 @@ from mloop.api.requirement import RequirementSpec, RequirementStatus
 from mloop.config import get_settings
 from mloop.handlers.common import commit, pinned
 from mloop.handlers.metrics import measured
+from mloop.handlers.views import TRAININGRUNS
 from mloop.k8s.client import custom_objects, get_object
 from mloop.reconcile.outcome import Event, Outcome
 from mloop.reconcile.requirement import requirement_status
@@ -36,24 +37,25 @@ def requirement_bodies(namespace: str, name: str, body: kopf.Body, **_: Any) -> 
 
 
 @kopf.index(GROUP, VERSION, "requirements")
-def requirements_by_retrain_dataset(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict | None:
+def requirements_by_retrain_dataset(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict:
     """The collection Dataset a retrain policy watches, and the combined Dataset it trains on: a new version of
     either may start the retraining."""
     policy = spec.get("retrain") or {}
     refs = [r for r in (policy.get("datasetRef"), policy.get("trainingDatasetRef")) if r]
-    return {(r.get("namespace") or namespace, r["name"]): (namespace, name) for r in refs} or None
+    # {}, not None: kopf keeps old entries on None
+    return {(r.get("namespace") or namespace, r["name"]): (namespace, name) for r in refs}
 
 
-@kopf.index(GROUP, VERSION, "trainingruns")
-async def runs_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+@TRAININGRUNS.view
+def runs_by_requirement(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     entry = {"name": name, "namespace": namespace, "phase": status.get("phase"), "metrics": dict(status.get("metrics") or {}),
              "checks": copy.deepcopy(list(status.get("checks") or [])),
              "dataset": f"{namespace}/{spec.get('datasetRef', {}).get('name')}"}
     return {key: entry for key in _refs(spec, namespace)}
 
 
-@kopf.index(GROUP, VERSION, "trainingruns")
-async def runs_by_name(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
+@TRAININGRUNS.view
+def runs_by_name(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict:
     ref = spec.get("datasetRef") or {}
     return {(namespace, name): {"metrics": dict(status.get("metrics") or {}), "spec": copy.deepcopy(dict(spec)),
                                 "checks": copy.deepcopy(list(status.get("checks") or [])),
@@ -62,8 +64,8 @@ async def runs_by_name(namespace: str, name: str, spec: kopf.Spec, status: kopf.
                                 "datasetDigest": status.get("datasetDigest")}}
 
 
-@kopf.index(GROUP, VERSION, "trainingruns")
-async def requirements_by_run_dataset(namespace: str, spec: kopf.Spec, **_: Any) -> dict:
+@TRAININGRUNS.view
+def requirements_by_run_dataset(namespace: str, spec: kopf.Spec, **_: Any) -> dict:
     """The Requirements whose candidates were trained on a Dataset: its new status may change their verdict."""
     ref = spec.get("datasetRef") or {}
     keys = _refs(spec, namespace)
@@ -126,12 +128,12 @@ def _evaluate_all(keys: Iterable[Key], requirement_bodies: kopf.Index, indexes: 
                     evaluate(fresh, indexes)
 
 
-INDEXES = ("runs_by_requirement", "runs_by_name", "packages_by_requirement", "datasets_by_requirement",
-           "datasets_by_name")
+INDEXES = ("packages_by_requirement", "datasets_by_requirement", "datasets_by_name")
 
 
-def _indexes(kwargs: Mapping[str, Any]) -> dict[str, kopf.Index]:
-    return {name: kwargs[name] for name in INDEXES}
+def _indexes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {**{name: kwargs[name] for name in INDEXES},
+            "runs_by_requirement": runs_by_requirement.of(kwargs), "runs_by_name": runs_by_name.of(kwargs)}
 
 
 def _freshness(spec: kopf.Spec, **_: Any) -> bool:
@@ -168,11 +170,10 @@ def package_moved(namespace: str, spec: kopf.Spec, status: kopf.Status, requirem
 
 @kopf.on.event(GROUP, VERSION, "datasets")
 def dataset_moved(namespace: str, name: str, spec: kopf.Spec, requirement_bodies: kopf.Index,
-                  requirements_by_retrain_dataset: kopf.Index, requirements_by_run_dataset: kopf.Index,
-                  **kwargs: Any) -> None:
+                  requirements_by_retrain_dataset: kopf.Index, **kwargs: Any) -> None:
     here = (namespace, name)
     keys = [*_refs(spec, namespace), *requirements_by_retrain_dataset.get(here, []),
-            *(key for keys in requirements_by_run_dataset.get(here, []) for key in keys)]
+            *(key for keys in requirements_by_run_dataset.of(kwargs).get(here) for key in keys)]
     _evaluate_all(keys, requirement_bodies, _indexes(kwargs))
 
 

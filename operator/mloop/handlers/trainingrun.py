@@ -35,6 +35,7 @@ from mloop.executors.factory import executor_for
 from mloop.handlers.common import commit, known_stale, pinned
 from mloop.handlers.jobs import TASK_JOBS, job_ended, job_in_flight, seen_job, task_state
 from mloop.handlers.metrics import measured
+from mloop.handlers.views import TRAININGRUNS
 from mloop.integrations import mlflow_export
 from mloop.reconcile import trainingrun as decide
 from mloop.reconcile.outcome import describe_validation_error
@@ -313,15 +314,15 @@ def _needs_visit(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in FINISHED or (status.get("mlflow") or {}).get("state") == "Pending"
 
 
-@kopf.index(GROUP, VERSION, "trainingruns")
-async def runs_in_flight(uid: str, status: kopf.Status, **_: Any) -> dict | None:
+@TRAININGRUNS.view
+def runs_in_flight(uid: str, status: kopf.Status, **_: Any) -> dict | None:
     """The runs the timer visits. A DELETED event drops the entry before kopf matches the timer again, which stops
-    it: no finalizer is needed for that (see _without_finalizer). Async: a dict lookup needs no handler thread."""
+    it: no finalizer is needed for that (see _without_finalizer)."""
     return {uid: True} if _needs_visit(status) else None
 
 
-@kopf.index(GROUP, VERSION, "trainingruns")
-async def runs_by_task(body: kopf.Body, namespace: str, status: kopf.Status, **_: Any) -> dict | None:
+@TRAININGRUNS.view
+def runs_by_task(body: kopf.Body, namespace: str, status: kopf.Status, **_: Any) -> dict | None:
     """Each run with a task in flight, by its task's name: what a Job event wakes. Enough of the body for a pass
     and its conditional status write; at most one entry per run in flight."""
     if not status.get("task") or status.get("phase") in FINISHED:
@@ -339,11 +340,11 @@ def _on_its_job(namespace: str, status: kopf.Status, task_jobs: kopf.Index) -> b
     return status.get("phase") not in FINISHED and job_in_flight(task_jobs, namespace, status.get("task"))
 
 
-def _timer_visits(uid: str, namespace: str, status: kopf.Status, runs_in_flight: kopf.Index, task_jobs: kopf.Index,
-                  **_: Any) -> bool:
+def _timer_visits(uid: str, namespace: str, status: kopf.Status, task_jobs: kopf.Index, **kwargs: Any) -> bool:
     """In flight and still indexed, and not following a Job in flight. The timer still comes for a run whose Job
     the watch does not show (just created, or gone), a run waiting for a Dataset or for S3, a local process."""
-    return _needs_visit(status) and uid in runs_in_flight and not _on_its_job(namespace, status, task_jobs)
+    return (_needs_visit(status) and uid in runs_in_flight.of(kwargs)
+            and not _on_its_job(namespace, status, task_jobs))
 
 
 def _without_finalizer(fn: Any) -> Any:
@@ -383,10 +384,9 @@ def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: k
     reconcile_run(body, patch, datasets_for_runs, requirements_for_runs, task_jobs)
 
 
-def _news_for_its_run(type: str, namespace: str, name: str, runs_by_task: kopf.Index, task_jobs: kopf.Index,
-                      **_: Any) -> bool:
+def _news_for_its_run(type: str, namespace: str, name: str, task_jobs: kopf.Index, **kwargs: Any) -> bool:
     """A Job's change its run has not taken: it started while the run says Pending, it finished, or it is gone."""
-    run = next(iter(runs_by_task.get((namespace, name), [])), None)
+    run = next(iter(runs_by_task.of(kwargs).get((namespace, name))), None)
     if run is None:
         return False
     if job_ended(type, task_jobs, namespace, name):
@@ -397,11 +397,11 @@ def _news_for_its_run(type: str, namespace: str, name: str, runs_by_task: kopf.I
 
 @kopf.on.event("batch", "v1", "jobs", labels={**TASK_JOBS, "mloop.dev/trainingrun": kopf.PRESENT},
                when=_news_for_its_run)
-def run_job_changed(namespace: str, name: str, runs_by_task: kopf.Index, datasets_for_runs: kopf.Index,
-                    requirements_for_runs: kopf.Index, task_jobs: kopf.Index, **_: Any) -> None:
+def run_job_changed(namespace: str, name: str, datasets_for_runs: kopf.Index, requirements_for_runs: kopf.Index,
+                    task_jobs: kopf.Index, **kwargs: Any) -> None:
     """A run's Job moved: the run's pass follows it, on the run as last watched (its write is conditional on that
     resourceVersion, so a second sight of the same change, or a pass racing the timer, changes nothing twice)."""
-    for run in runs_by_task.get((namespace, name), []):
+    for run in runs_by_task.of(kwargs).get((namespace, name)):
         reconcile_run(kopf.Body(copy.deepcopy(run)), kopf.Patch(), datasets_for_runs, requirements_for_runs,
                       task_jobs)
 
