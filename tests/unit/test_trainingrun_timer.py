@@ -1,5 +1,6 @@
 """The TrainingRun timer holds no finalizer: it stops when the run leaves the runs_in_flight view (deletion); it
-leaves a run whose Job is in flight to the jobs watch. The views are filled here by kopf's own indexer."""
+leaves a run whose Job is in flight to the jobs watch. Indexes are filled here by kopf's own indexer, which also
+shows that an object leaves an index it no longer belongs in."""
 
 from __future__ import annotations
 
@@ -13,27 +14,34 @@ def run(phase: str, task: str | None = None, **status: Any) -> dict:
             "status": {"phase": phase, **({"task": task} if task else {}), **status}}
 
 
-def indexed(*events: dict) -> dict[str, Any]:
-    """The handler kwargs holding the TrainingRun views once kopf's indexer took these bodies, one event each."""
+def kopf_index(handler_id: str, fn: Any, *events: dict) -> Any:
+    """The index kopf's own indexer keeps from these bodies (one event each), with this handler."""
     import asyncio
+    import inspect
 
     import kopf
     from kopf._cogs.structs.ids import HandlerId
     from kopf._core.actions.execution import Outcome
     from kopf._core.engines.indexing import OperatorIndexer, OperatorIndexers
 
-    import mloop.handlers  # noqa: F401 - registers every view
-    from mloop.handlers.views import TRAININGRUNS
-
     indexers = OperatorIndexers()
-    indexers[HandlerId(TRAININGRUNS.kwarg)] = OperatorIndexer()
+    indexers[HandlerId(handler_id)] = OperatorIndexer()
     for event in events:
         body = kopf.Body(event)
         meta = body.metadata
-        entries = asyncio.run(TRAININGRUNS.entries(body=body, spec=body.spec, status=body.status, uid=meta.uid,
-                                                   namespace=meta.namespace, name=meta.name))
-        indexers.replace(body, {HandlerId(TRAININGRUNS.kwarg): Outcome(final=True, result=entries)})
-    return {TRAININGRUNS.kwarg: indexers[HandlerId(TRAININGRUNS.kwarg)].index}
+        result = fn(body=body, spec=body.spec, status=body.status, uid=meta.uid, namespace=meta.namespace,
+                    name=meta.name)
+        result = asyncio.run(result) if inspect.iscoroutine(result) else result
+        indexers.replace(body, {HandlerId(handler_id): Outcome(final=True, result=result)})
+    return indexers[HandlerId(handler_id)].index
+
+
+def indexed(*events: dict) -> dict[str, Any]:
+    """The handler kwargs holding the TrainingRun views once kopf's indexer took these bodies."""
+    import mloop.handlers  # noqa: F401 - registers every view
+    from mloop.handlers.views import TRAININGRUNS
+
+    return {TRAININGRUNS.kwarg: kopf_index(TRAININGRUNS.kwarg, TRAININGRUNS.entries, *events)}
 
 
 def test_the_timer_is_registered_without_a_finalizer() -> None:
@@ -70,6 +78,24 @@ def test_a_finished_run_leaves_the_views_of_runs_in_flight() -> None:
     done = indexed(run("Running", "train-a-1"), run("Succeeded", "train-a-1"))
     assert "u" not in runs_in_flight.of(done) and not runs_by_task.of(done).get(("ns", "train-a-1"))
     assert [r["phase"] for r in trainingruns_by_name.of(done).get(("ns", "a"))] == ["Succeeded"]
+
+
+def test_datasets_packages_and_retrain_policies_leave_the_indexes_they_no_longer_belong_in() -> None:
+    """The same for plain kopf indexes: a Dataset or package whose task ended (its task cleared) no longer
+    answers to that task's Job events; a Requirement whose retrain policy was removed no longer follows it."""
+    from mloop.handlers.dataset import datasets_by_task
+    from mloop.handlers.modelpackage import packages_by_task
+    from mloop.handlers.requirement import requirements_by_retrain_dataset
+
+    def obj(spec: dict, status: dict) -> dict:
+        return {"metadata": {"namespace": "ns", "name": "a", "uid": "u"}, "spec": spec, "status": status}
+
+    for fn in (datasets_by_task, packages_by_task):
+        index = kopf_index(fn.__name__, fn, obj({}, {"task": "t-1"}), obj({}, {"task": None}))
+        assert ("ns", "t-1") not in index, fn.__name__
+    retrain = {"retrain": {"datasetRef": {"name": "live"}}}
+    assert ("ns", "live") in kopf_index("r", requirements_by_retrain_dataset, obj(retrain, {}))
+    assert ("ns", "live") not in kopf_index("r", requirements_by_retrain_dataset, obj(retrain, {}), obj({}, {}))
 
 
 def test_a_run_on_a_job_in_flight_is_left_to_the_jobs_watch() -> None:
