@@ -80,6 +80,26 @@ def test_a_finished_run_leaves_the_views_of_runs_in_flight() -> None:
     assert [r["phase"] for r in trainingruns_by_name.of(done).get(("ns", "a"))] == ["Succeeded"]
 
 
+def test_a_failing_view_drops_the_object_from_that_view_only() -> None:
+    """As kopf does with a failing index handler, but the object stays in the kind's other views."""
+    import kopf
+
+    from mloop.handlers.views import Views
+
+    views = Views("trainingruns", "trainingrun", registry=kopf.OperatorRegistry())
+
+    @views.view
+    def by_uid(uid: str, **_: Any) -> dict:
+        return {uid: True}
+
+    @views.view
+    def by_task(status: dict, **_: Any) -> dict:
+        return {status["task"]: True}  # a KeyError without a task
+
+    kwargs = {views.kwarg: kopf_index(views.kwarg, views.entries, run("Running", "t-1"), run("Running"))}
+    assert "u" in by_uid.of(kwargs) and "t-1" not in by_task.of(kwargs)
+
+
 def test_datasets_packages_and_retrain_policies_leave_the_indexes_they_no_longer_belong_in() -> None:
     """The same for plain kopf indexes: a Dataset or package whose task ended (its task cleared) no longer
     answers to that task's Job events; a Requirement whose retrain policy was removed no longer follows it."""

@@ -10,6 +10,7 @@ leaving runs_in_flight) returns None or {} here and its old entries go."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import kopf
 from mloop.api.kinds import GROUP, VERSION
 
 ViewFn = Callable[..., Mapping[Any, Any] | None]
+log = logging.getLogger("mloop.views")
 
 
 class View:
@@ -47,14 +49,20 @@ class Views:
     """The views of one kind. Its index reaches handlers as the kwarg `<kind>_views`; `view` registers a pure
     function of the object (kopf's kwargs) returning {key: value}, and gives the View that reads it."""
 
-    def __init__(self, plural: str, kind: str):
+    def __init__(self, plural: str, kind: str, registry: kopf.OperatorRegistry | None = None):
         self.kwarg = f"{kind}_views"
         self._fns: dict[str, ViewFn] = {}
-        kopf.index(GROUP, VERSION, plural, id=self.kwarg)(self.entries)
+        kopf.index(GROUP, VERSION, plural, id=self.kwarg, registry=registry)(self.entries)
 
     async def entries(self, **kwargs: Any) -> dict[tuple[str, Any], Any]:
         """What kopf stores for one object: every view's entries, keyed (view, key). Async: no handler thread."""
-        return {(name, key): value for name, fn in self._fns.items() for key, value in (fn(**kwargs) or {}).items()}
+        found: dict[tuple[str, Any], Any] = {}
+        for name, fn in self._fns.items():
+            try:
+                found.update(((name, key), value) for key, value in (fn(**kwargs) or {}).items())
+            except Exception:  # as kopf treats a failing index: this view drops the object, the others keep it
+                log.exception("view %s of %s failed", name, self.kwarg)
+        return found
 
     def view(self, fn: ViewFn) -> View:
         if fn.__name__ in self._fns:
