@@ -45,6 +45,10 @@ def test_demo_runs_the_whole_loop(tmp_path: Path, stack) -> None:
         if live["passed"] is False:  # refused, and the refusal names the live comparison
             assert retrained["stage"] != "Production" and "live:accuracy" in retrained["promoted"]
             assert f"on {shadow['rows']} live rows" in live["message"]
+        else:  # promoted: the package it replaced says who holds Production now, not that it lost a comparison
+            replaced = next(p for p in summary["packages"] if p["name"] == "iris-rf-1")
+            assert replaced["stage"] == "Archived", replaced
+            assert retrained["name"] in replaced["promoted"] and "refused" not in replaced["promoted"], replaced
         assert "✓ Promotion gate judged the live comparison" in result.stderr
         with urllib.request.urlopen(f"{summary['endpoint']}/v2/health/ready", timeout=5) as resp:
             assert resp.status == 200

@@ -186,6 +186,8 @@ PROMOTIONS = [
      ["PromotionGranted"], ["iris-1"]),
     ("refused-names-the-criterion", "Production", STRICT, (), "None", "CriterionFailed", ["PromotionRefused"], []),
     ("newer-holder-archives-me", "Production", REQ, (sibling("iris-3", 3),), "Archived", "Superseded", ["Archived"], []),
+    ("newer-holder-archives-me-whatever-my-criteria", "Production", STRICT, (sibling("iris-3", 3),), "Archived",
+     "Superseded", ["Archived"], []),
     ("not-requested", "None", REQ, (), "None", "NotRequested", [], []),
     ("archived-on-request", "Archived", REQ, (), "Archived", "Archived", ["Archived"], []),
 ]
@@ -216,6 +218,18 @@ def test_archiving_an_older_package_keeps_its_generation_and_says_who() -> None:
     assert decision.status["stage"] == "Archived" and "observedGeneration" not in decision.status
     assert condition(decision, "Promoted") == ("False", "Superseded", "superseded by iris-2 (version 2)")
     assert reasons(decision) == ["Archived"]
+
+
+def test_a_superseded_package_stays_superseded_when_its_criteria_fail_against_the_new_holder() -> None:
+    """The demo's old Production package: archived by its successor, then judged again. Criteria that compare it
+    with Production (live rows, beats-production) now compare it with its successor and fail; that is no refusal
+    to announce, nor advice to shadow its successor."""
+    old = archived(status(**{**PACKAGED, "stage": "Production"}), 1, "superseded by iris-3 (version 3)", NOW)
+    again = decide(spec(stage="Production"), status(**PACKAGED | old.status), world(
+        requirements={"req": STRICT}, siblings=(sibling("iris-3", 3, accuracy=0.99),)), NOW)
+    assert again.status["stage"] == "Archived"
+    assert condition(again, "Promoted") == ("False", "Superseded", "iris-3 (version 3) holds Production for this model")
+    assert reasons(again) == []
 
 
 # (id, siblings, my accuracy, passed, message fragment)

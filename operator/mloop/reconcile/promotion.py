@@ -34,6 +34,13 @@ def decide(desired: str, version: int, results: list[CriterionResult], siblings:
         return Decision("None", "False", "NotRequested", "spec.stage is None")
     if desired == "Archived":
         return Decision("Archived", "False", "Archived", "archived on request")
+    newer = [s for s in siblings if s.desired == "Production" and s.eligible and s.version > version]
+    # Before the criteria: a superseded package's criteria that compare it with Production (live rows,
+    # beats-production) now compare it with its successor, and their failing is no refusal.
+    if desired == "Production" and newer:
+        holder = max(newer, key=lambda s: s.version)
+        return Decision("Archived", "False", "Superseded",
+                        f"{holder.name} (version {holder.version}) holds Production for this model")
     if failed:
         first = failed[0]
         lower = "Archived" if current == "Archived" else "None"
@@ -42,10 +49,5 @@ def decide(desired: str, version: int, results: list[CriterionResult], siblings:
                         f"{desired} refused: {first.requirement}/{first.criterion} is {first.message}{more}")
     if desired == "Staging":
         return Decision("Staging", "True", "CriteriaMet", "every criterion is met; Staging granted")
-    newer = [s for s in siblings if s.desired == "Production" and s.eligible and s.version > version]
-    if newer:
-        holder = max(newer, key=lambda s: s.version)
-        return Decision("Archived", "False", "Superseded",
-                        f"{holder.name} (version {holder.version}) holds Production for this model")
     older = tuple(s.name for s in siblings if s.granted == "Production" and s.version < version)
     return Decision("Production", "True", "CriteriaMet", "every criterion is met; Production granted", older)
