@@ -9,6 +9,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from mloop.k8s.kubectl import kubectl
+
 
 def test_demo_runs_the_whole_loop(tmp_path: Path, stack) -> None:
     env = {**os.environ, "MLOOP_DEV_DIR": str(tmp_path / "dev"), "MLOOP_LOCAL_DIR": str(tmp_path / "tasks")}
@@ -49,6 +51,13 @@ def test_demo_runs_the_whole_loop(tmp_path: Path, stack) -> None:
             replaced = next(p for p in summary["packages"] if p["name"] == "iris-rf-1")
             assert replaced["stage"] == "Archived", replaced
             assert retrained["name"] in replaced["promoted"] and "refused" not in replaced["promoted"], replaced
+            # Each transition of the replaced package is announced once, though its successor archives it too and
+            # its server takes seconds to flush and exit.
+            events = kubectl("get", "events", "-n", summary["namespace"], "--field-selector",
+                             "involvedObject.name=iris-rf-1", "-o", "jsonpath={.items[*].reason}",
+                             kubeconfig=str(tmp_path / "dev" / "kubeconfig"), check=True).stdout.split()
+            assert events.count("Archived") == 1 and events.count("PromotionRefused") == 0, events
+            assert events.count("ServerStopped") <= 1, events
         assert "✓ Promotion gate judged the live comparison" in result.stderr
         with urllib.request.urlopen(f"{summary['endpoint']}/v2/health/ready", timeout=5) as resp:
             assert resp.status == 200

@@ -220,6 +220,14 @@ def test_archiving_an_older_package_keeps_its_generation_and_says_who() -> None:
     assert reasons(decision) == ["Archived"]
 
 
+def test_archiving_a_package_that_no_longer_holds_production_changes_nothing() -> None:
+    """The successor's archive lands after the older package archived itself (it saw the successor first): one
+    Archived event for the transition, not two."""
+    already = archived(status(**{**PACKAGED, "stage": "Production"}), 1, "superseded by iris-3 (version 3)", NOW)
+    again = archived(status(**PACKAGED | already.status), 1, "superseded by iris-3 (version 3)", NOW)
+    assert again.status == {} and again.events == ()
+
+
 def test_a_superseded_package_stays_superseded_when_its_criteria_fail_against_the_new_holder() -> None:
     """The demo's old Production package: archived by its successor, then judged again. Criteria that compare it
     with Production (live rows, beats-production) now compare it with its successor and fail; that is no refusal
@@ -317,11 +325,29 @@ SERVING = [
                          ids=[s[0] for s in SERVING])
 def test_serving(case, desired, serve, executor, servers, actions, serving, events) -> None:
     w = world(executor=executor, **({"local": servers} if executor == "local" else {"cluster": servers}))
-    decision = decide(spec(stage=desired, **serve), status(**PACKAGED), w, NOW)
+    running = [s.endpoint for s in servers.values() if s.alive] if executor == "local" else [
+        s.url for s in servers.values() if s.exists]
+    decision = decide(spec(stage=desired, **serve), status(**PACKAGED, endpoint=next(iter(running), None)), w, NOW)
     assert kinds(decision) == actions
     if serving is not None:
         assert condition(decision, "Serving")[:2] == serving
     assert [r for r in reasons(decision) if r.startswith("Server")] == events
+
+
+@pytest.mark.parametrize("executor,servers,stop", [
+    ("local", {"Staging": LocalServer("http://127.0.0.1:9", DIGEST, True, True)}, "StopLocalServer"),
+    ("kubernetes", cluster("Staging", owner_uid=ME.uid, digest=DIGEST), "DeleteServer")])
+def test_a_server_left_is_announced_once_though_later_passes_still_see_it(executor, servers, stop) -> None:
+    """The pass that takes the endpoint out of the status announces the stop; a pass that still sees the server (a
+    local server flushes its collection for seconds before it exits; the index lags a delete) stops it silently."""
+    w = world(executor=executor, **({"local": servers} if executor == "local" else {"cluster": servers}))
+    endpoint = servers["Staging"].endpoint if executor == "local" else servers["Staging"].url
+    serving = status(**{**PACKAGED, "stage": "Staging", "endpoint": endpoint})
+    first = decide(spec(stage="None", **SERVE), serving, w, NOW)
+    assert kinds(first) == [stop] and first.status["endpoint"] is None
+    again = decide(spec(stage="None", **SERVE), status(**{**PACKAGED, **first.status}), w, NOW)
+    assert kinds(again) == [stop]
+    assert [r for r in reasons(first) if r.startswith("Server")] and not reasons(again)
 
 
 @pytest.mark.parametrize("owner_version,rolls", [(3, False), (1, True)])

@@ -406,7 +406,10 @@ def _promote(p: _Pass, spec: ModelPackageSpec, world: World, results: list[Crite
 
 
 def archived(status: ModelPackageStatus, generation: int, message: str, now: datetime) -> Decision:
-    """What an older package's status becomes when a newer one takes Production from it."""
+    """What an older package's status becomes when a newer one takes Production from it: nothing if it no longer
+    holds Production (it archived itself on seeing the newer one first), so the transition is announced once."""
+    if status.stage != "Production":
+        return Decision({})
     p = _Pass(status, generation, now)
     p.condition("Promoted", "False", "Superseded", message)
     return Decision({"stage": "Archived", "conditions": dump_conditions(p.conditions)}, (Event("Normal", "Archived", message),))
@@ -438,6 +441,15 @@ def _superseded(p: _Pass, message: str) -> None:
     p.update["serving"] = None
 
 
+def _unpublish(p: _Pass, endpoint: str, reason: str, message: str) -> None:
+    """A server this package leaves is announced by the pass whose write takes its endpoint out of the status; later
+    passes that still see it (a local server flushes for seconds before it exits, an index lags a delete) stop it
+    again, silently. A branch that serves another stage publishes that endpoint instead."""
+    if p.status.endpoint == endpoint:
+        p.event("Normal", reason, message)
+        p.update["endpoint"] = None
+
+
 def _newer_owner(world: World, server: ClusterServer, version: int | None) -> SiblingView | None:
     """The sibling that owns this stage's Deployment, when its version is newer than this package's."""
     if not server.exists or server.owner_uid in (None, world.package.uid):
@@ -466,7 +478,7 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
         for st, server in world.local.items():
             if st != wanted and server.digest == digest and server.alive:
                 p.actions.append(StopLocalServer(st, digest))
-                p.event("Normal", "ServerStopped", f"{st} server for {spec.model} stopped")
+                _unpublish(p, server.endpoint, "ServerStopped", f"{st} server for {spec.model} stopped")
         if wanted and serve is not None:
             server = world.local.get(wanted)
             if server is not None and server.alive and server.version > (version or 0):
@@ -497,7 +509,7 @@ def _serve(p: _Pass, spec: ModelPackageSpec, world: World) -> None:
         for st, server in world.cluster.items():
             if st != wanted and server.exists and server.owner_uid == world.package.uid:
                 p.actions.append(DeleteServer(st, server.resource_version))
-                p.event("Normal", "ServerDeleted", f"{st} Deployment and Service for {spec.model} deleted")
+                _unpublish(p, server.url, "ServerDeleted", f"{st} Deployment and Service for {spec.model} deleted")
         if wanted and serve is not None:
             server = world.cluster[wanted]
             newer = _newer_owner(world, server, version)
