@@ -61,6 +61,23 @@ def test_criteria_each_with_value_threshold_and_outcome() -> None:
     assert not met and why == "r/metric:accuracy:cv: 0.75 < 0.8"
 
 
+@pytest.mark.parametrize("criterion,reported", [
+    ({"metric": "acuracy", "min": 0.9}, "accuracy, f1_macro, fit_seconds"),  # a typo
+    ({"metric": "log_loss", "max": 0.5}, "accuracy, f1_macro, fit_seconds"),  # LinearSVC has no predict_proba
+    ({"metric": "r2", "scope": "cv", "min": 0.5}, "accuracy, f1_macro"),  # a regression metric on a classifier
+])
+def test_a_metric_a_finished_run_does_not_report_fails_its_criterion(criterion, reported) -> None:
+    """Not "not measured yet", which lets the gate pass: a finished run's metrics are final, so a criterion on a
+    metric it lacks would never be judged and never hold a model back."""
+    spec = RequirementSpec.model_validate({"title": "t", "metrics": [criterion]})
+    metrics = {"accuracy": 0.95, "f1_macro": 0.94, "fit_seconds": 0.1, "cv_accuracy_mean": 0.93,
+               "cv_accuracy_std": 0.01, "cv_f1_macro_mean": 0.92, "cv_f1_macro_std": 0.02}
+    [result] = evaluate("r", spec, metrics)
+    assert result.passed is False and result.message.endswith(f"it reports {reported}"), result.message
+    assert not verdict([result])[0]
+    assert evaluate("r", spec, {})[0].passed is None  # no metrics yet: the run has not finished
+
+
 def test_unmeasured_serving_limits_do_not_fail() -> None:
     results = evaluate("r", RequirementSpec.model_validate({"title": "t", "serving": {"p95LatencyMs": 5}}), {})
     assert verdict(results) == (True, "0 criteria met, 1 not measured yet")

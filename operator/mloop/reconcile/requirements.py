@@ -199,9 +199,20 @@ def evaluate(requirement: str, spec: RequirementSpec, metrics: dict[str, float] 
             results += _slice_results(requirement, criterion, found.get(slice_key(criterion)),
                                       criterion.metric in LOWER_IS_BETTER)
             continue
-        key = criterion.metric if criterion.scope == "heldout" else f"cv_{criterion.metric}_mean"
-        label = f"metric:{criterion.metric}" + (":cv" if criterion.scope == "cv" else "")
-        results += _bound(requirement, label, metrics.get(key), criterion.min, criterion.max)
+        cv = criterion.scope == "cv"
+        key = f"cv_{criterion.metric}_mean" if cv else criterion.metric
+        label = f"metric:{criterion.metric}" + (":cv" if cv else "")
+        if key in metrics or not metrics:
+            results += _bound(requirement, label, metrics.get(key), criterion.min, criterion.max)
+            continue
+        # A finished run's metrics are final: "not measured yet" would never hold a model back.
+        reported = sorted(k[3:-5] for k in metrics if k.startswith("cv_") and k.endswith("_mean")) if cv else \
+            sorted(k for k in metrics if not k.startswith("cv_"))
+        message = (f"the run reports no {'cross-validated ' if cv else ''}{criterion.metric}; it reports "
+                   f"{', '.join(reported) or 'none'}")
+        results += [CriterionResult(requirement=requirement, criterion=label, passed=False, threshold=threshold,
+                                    operator=op, message=message[:512])
+                    for threshold, op in ((criterion.min, ">="), (criterion.max, "<=")) if threshold is not None]
     for test in spec.tests or []:
         results.append(_test_result(requirement, test, found.get(behaviour_key(test))))
     data = spec.data
