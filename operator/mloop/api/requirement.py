@@ -25,6 +25,7 @@ from mloop.api.common import (
     Stage,
     UNIQUE,
 )
+from mloop.api.metrics import UNIT_INTERVAL
 
 
 class SliceSpec(ApiModel):
@@ -56,6 +57,10 @@ class MetricCriterion(ApiModel):
                     "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
                     "message": "min must not exceed max",
                 },
+                {"rule": f"!(self.metric in {list(UNIT_INTERVAL)}) || ((!has(self.min) || self.min <= 1.0) && "
+                         "(!has(self.max) || self.max >= 0.0))",
+                 "message": "this metric is a fraction between 0 and 1: a min above 1 or a max below 0 can never "
+                            "be met (0.9, not 90)"},
             ]
         }
     )
