@@ -19,6 +19,8 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
+from mloop.cli.output import table_console
+
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "iris"
 console = Console(stderr=True)
 
@@ -194,7 +196,7 @@ def facts(namespace: str, endpoint: str, lineage_file: str) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    out = Console()
+    out = table_console()
     table = Table(title="Dataset versions")
     for c in ("dataset", "version", "rows", "made from"):
         table.add_column(c)

@@ -9,10 +9,10 @@ from collections import Counter
 from typing import Any
 
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from mloop.api.metrics import LOWER_IS_BETTER
+from mloop.cli.output import table_console
 
 
 def list_runs(selector: str | None, namespace: str | None) -> list[dict[str, Any]]:
@@ -73,7 +73,7 @@ def compare(selector: str | None, namespace: str | None, output: str, csv_path: 
                              justify="right" if column.startswith("metric.") else "left")
         for row in rows:
             table.add_row(*[_fmt(row.get(c)) for c in shown])
-        Console().print(table)
+        table_console().print(table)
     if not rows:
         print("no TrainingRuns match", file=sys.stderr)
         return 1

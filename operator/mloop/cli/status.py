@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import yaml
-from rich.console import Console
 from rich.table import Table
+
+from mloop.cli.output import table_console
 
 PLURALS = ("requirements", "datasets", "trainingruns", "modelpackages")
 
@@ -52,6 +53,6 @@ def status(namespace: str, output: str) -> int:
             table.add_column(column)
         for row in rows:
             table.add_row(*[str(row[c]) for c in ("kind", "name", "phase", "ready", "reason", "details")])
-        Console().print(table)
+        table_console().print(table)
     failed = [r for r in rows if r["ready"] == "False"]
     return 1 if failed else 0
