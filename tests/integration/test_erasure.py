@@ -162,6 +162,28 @@ def test_erasure_everywhere(kubectl, api_client, namespace, operator, s3, caplog
     assert objects_holding_subjects(s3, namespace) == []  # its ingest task's spec.json left the row out too
 
 
+def test_numeric_ids_are_erased_though_the_recut_profile_counts_as_many_rows_as_one_id(
+        kubectl, api_client, namespace, operator, s3) -> None:
+    """Integer subject ids: erasing 38 and 39 of 40 leaves 38 rows, a number the new profile and the run's record
+    hold as counts. Only values of the subject column count as holding a subject; the request completes and the
+    run's task record, which copied no row, is kept."""
+    rows = [[i, *row[1:]] for i, row in enumerate(ROWS, start=1)]
+    columns = [{**c, "type": "integer"} if c["name"] == "customer_id" else c for c in CUSTOMERS["schema"]["columns"]]
+    apply_object(kubectl, namespace, "Dataset", "customers", {
+        "source": {"inline": {"columns": ["customer_id", "age", "income", "bought"], "rows": rows}},
+        "schema": {"columns": columns}})
+    ready(api_client, namespace, "customers")
+    apply_object(kubectl, namespace, "TrainingRun", "buyers-nb", RUN)
+    succeeded(api_client, namespace, "buyers-nb")
+    keys_secret(kubectl, namespace, ["38", "39"])
+    apply_object(kubectl, namespace, "ErasureRequest", "dsr-ids", REQUEST)
+    status = settled(api_client, namespace, "dsr-ids")["status"]
+    assert status["phase"] == "Complete", json.dumps(status, indent=1)
+    assert status["rowsErased"] == 2 and get_object(api_client, namespace, "datasets", "customers")["status"]["rows"] == 38
+    erased = {key for key, data in namespace_objects(s3, namespace) if key.endswith("tombstone.json")}
+    assert not any("/train-" in key for key in erased), erased  # the run's record copied no row
+
+
 def test_erasure_request_cannot_be_edited(kubectl, api_client, namespace) -> None:
     apply_object(kubectl, namespace, "ErasureRequest", "dsr", REQUEST)
     edited = kubectl("patch", "erasurerequest", "dsr", "-n", namespace, "--type=merge", "-p",

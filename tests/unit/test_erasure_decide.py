@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -112,10 +113,29 @@ def test_filter_matches_keys_as_text_and_integral_numbers() -> None:
     assert dropped == 1 and kept["pid"].tolist()[0] == 1002.0
     untouched, none = drop_erased(frame, [{"column": "other", "salt": salt, "hashes": hashes}])
     assert none == 0 and len(untouched) == 3
-    assert text_holds(b'{"rows": [["cust-7", 3]]}', salt, set(hashes))
-    assert text_holds(b"2026 INFO bad row cust-7: missing", salt, set(hashes))
-    assert not text_holds(b'{"rows": [["cust-70", 3]]}', salt, set(hashes))
+    assert text_holds(b'{"rows": [["cust-7", 3]]}', salt, set(hashes), "pid")
+    assert text_holds(b"2026 INFO bad row cust-7: missing", salt, set(hashes), "pid")
+    assert not text_holds(b'{"rows": [["cust-70", 3]]}', salt, set(hashes), "pid")
     assert token(True) == "true" and token(float("nan")) is None
+
+
+@pytest.mark.parametrize("record,holds", [
+    # The profile of the rows left after erasing 1001: statistics that equal the key are no row of it.
+    ({"rows": 1001, "columns": [{"name": "pid", "count": 1001, "min": 1000.0, "max": 1002.0,
+                                 "quantiles": {"0.5": 1001.0}, "sketch": {"buckets": [[1001, 2]]}}]}, False),
+    ({"columns": [{"name": "pid", "min": 1001.0, "max": 1002.0}]}, True),  # a profile or summary entry of the column
+    ({"source": {"inline": {"columns": ["x", "pid"], "rows": [[1, 1001], [2, 1002]]}}}, True),  # an inline table
+    ({"source": {"inline": {"columns": ["pid", "x"], "rows": [[1000, 1001]]}}}, False),  # 1001 is an x
+    ({"tests": [{"rows": [{"pid": 1001, "x": 1}]}]}, True),  # rows as objects
+    ({"pid": [1000, 1001]}, True),  # a column as a list
+    ({"message": "row 3: pid 1001 is not a number"}, True),  # text: every word
+    ({"top": [{"value": "1001", "count": 3}]}, True),  # a string, wherever it is
+])
+def test_a_numeric_key_is_found_where_a_record_keeps_the_subject_column_and_in_text(record, holds) -> None:
+    """Numbers in a JSON record count only as values of the subject column: a profile's median or a count that
+    happens to equal an erased id failed the erasure (SubjectsRemain) and buried task records that held no row."""
+    salt = "00" * 16
+    assert text_holds(json.dumps(record).encode(), salt, {subject_hash(salt, "1001")}, "pid") is holds
 
 
 @pytest.mark.parametrize("has_policy,started,reason,words", [

@@ -81,25 +81,44 @@ def collected_matching(frame: pd.DataFrame, column: str, salt: str, hashes: set[
     return pd.Series([erased(v) for v in frame["inputs"].tolist()], index=frame.index)
 
 
-def _strings(value: Any) -> Iterable[str]:
+def _tokens(values: Iterable[Any]) -> Iterable[str]:
+    for v in values:
+        if isinstance(v, (list, dict)):
+            continue
+        if (t := token(v)) is not None:
+            yield t
+
+
+def _json_words(value: Any, column: str) -> Iterable[str]:
+    """Every string (whole and its words), and the numbers that are values of the subject column: `{column: v}`, an
+    inline table's column, a profile's or summary's entry for it (min, max). Other numbers are counts and
+    statistics: a median of 5.0 is no row of subject 5, nor is a count of 5."""
     if isinstance(value, dict):
+        if value.get("name") == column:
+            yield from _tokens([value.get("min"), value.get("max")])
+        columns, rows = value.get("columns"), value.get("rows")
+        if isinstance(columns, list) and column in columns and isinstance(rows, list):
+            at = columns.index(column)
+            yield from _tokens(r[at] for r in rows if isinstance(r, list) and len(r) > at)
         for k, v in value.items():
             yield str(k)
-            yield from _strings(v)
+            if k == column:
+                yield from _tokens(v if isinstance(v, list) else [v])
+            yield from _json_words(v, column)
     elif isinstance(value, list):
         for v in value:
-            yield from _strings(v)
-    elif (t := token(value)) is not None:
+            yield from _json_words(v, column)
+    elif isinstance(value, str) and (t := token(value)) is not None:
         yield t
-        if isinstance(value, str):
-            yield from _WORD.findall(value)
+        yield from _WORD.findall(value)
 
 
-def text_holds(data: bytes, salt: str, hashes: set[str]) -> bool:
-    """Whether a text record (JSON or a log) holds a subject key as a value or a word."""
+def text_holds(data: bytes, salt: str, hashes: set[str], column: str) -> bool:
+    """Whether a text record holds a subject key: in JSON as a string or a word of one, or as a value of the
+    subject column; in other text (a log) as a word."""
     text = data.decode("utf-8", errors="replace")
     try:
-        words: Iterable[str] = _strings(json.loads(text))
+        words: Iterable[str] = _json_words(json.loads(text), column)
     except ValueError:
         words = _WORD.findall(text)
     return any(subject_hash(salt, w) in hashes for w in words)

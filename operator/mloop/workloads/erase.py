@@ -130,7 +130,7 @@ def _holds(store: Store, key: str, task: EraseTaskSpec, hashes: set[str]) -> boo
         frame = pq.read_table(io.BytesIO(data)).to_pandas()
         return bool(matching(frame, task.column, task.salt, hashes).any()
                     or collected_matching(frame, task.column, task.salt, hashes).any())
-    return text_holds(data, task.salt, hashes)
+    return text_holds(data, task.salt, hashes, task.column)
 
 
 def _rewrite_without(store: Store, key: str, table: pa.Table, drop: Any) -> None:
