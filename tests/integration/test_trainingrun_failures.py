@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
+from pathlib import Path
 
 from tests.helpers import apply_object, condition, get_object, wait_for
 from tests.integration.test_dataset_sources import ready as dataset_ready
@@ -78,3 +81,25 @@ def test_a_run_applied_while_storage_is_down_waits_and_trains_once_it_answers(ku
     events = kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=early",
                      "-o", "jsonpath={.items[*].reason}").stdout.split()
     assert events.count("RunStarted") == 1 and {"StorageUnavailable", "TaskRetried", "RunSucceeded"} <= set(events)
+
+
+def test_a_run_deleted_mid_training_takes_its_local_process_with_it(kubectl, api_client, namespace, operator) -> None:
+    """As the garbage collector ends the pods of a deleted run's Job: a local task is not left training for nobody."""
+    from mloop.procs import alive
+
+    apply_object(kubectl, namespace, "Dataset", "iris", {"source": {"builtin": {"name": "iris"}}})
+    dataset_ready(api_client, namespace, "iris")
+    apply_object(kubectl, namespace, "TrainingRun", "abandoned", {  # minutes of fitting: still running when deleted
+        **IRIS_RUN, "cv": {"folds": 2}, "estimator": {"name": "MLPClassifier", "params": {
+            "hidden_layer_sizes": [512, 512], "max_iter": 100000, "tol": 0.0, "n_iter_no_change": 100000}}})
+    wait_for(lambda: get_object(api_client, namespace, "trainingruns", "abandoned").get("status", {}).get("phase")
+             == "Running", timeout=60)
+    [record] = local_tasks(namespace, "abandoned")
+    pid = json.loads((Path(os.environ["MLOOP_LOCAL_DIR"]) / record).read_text())["pid"]
+    try:
+        assert alive(pid)
+        kubectl("delete", "trainingrun", "abandoned", "-n", namespace, check=True)
+        wait_for(lambda: not alive(pid), timeout=30)
+    finally:
+        if alive(pid):  # not minutes of a core spent on a failed test
+            os.killpg(pid, signal.SIGKILL)

@@ -43,7 +43,10 @@ class LocalExecutor:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _paths(self, task: Task) -> tuple[Path, Path, Path]:
-        stem = f"{task.namespace}.{task.name}"
+        return self._files(task.namespace, task.name)
+
+    def _files(self, namespace: str, name: str) -> tuple[Path, Path, Path]:
+        stem = f"{namespace}.{name}"
         return self.dir / f"{stem}.json", self.dir / f"{stem}.exit", self.dir / f"{stem}.log"
 
     def command(self, task: Task) -> list[str]:
@@ -123,21 +126,34 @@ class LocalExecutor:
     def log(self, task: Task) -> str:
         return _tail(self._paths(task)[2], lines=2000)
 
+    def stop(self, namespace: str, name: str) -> bool:
+        """End one task that still runs (its owner was deleted, as the garbage collector ends an owned Job's pods);
+        its exit file then records the kill. True when it was running."""
+        record, exit_file, _ = self._files(namespace, name)
+        if not _kill(record):
+            return False
+        if not exit_file.exists():
+            exit_file.write_text(str(-int(signal.SIGKILL)))
+        return True
+
     def stop_all(self) -> int:
         """End every task of this folder that still runs (its whole process group); returns how many."""
-        stopped = 0
-        for record in self.dir.glob("*.json"):
-            try:
-                pid = json.loads(record.read_text())["pid"]
-            except (OSError, ValueError, KeyError):
-                continue
-            if alive(pid):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                    stopped += 1
-                except ProcessLookupError:
-                    pass
-        return stopped
+        return sum(_kill(record) for record in self.dir.glob("*.json"))
+
+
+def _kill(record: Path) -> bool:
+    """SIGKILL the process group of the supervisor a task record names, if it runs."""
+    try:
+        pid = json.loads(record.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return False
+    if not alive(pid):
+        return False
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _tail(path: Path, lines: int = 5) -> str:

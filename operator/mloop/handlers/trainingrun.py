@@ -32,6 +32,7 @@ from mloop.api.tasks import TASK_SPEC_ENV_LIMIT, TrainResult
 from mloop.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from mloop.config import get_settings
 from mloop.executors.factory import executor_for
+from mloop.executors.local import LocalExecutor
 from mloop.handlers.common import commit, known_stale, pinned
 from mloop.handlers.jobs import TASK_JOBS, job_ended, job_in_flight, seen_job, task_state
 from mloop.handlers.metrics import measured
@@ -382,6 +383,19 @@ def trainingrun_changed(body: kopf.Body, patch: kopf.Patch, datasets_for_runs: k
     outbox still owes. A watch handler, not on.create/on.resume: kopf then writes no progress or diffbase
     annotations, whose PATCHes doubled the writes per run and moved the resourceVersion under our status write."""
     reconcile_run(body, patch, datasets_for_runs, requirements_for_runs, task_jobs)
+
+
+def _deleted_mid_task(type: str, status: kopf.Status, **_: Any) -> bool:
+    return type == "DELETED" and bool(status.get("task")) and status.get("phase") not in FINISHED
+
+
+@kopf.on.event(GROUP, VERSION, "trainingruns", when=_deleted_mid_task)
+def trainingrun_deleted(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> None:
+    """A run deleted while its task runs as a local process: the process ends with it, as the garbage collector
+    ends the pods of a run's Job. With the operator stopped at the deletion, the process runs to its end."""
+    executor = executor_for(spec.get("executor"))
+    if isinstance(executor, LocalExecutor) and executor.stop(namespace, status["task"]):
+        log.info("TrainingRun %s/%s deleted: its local task %s stopped", namespace, name, status["task"])
 
 
 def _news_for_its_run(type: str, namespace: str, name: str, task_jobs: kopf.Index, **kwargs: Any) -> bool:
