@@ -135,6 +135,18 @@ def test_stop_all_ends_the_folders_running_tasks(executor: LocalExecutor, tmp_pa
     assert executor.stop_all() == 0
 
 
+def test_stop_ends_one_task_and_leaves_the_others(executor: LocalExecutor, tmp_path: Path) -> None:
+    """What a TrainingRun deleted mid-task does to its own task only."""
+    mine, other = (counting_task(tmp_path / "runs", name=n, seconds=60) for n in ("train-a-1", "train-b-2"))
+    for task in (mine, other):
+        executor.submit(task)
+        wait_for(lambda t=task: executor.state(t).phase == "Running", timeout=30)
+    assert executor.stop("team-a", "train-a-1") is True
+    assert finished(executor, mine) == "Failed" and executor.state(other).phase == "Running"
+    assert executor.stop("team-a", "train-a-1") is False and executor.stop("team-a", "train-none") is False
+    assert executor.stop_all() == 1
+
+
 def test_the_operators_local_executor_follows_a_new_stacks_folder(tmp_path: Path, monkeypatch) -> None:
     """One process, two stacks one after the other (as `make test` runs the node suite, then the rest): the second
     stack's tasks go to its own folder, not to the first one's, which its teardown deleted."""
