@@ -132,6 +132,9 @@ class LocalExecutor:
         record, exit_file, _ = self._files(namespace, name)
         if not _kill(record):
             return False
+        pid, deadline = json.loads(record.read_text())["pid"], time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:  # SIGKILL is delivered, not yet done, when killpg returns
+            time.sleep(0.01)
         if not exit_file.exists():
             exit_file.write_text(str(-int(signal.SIGKILL)))
         return True
