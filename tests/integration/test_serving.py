@@ -367,3 +367,17 @@ def test_server_stops_when_the_package_leaves_serving(served, kubectl, api_clien
     # stop() removes the state file once the process has exited: a moment after the pid is gone
     wait_for(lambda: LocalServers().state(namespace, "iris", "Production") is None, timeout=30)
     assert get(f"{served['status']['endpoint']}/v2/health/live")[0] == 0  # nothing listens any more
+
+
+def test_a_deleted_package_takes_its_local_server_with_it(served, kubectl, api_client, namespace) -> None:
+    """As the garbage collector takes an owned Deployment. The passes that the deletion's own events bring (the
+    package is still there, deleting, until kopf lets go of its timer's finalizer) must not start it again."""
+    from mloop.localcluster.stack import _alive
+    from mloop.serving.local import LocalServers
+
+    state = LocalServers().state(namespace, "iris", "Production")
+    kubectl("delete", "modelpackage", "iris-1", "-n", namespace, "--wait=true", check=True)
+    wait_for(lambda: not _alive(state["pid"]), timeout=30)
+    time.sleep(3)  # a restart by a late pass would be up by now
+    assert LocalServers().state(namespace, "iris", "Production") is None
+    assert get(f"{served['status']['endpoint']}/v2/health/live")[0] == 0  # nothing listens any more

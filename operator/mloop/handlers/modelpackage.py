@@ -382,6 +382,8 @@ def _cluster_servers(namespace: str, model: str, idx: Indexes,
 @measured("ModelPackage")
 def reconcile_package(body: Any, patch: Any, idx: Indexes) -> None:
     meta = body["metadata"]
+    if meta.get("deletionTimestamp"):  # package_deleted stops what it ran; a pass would start its server again
+        return
     me = decide.PackageId(meta["namespace"], meta["name"], meta["uid"], meta.get("generation") or 1)
     now = utcnow()
     status = ModelPackageStatus.model_validate(dict(body.get("status") or {}))
@@ -620,13 +622,14 @@ def requirement_edited(namespace: str, name: str, packages_by_requirement: kopf.
 
 @kopf.on.event(GROUP, VERSION, "modelpackages")
 @pinned
-def package_event(body: kopf.Body, namespace: str, spec: kopf.Spec, status: kopf.Status, **kwargs: Any) -> None:
+def package_event(type: str, body: kopf.Body, namespace: str, spec: kopf.Spec, status: kopf.Status,
+                  **kwargs: Any) -> None:
     """A packaged package's own write brings one more pass on the fresh body: a pass woken by another object
     (its Deployment, a sibling) on an index body that was already behind lost its write and left its step here.
     Production changed hands: with two holders (the newer package's direct archive lost a race with another
     write), the older ones' passes give it up; with none left, the packages it was taken from may have it back."""
     idx = Indexes.of(kwargs)
-    if status.get("phase") == "Packaged":
+    if status.get("phase") == "Packaged" and type != "DELETED":  # a deleted one still wakes its siblings below
         reconcile_package(body, kopf.Patch(), idx)
     if spec.get("shadow") or status.get("shadow"):
         _wake_shadowed(namespace, spec.get("model"), idx)
