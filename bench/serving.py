@@ -224,11 +224,11 @@ def spread(changes: list[float]) -> str:
     return f"{statistics.median(changes):+.1f}% [{q[0]:+.1f}, {q[2]:+.1f}]"
 
 
-def median_run(runs: list[dict]) -> dict:
-    """The median of each figure over repeated runs, and the runs' p99s for the record."""
-    return {"rps": statistics.median(r["rps"] for r in runs), "p50": statistics.median(r["p50"] for r in runs),
-            "p99": statistics.median(r["p99"] for r in runs), "errors": sum(r["errors"] for r in runs),
-            "p99s": [r["p99"] for r in runs], "rpss": [r["rps"] for r in runs], "cpus": [r.get("cpu") for r in runs]}
+def median_run(runs: list[dict], figures: tuple[str, ...] = ("rps", "p50", "p99")) -> dict:
+    """The median of each figure over repeated runs, the errors summed, and the runs' p99s for the record."""
+    return {k: statistics.median(r[k] for r in runs) for k in figures} | {
+        "errors": sum(r["errors"] for r in runs), "p99s": [r["p99"] for r in runs], "rpss": [r["rps"] for r in runs],
+        "cpus": [r.get("cpu") for r in runs]}
 
 
 DROPPED = 'mloop_collection_dropped_total{stream="predictions"}'

@@ -37,8 +37,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import (BODY, cpu_seconds, ensure_wrk, fit_model, pace, publish_package, spread,  # noqa: E402
-                     stop, tree, wait_ready, wrk)
+from serving import (BODY, cpu_seconds, ensure_wrk, fit_model, median_run, pace, publish_package,  # noqa: E402
+                     spread, stop, tree, wait_ready, wrk)
 
 
 CONTROL = "none, again (A/A control)"
@@ -112,8 +112,7 @@ def interval(changes: list[float], draws: int = 4000) -> str:
 
 
 def median(runs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu", "target_cpu")} | {
-        "errors": sum(r["errors"] for r in runs)}
+    return median_run(runs, ("rps", "p50", "p99", "cpu", "target_cpu"))
 
 
 def main() -> None:
