@@ -130,9 +130,10 @@ class LocalExecutor:
         """End one task that still runs (its owner was deleted, as the garbage collector ends an owned Job's pods);
         its exit file then records the kill. True when it was running."""
         record, exit_file, _ = self._files(namespace, name)
-        if not _kill(record):
+        pid = _kill(record)
+        if pid is None:
             return False
-        pid, deadline = json.loads(record.read_text())["pid"], time.monotonic() + 5
+        deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:  # SIGKILL is delivered, not yet done, when killpg returns
             time.sleep(0.01)
         if not exit_file.exists():
@@ -141,22 +142,22 @@ class LocalExecutor:
 
     def stop_all(self) -> int:
         """End every task of this folder that still runs (its whole process group); returns how many."""
-        return sum(_kill(record) for record in self.dir.glob("*.json"))
+        return sum(_kill(record) is not None for record in self.dir.glob("*.json"))
 
 
-def _kill(record: Path) -> bool:
-    """SIGKILL the process group of the supervisor a task record names, if it runs."""
+def _kill(record: Path) -> int | None:
+    """SIGKILL the process group of the supervisor a task record names, if it runs: its pid, else None."""
     try:
-        pid = json.loads(record.read_text())["pid"]
-    except (OSError, ValueError, KeyError):
-        return False
+        pid = int(json.loads(record.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
     if not alive(pid):
-        return False
+        return None
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        return False
-    return True
+        return None
+    return pid
 
 
 def _tail(path: Path, lines: int = 5) -> str:
