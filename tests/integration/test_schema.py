@@ -147,7 +147,7 @@ def test_printer_columns_show_phase_and_key_fields(kubectl, namespace) -> None:
     expected = {
         ("tr", "TrainingRun"): ["NAME", "PHASE", "DATASET", "METRIC", "AGE"],
         ("datasets", "Dataset"): ["NAME", "VERSION", "ROWS", "PHASE", "AGE"],
-        ("mp", "ModelPackage"): ["NAME", "MODEL", "VERSION", "STAGE", "PHASE", "AGE"],
+        ("mp", "ModelPackage"): ["NAME", "MODEL", "VERSION", "STAGE", "METRIC", "PHASE", "AGE"],
         ("req", "Requirement"): ["NAME", "PHASE", "SATISFIED", "CANDIDATE", "PRODUCTION", "AGE"],
     }
     specs = {"TrainingRun": TR_OK, "Dataset": DS_OK, "ModelPackage": MP_OK, "Requirement": REQ_OK}

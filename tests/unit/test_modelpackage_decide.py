@@ -228,6 +228,16 @@ def test_archiving_a_package_that_no_longer_holds_production_changes_nothing() -
     assert again.status == {} and again.events == ()
 
 
+def test_the_packaged_runs_primary_metric_is_in_the_status_for_kubectl_get() -> None:
+    decision = decide(spec(), status(**PACKAGED), world(), NOW)
+    assert decision.status["primaryMetric"] == "accuracy=0.9500"
+    log_loss_first = RequirementSpec.model_validate({"title": "t", "metrics": [{"metric": "log_loss", "max": 1,
+                                                                            "primary": True}]})
+    run = replace(RUN, metrics={"accuracy": 0.95, "log_loss": 0.2})
+    assert decide(spec(), status(**PACKAGED), world(run=run, requirements={"req": log_loss_first}), NOW).status[
+        "primaryMetric"] == "log_loss=0.2000"
+
+
 def test_a_superseded_package_stays_superseded_when_its_criteria_fail_against_the_new_holder() -> None:
     """The demo's old Production package: archived by its successor, then judged again. Criteria that compare it
     with Production (live rows, beats-production) now compare it with its successor and fail; that is no refusal

@@ -113,6 +113,7 @@ KINDS: tuple[KindInfo, ...] = (
             _column("Model", ".spec.model"),
             _column("Version", ".status.version", "integer"),
             _column("Stage", ".status.stage"),
+            _column("Metric", ".status.primaryMetric"),
             _column("Phase", ".status.phase"),
             _column("Runtime", ".status.serving.runtime", priority=1),
             _column("Endpoint", ".status.endpoint", priority=1),

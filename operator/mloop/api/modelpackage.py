@@ -139,6 +139,8 @@ class ModelPackageStatus(ApiModel):
     endpoint: Annotated[str, Field(max_length=512)] | None = Field(default=None, description="URL of the model server.")
     serving: ServingStatus | None = Field(default=None, description="The runtime the model server runs.")
     training_run: Name | None = Field(default=None, description="The packaged TrainingRun.")
+    primary_metric: Annotated[str, Field(max_length=80)] | None = Field(
+        default=None, description="The packaged run's primary metric as name=value.")
     task: Annotated[str, Field(max_length=253)] | None = Field(default=None, description="Name of the package task in flight.")
     requirements: Annotated[list[CriterionResult], Field(max_length=64)] | None = Field(
         default=None, description="Each criterion of each gating Requirement."

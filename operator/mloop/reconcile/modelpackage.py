@@ -281,6 +281,8 @@ def decide(spec: ModelPackageSpec, status: ModelPackageStatus, world: World, now
     results += _live_criteria(spec, status, world, reqs, run.metrics)
     p.update["requirements"] = judge.wire(results)
     p.update["trainingRun"] = ref.name
+    task = "regression" if "r2" in run.metrics else "classification"
+    p.update["primaryMetric"] = judge.primary_value(run.metrics, judge.primary_metric([r for _, r in reqs if r], task))
     if status.phase != "Packaged":
         if not _package(p, spec, world, reqs, results):
             return p.decision()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -263,6 +264,12 @@ def primary_metric(specs: list[RequirementSpec], task: str) -> str:
             if criterion.primary:
                 return criterion.metric
     return "accuracy" if task == "classification" else "r2"
+
+
+def primary_value(metrics: Mapping[str, float], name: str) -> str:
+    """The primary metric as `kubectl get` shows it: name=value."""
+    value = metrics.get(name)
+    return f"{name}={value:.4f}" if value is not None else name
 
 
 def wire(results: list[CriterionResult]) -> list[dict[str, Any]]:

@@ -78,16 +78,11 @@ def cache_key(spec: TrainingRunSpec, dataset_digest: str, packages: dict[str, st
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def primary_value(metrics: dict[str, float], name: str) -> str:
-    value = metrics.get(name)
-    return f"{name}={value:.4f}" if value is not None else name
-
-
 def succeeded_status(result: TrainResult, primary: str) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in sorted(result.metrics.items())[:32]}
     status: dict[str, Any] = {
         "metrics": metrics, "modelUri": result.model_uri, "modelDigest": result.model_digest,
-        "primaryMetric": primary_value(metrics, primary),
+        "primaryMetric": judge.primary_value(metrics, primary),
     }
     if result.best_trial:
         status["bestTrial"] = result.best_trial.to_wire()
