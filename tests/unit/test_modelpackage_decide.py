@@ -186,8 +186,8 @@ PROMOTIONS = [
      ["PromotionGranted"], ["iris-1"]),
     ("refused-names-the-criterion", "Production", STRICT, (), "None", "CriterionFailed", ["PromotionRefused"], []),
     ("newer-holder-archives-me", "Production", REQ, (sibling("iris-3", 3),), "Archived", "Superseded", ["Archived"], []),
-    ("newer-holder-archives-me-whatever-my-criteria", "Production", STRICT, (sibling("iris-3", 3),), "Archived",
-     "Superseded", ["Archived"], []),
+    ("never-held-and-refused-though-a-newer-holds-it", "Production", STRICT, (sibling("iris-3", 3),), "None",
+     "CriterionFailed", ["PromotionRefused"], []),
     ("not-requested", "None", REQ, (), "None", "NotRequested", [], []),
     ("archived-on-request", "Archived", REQ, (), "Archived", "Archived", ["Archived"], []),
 ]

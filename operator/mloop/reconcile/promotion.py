@@ -35,9 +35,11 @@ def decide(desired: str, version: int, results: list[CriterionResult], siblings:
     if desired == "Archived":
         return Decision("Archived", "False", "Archived", "archived on request")
     newer = [s for s in siblings if s.desired == "Production" and s.eligible and s.version > version]
-    # Before the criteria: a superseded package's criteria that compare it with Production (live rows,
-    # beats-production) now compare it with its successor, and their failing is no refusal.
-    if desired == "Production" and newer:
+    # A package that held Production is superseded whatever its criteria: those that compare it with Production
+    # (live rows, beats-production) now compare it with its successor, and their failing is no refusal. One that
+    # never held it and fails is refused, as before, with the criterion named.
+    held = current in ("Production", "Archived")
+    if desired == "Production" and newer and (held or not failed):
         holder = max(newer, key=lambda s: s.version)
         return Decision("Archived", "False", "Superseded",
                         f"{holder.name} (version {holder.version}) holds Production for this model")
