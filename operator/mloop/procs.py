@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 
@@ -26,3 +27,13 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def wait_gone(pid: int, timeout: float, poll: float = 0.05) -> bool:
+    """Wait at most `timeout` seconds for the process to exit (reaped if it is ours): whether it is gone."""
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True

@@ -17,7 +17,7 @@ from pathlib import Path
 from mloop.config import Settings, get_settings
 from mloop.api.tasks import TASK_SPEC_ENV
 from mloop.executors.base import Task, TaskState
-from mloop.procs import alive
+from mloop.procs import alive, wait_gone
 
 CLAIM_TIMEOUT = 60.0  # a supervisor is a fresh Python process; on a loaded laptop it may take seconds to start
 
@@ -133,9 +133,7 @@ class LocalExecutor:
         pid = _kill(record)
         if pid is None:
             return False
-        deadline = time.monotonic() + 5
-        while alive(pid) and time.monotonic() < deadline:  # SIGKILL is delivered, not yet done, when killpg returns
-            time.sleep(0.01)
+        wait_gone(pid, 5, poll=0.01)  # SIGKILL is delivered, not yet done, when killpg returns
         if not exit_file.exists():
             exit_file.write_text(str(-int(signal.SIGKILL)))
         return True

@@ -22,7 +22,7 @@ import yaml
 
 from mloop.localcluster.binaries import Binaries, find_binaries
 from mloop.localcluster.certs import CertFiles, generate
-from mloop.procs import alive as _alive, free_port
+from mloop.procs import alive as _alive, free_port, wait_gone  # noqa: F401 - tests import _alive from here
 
 DEFAULT_BUCKET = "mloop"
 REGION = "us-east-1"
@@ -383,10 +383,7 @@ def stop_processes(pids: dict[str, int], timeout: float = 15.0) -> None:
             os.killpg(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             continue
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
-        if _alive(pid):
+        if not wait_gone(pid, timeout):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mloop.config import Settings, get_settings
 from mloop.executors.local import task_env
-from mloop.procs import alive, free_port
+from mloop.procs import alive, free_port, wait_gone
 
 
 class LocalServers:
@@ -125,14 +125,7 @@ class LocalServers:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive(pid):
-            time.sleep(0.1)
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        if alive(pid):
+        if not wait_gone(pid, timeout, poll=0.1):
             os.killpg(pid, signal.SIGKILL)
 
 
