@@ -281,8 +281,8 @@ def decide(spec: ModelPackageSpec, status: ModelPackageStatus, world: World, now
     results += _live_criteria(spec, status, world, reqs, run.metrics)
     p.update["requirements"] = judge.wire(results)
     p.update["trainingRun"] = ref.name
-    task = "regression" if "r2" in run.metrics else "classification"
-    p.update["primaryMetric"] = judge.primary_value(run.metrics, judge.primary_metric([r for _, r in reqs if r], task))
+    primary = judge.primary_of([r for _, r in reqs if r], run.metrics)
+    p.update["primaryMetric"] = judge.primary_value(run.metrics, primary)
     if status.phase != "Packaged":
         if not _package(p, spec, world, reqs, results):
             return p.decision()
@@ -364,8 +364,7 @@ def _fold(p: _Pass, spec: ModelPackageSpec, result: PackageResult) -> bool:
 def improvement(metrics: Mapping[str, float], reqs: list[RequirementSpec], requirement: str,
                 siblings: tuple[SiblingView, ...], lower_is_better: frozenset[str]) -> CriterionResult:
     """Does this package beat the model's current Production package on the primary metric?"""
-    task = "regression" if "r2" in metrics else "classification"
-    metric = judge.primary_metric(reqs, task)
+    metric = judge.primary_of(reqs, metrics)
     mine = metrics.get(metric)
     criterion = f"beats-production:{metric}"
     holder = next((s for s in siblings if s.granted == "Production"), None)
@@ -564,7 +563,7 @@ def live_metric(reqs: list[RequirementSpec], metrics: Mapping[str, float]) -> st
     live = next((r.live for r in reqs if r.live is not None), None)
     if live is not None and live.metric:
         return live.metric
-    return judge.primary_metric(reqs, "regression" if "r2" in metrics else "classification")
+    return judge.primary_of(reqs, metrics)
 
 
 def _production(world: World) -> SiblingView | None:

@@ -266,6 +266,11 @@ def primary_metric(specs: list[RequirementSpec], task: str) -> str:
     return "accuracy" if task == "classification" else "r2"
 
 
+def primary_of(specs: list[RequirementSpec], metrics: Mapping[str, float]) -> str:
+    """The primary metric for a trained model, its task told by its metrics (a regressor reports r2)."""
+    return primary_metric(specs, "regression" if "r2" in metrics else "classification")
+
+
 def primary_value(metrics: Mapping[str, float], name: str) -> str:
     """The primary metric as `kubectl get` shows it: name=value."""
     value = metrics.get(name)
